@@ -1,0 +1,177 @@
+"""Policies: a policy has one editable draft and immutable published versions."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from django.utils import timezone
+
+from guard.contract import CategorySpec, PolicySpec
+
+
+class Policy(models.Model):
+    slug = models.SlugField(max_length=80, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The model that judges this policy's traffic; null = the embedded default.
+    production_model = models.ForeignKey("guard.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="production_for")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "policies"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def latest_version(self) -> PolicyVersion | None:
+        return self.versions.filter(number__isnull=False).order_by("-number").first()
+
+    def draft(self) -> PolicyVersion:
+        """The one editable draft; created from the latest version when missing."""
+        existing = self.versions.filter(number__isnull=True).first()
+        if existing:
+            return existing
+        with transaction.atomic():
+            draft = PolicyVersion.objects.create(policy=self, number=None)
+            latest = self.latest_version()
+            if latest:
+                draft.copy_categories_from(latest)
+            return draft
+
+    @transaction.atomic
+    def publish(self, user: object | None = None, change_note: str = "") -> PolicyVersion:
+        """Freeze the draft as version N+1 and open a fresh draft equal to it."""
+        draft = PolicyVersion.objects.select_for_update().get(policy=self, number__isnull=True)
+        if not draft.categories.exists():
+            raise ValidationError("A policy version needs at least one category.")
+        latest = self.latest_version()
+        draft.number = (latest.number if latest else 0) + 1
+        draft.change_note = change_note
+        draft.published_at = timezone.now()
+        draft.published_by = user if getattr(user, "pk", None) else None
+        PolicyVersion.objects.filter(pk=draft.pk).update(
+            number=draft.number, change_note=change_note, published_at=draft.published_at, published_by=draft.published_by
+        )
+        return draft
+
+    @transaction.atomic
+    def rollback_to(self, version: PolicyVersion, user: object | None = None) -> PolicyVersion:
+        """A new published version equal to ``version`` (history is never rewritten)."""
+        draft = self.draft()
+        draft.categories.all().delete()
+        draft.copy_categories_from(version)
+        return self.publish(user, change_note=f"Roll back to version {version.number}")
+
+
+class PolicyVersion(models.Model):
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="versions")
+    # null: the draft. Published versions are numbered 1, 2, ... and immutable.
+    number = models.PositiveIntegerField(null=True, blank=True)
+    change_note = models.TextField(blank=True, default="")
+    published_at = models.DateTimeField(null=True, blank=True)
+    published_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["policy", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["policy", "number"], name="unique_version_number"),
+            models.UniqueConstraint(fields=["policy"], condition=models.Q(number__isnull=True), name="one_draft_per_policy"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.policy.slug}@{self.number if self.number else 'draft'}"
+
+    @property
+    def is_draft(self) -> bool:
+        return self.number is None
+
+    @property
+    def label(self) -> str:
+        return f"{self.policy.slug}@{self.number}" if self.number else f"{self.policy.slug}@draft"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self.pk and PolicyVersion.objects.filter(pk=self.pk, number__isnull=False).exists():
+            raise ValidationError("Published policy versions are immutable.")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:  # type: ignore[override]
+        if self.number is not None:
+            raise ValidationError("Published policy versions cannot be deleted.")
+        return super().delete(*args, **kwargs)  # type: ignore[arg-type]
+
+    def copy_categories_from(self, other: PolicyVersion) -> None:
+        for category in other.categories.all():
+            Category.objects.create(
+                version=self,
+                position=category.position,
+                code=category.code,
+                name=category.name,
+                description=category.description,
+                violating_examples=list(category.violating_examples),
+                allowed_examples=list(category.allowed_examples),
+                severity=category.severity,
+                action=category.action,
+            )
+
+    def to_spec(self) -> PolicySpec:
+        return PolicySpec(
+            name=self.policy.name,
+            description=self.policy.description,
+            categories=tuple(
+                CategorySpec(
+                    code=c.code,
+                    name=c.name,
+                    description=c.description,
+                    violating_examples=tuple(c.violating_examples),
+                    allowed_examples=tuple(c.allowed_examples),
+                )
+                for c in self.categories.order_by("position", "id")
+            ),
+        )
+
+
+class Category(models.Model):
+    class Severity(models.TextChoices):
+        LOW = "low"
+        MEDIUM = "medium"
+        HIGH = "high"
+        CRITICAL = "critical"
+
+    class Action(models.TextChoices):
+        BLOCK = "block"
+        FLAG = "flag", "flag for review"
+        ALLOW = "allow", "allow and log"
+
+    version = models.ForeignKey(PolicyVersion, on_delete=models.CASCADE, related_name="categories")
+    position = models.PositiveIntegerField(default=0)
+    code = models.CharField(max_length=40)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    violating_examples = models.JSONField(default=list, blank=True)
+    allowed_examples = models.JSONField(default=list, blank=True)
+    severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.MEDIUM)
+    action = models.CharField(max_length=10, choices=Action.choices, default=Action.FLAG)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [models.UniqueConstraint(fields=["version", "code"], name="unique_code_per_version")]
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.name}"
+
+    def _version_is_published(self) -> bool:
+        return PolicyVersion.objects.filter(pk=self.version_id, number__isnull=False).exists()
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self._version_is_published():
+            raise ValidationError("Categories of a published policy version are immutable.")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:  # type: ignore[override]
+        if self._version_is_published():
+            raise ValidationError("Categories of a published policy version are immutable.")
+        return super().delete(*args, **kwargs)  # type: ignore[arg-type]
