@@ -16,8 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from guard.gguf_tokenizer import repair_tokenizer_dir
+
 EMBEDDED_NAME = "embedded"
 MARKER = "guardsite-embedded.json"
+# Bump when the conversion itself changes (e.g. the tokenizer repair), so old caches are not reused.
+CONVERSION_VERSION = 2
 
 
 def cache_root() -> Path:
@@ -42,7 +46,7 @@ def expected_sha256() -> str:
 
 def cached_model_dir() -> Path:
     """Where the converted model lives (it may not exist yet)."""
-    return cache_root() / f"gemma3-270m-{expected_sha256()[:16]}"
+    return cache_root() / f"gemma3-270m-{expected_sha256()[:16]}-c{CONVERSION_VERSION}"
 
 
 def is_prepared() -> bool:
@@ -76,7 +80,8 @@ def prepare(force: bool = False, log: object = print) -> Path:
         staging = Path(tempfile.mkdtemp(dir=cache_root(), prefix=".staging-"))
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        (staging / MARKER).write_text(json.dumps({"gguf_sha256": digest, "source": chunks.MODEL_NAME}, indent=2))
+        repair_tokenizer_dir(staging)
+        (staging / MARKER).write_text(json.dumps({"gguf_sha256": digest, "source": chunks.MODEL_NAME, "conversion": CONVERSION_VERSION}, indent=2))
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)  # atomic: a half-written cache is never used
