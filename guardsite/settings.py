@@ -115,6 +115,10 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "guardsite" / "static"]
+# Serve app static files straight from the source tree (no collectstatic step
+# needed for the embedded setup); production may still run collectstatic.
+WHITENOISE_USE_FINDERS = True
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 # --- security (production values when DEBUG is off; `check --deploy` clean) ---
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -1,0 +1,89 @@
+"""The skeleton every capability stands on: auth everywhere, roles, health, real workers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group
+
+from guardsite.roles import ALL_ROLES
+from ops.models import WorkerHeartbeat
+from ops.tasks import heartbeat
+from tests.conftest import REPO, wait_for
+
+
+def test_the_four_roles_exist_after_migrate(db):
+    assert set(Group.objects.values_list("name", flat=True)) >= set(ALL_ROLES)
+
+
+def test_pages_redirect_anonymous_visitors_to_sign_in(client):
+    response = client.get("/policies/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+
+
+def test_sign_in_page_is_public(client, db):
+    assert client.get("/accounts/login/").status_code == 200
+
+
+def test_healthz_reports_ok_when_database_answers(client, db):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.worker
+def test_a_task_runs_in_a_real_worker_process_through_redis(start_worker):
+    start_worker(queues="default")
+    heartbeat.apply_async(kwargs={"label": "through-redis"}, queue="default")
+    row = wait_for(lambda: WorkerHeartbeat.objects.filter(hostname="through-redis").first(), timeout=60)
+    assert row.pid != os.getpid()
+
+
+def test_guard_model_prepare_reuses_its_cache(tmp_path):
+    """`guard_model prepare` is idempotent: the second run comes from the sha256-keyed cache."""
+    run = subprocess.run(
+        [sys.executable, "manage.py", "guard_model", "prepare"], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr
+    path = Path(run.stdout.strip())
+    assert (path / "model.safetensors").exists() and (path / "tokenizer.json").exists()
+    assert "reused cache" in run.stderr
+
+
+@pytest.mark.worker
+def test_embedded_configuration_runs_with_sqlite_and_a_filesystem_broker(tmp_path):
+    """Nothing but Python: SQLite, kombu's filesystem transport and a real worker process."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    env["GUARDSITE_VAR_DIR"] = str(tmp_path)
+    manage = [sys.executable, "manage.py"]
+    migrate = subprocess.run([*manage, "migrate", "--noinput"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert migrate.returncode == 0, migrate.stderr
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "guardsite", "worker", "-Q", "default", "-c", "1", "--without-gossip", "--without-mingle", "-l", "INFO"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        send = (
+            "import django; django.setup();"
+            "from ops.tasks import heartbeat; heartbeat.apply_async(kwargs={'label': 'embedded'}, queue='default')"
+        )
+        subprocess.run([sys.executable, "-c", send], cwd=REPO, env={**env, "DJANGO_SETTINGS_MODULE": "guardsite.settings"}, check=True, timeout=120)
+        check = (
+            "import django; django.setup();"
+            "from ops.models import WorkerHeartbeat; print(WorkerHeartbeat.objects.filter(hostname='embedded').count())"
+        )
+
+        def heartbeat_recorded() -> bool:
+            out = subprocess.run([sys.executable, "-c", check], cwd=REPO, env={**env, "DJANGO_SETTINGS_MODULE": "guardsite.settings"}, capture_output=True, text=True)
+            return out.stdout.strip() == "1"
+
+        wait_for(heartbeat_recorded, timeout=90, interval=1, message="heartbeat through the filesystem broker")
+        assert (tmp_path / "guardsite.sqlite3").exists()
+    finally:
+        os.killpg(worker.pid, 9)
+        worker.wait(10)
