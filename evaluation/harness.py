@@ -1,0 +1,483 @@
+"""The evaluation harness: benchmark JSONL files -> a report with a fixed contract.
+
+``evaluate()`` is used by ``manage.py evaluate``, by the evaluation runs of the
+UI (``evaluation.tasks.run_evaluation``) and by the trainer as its promotion
+gate: keep its signature and the report's keys stable.
+
+Data: JSONL files (or directories of them) in the shared corpus schema
+``{id, source, prompt, response, prompt_label, response_label, refusal_label,
+categories, taxonomy}``.
+
+Which tasks a record contributes to: every record is classified once (one
+guard request). Its prompt prediction is scored when it has a gold
+``prompt_label``; when it has an AI response, its response and refusal
+predictions are scored against the gold ``response_label`` /
+``refusal_label`` where present; its categories are scored when it has gold
+categories. Parse failures count as wrong (see ``evaluation.metrics``).
+
+Policies: ``policy="auto"`` judges each record under its own taxonomy, read
+from a ``taxonomies.json`` next to the data file when there is one (else the
+built-in presets); taxonomy ``none`` gets the general default policy.
+Any other value names a database ``Policy`` (its latest published version)
+or, failing that, a preset; every record is then judged under that policy, and
+category metrics cover only records whose taxonomy *is* that preset (other
+taxonomies' codes mean nothing under it).
+
+Sampling (``limit=N``): per file, the records are shuffled with a seed derived
+from the file *name* (so the same file samples identically wherever it lives)
+and N are taken stratified by the gold label triple (prompt_label,
+response_label, refusal_label): each stratum gets its proportional share
+(largest remainder), every stratum at least one record when N is at least the
+number of strata, and within a stratum the first records of the shuffled
+order are taken. The same data and N always give the same sample.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evaluation.metrics import (
+    PROMPT_TASK,
+    REFUSAL_TASK,
+    RESPONSE_TASK,
+    TASKS,
+    CategoryPrediction,
+    Prediction,
+    category_scores,
+    mean,
+    percentile,
+    task_scores,
+)
+from guard.contract import MODES, PolicySpec, Verdict
+
+AUTO_POLICY = "auto"
+SAMPLE_SEED = "guardsite-eval-v1"
+TAXONOMIES_FILE = "taxonomies.json"
+REPORT_VERSION = 1
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class EvaluationError(ValueError):
+    """Bad input to the harness (a missing file, a malformed record, an unknown policy); the message says which."""
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    file: str  # the report's key for the file (its name)
+    line: int
+    id: str
+    prompt: str
+    response: str | None
+    prompt_label: str | None
+    response_label: str | None
+    refusal_label: str | None
+    categories: tuple[str, ...]
+    taxonomy: str
+    taxonomies_path: str | None = None
+
+    @property
+    def has_response(self) -> bool:
+        return bool(self.response and self.response.strip())
+
+    @property
+    def stratum(self) -> tuple[str | None, str | None, str | None]:
+        return (self.prompt_label, self.response_label, self.refusal_label)
+
+
+@dataclass
+class LoadedFile:
+    name: str
+    path: Path
+    records: list[EvalRecord] = field(default_factory=list)
+    total: int = 0  # records in the file before sampling
+
+
+# ------------------------------------------------------------------ data
+
+
+def expand_data_paths(data: Iterable[str | Path]) -> list[Path]:
+    """Files as given; directories -> their ``*.jsonl`` files (sorted). Missing paths raise."""
+    files: list[Path] = []
+    for item in data:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.glob("*.jsonl") if p.is_file())
+            if not found:
+                raise EvaluationError(f"data directory {str(path)!r} holds no .jsonl files")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise EvaluationError(f"data path {str(path)!r} does not exist")
+    if not files:
+        raise EvaluationError("no data given: pass at least one JSONL file or directory")
+    unique: list[Path] = []
+    for path in files:
+        if path.resolve() not in {p.resolve() for p in unique}:
+            unique.append(path)
+    return unique
+
+
+def _file_keys(paths: Sequence[Path]) -> list[str]:
+    """The report key of each file: its name, or parent/name where two files share a name."""
+    names = [p.name for p in paths]
+    return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
+
+
+_LABELS = {
+    "prompt_label": ("safe", "unsafe"),
+    "response_label": ("safe", "unsafe"),
+    "refusal_label": ("refusal", "compliance"),
+}
+
+
+def _parse_record(raw: dict[str, Any], key: str, path: Path, line: int, taxonomies_path: str | None) -> EvalRecord:
+    where = f"{path.name}:{line}"
+    prompt = raw.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise EvaluationError(f"{where}: 'prompt' must be a non-empty string")
+    response = raw.get("response")
+    if response is not None and not isinstance(response, str):
+        raise EvaluationError(f"{where}: 'response' must be a string or null")
+    labels: dict[str, str | None] = {}
+    for name, choices in _LABELS.items():
+        value = raw.get(name)
+        if value is not None and value not in choices:
+            raise EvaluationError(f"{where}: {name} {value!r} is not one of {', '.join(choices)} or null")
+        labels[name] = value
+    categories = raw.get("categories") or []
+    if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
+        raise EvaluationError(f"{where}: 'categories' must be a list of strings")
+    taxonomy = raw.get("taxonomy") or "none"
+    if not isinstance(taxonomy, str):
+        raise EvaluationError(f"{where}: 'taxonomy' must be a string")
+    return EvalRecord(
+        file=key,
+        line=line,
+        id=str(raw.get("id") or f"{path.name}:{line}"),
+        prompt=prompt,
+        response=response,
+        prompt_label=labels["prompt_label"],
+        response_label=labels["response_label"],
+        refusal_label=labels["refusal_label"],
+        categories=tuple(categories),
+        taxonomy=taxonomy,
+        taxonomies_path=taxonomies_path,
+    )
+
+
+def read_jsonl(path: Path, key: str | None = None) -> list[EvalRecord]:
+    """Every record of one file; a malformed line raises ``EvaluationError`` naming file and line."""
+    beside = path.parent / TAXONOMIES_FILE
+    taxonomies_path = str(beside) if beside.is_file() else None
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                raw = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise EvaluationError(f"{path.name}:{number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(raw, dict):
+                raise EvaluationError(f"{path.name}:{number}: expected a JSON object")
+            records.append(_parse_record(raw, key or path.name, path, number, taxonomies_path))
+    return records
+
+
+def sample_records(records: Sequence[EvalRecord], limit: int | None, seed_key: str) -> list[EvalRecord]:
+    """A deterministic, label-stratified sample of ``limit`` records (see the module docstring)."""
+    if limit is None or limit >= len(records):
+        return list(records)
+    if limit <= 0:
+        return []
+    shuffled = list(records)
+    random.Random(f"{SAMPLE_SEED}:{seed_key}").shuffle(shuffled)
+    strata: dict[tuple, list[EvalRecord]] = {}
+    for record in shuffled:
+        strata.setdefault(record.stratum, []).append(record)
+    keys = list(strata)
+    exact = {k: limit * len(strata[k]) / len(shuffled) for k in keys}
+    take = {k: int(exact[k]) for k in keys}
+    # Largest remainder (ties: the stratum met first in the shuffled order).
+    for k in sorted(keys, key=lambda k: exact[k] - take[k], reverse=True)[: limit - sum(take.values())]:
+        take[k] += 1
+    if limit >= len(keys):
+        for k in keys:
+            if take[k] == 0:
+                donor = max(keys, key=lambda d: take[d])
+                take[donor] -= 1
+                take[k] = 1
+    chosen = {id(r) for k in keys for r in strata[k][: take[k]]}
+    return [r for r in shuffled if id(r) in chosen]
+
+
+def load_data(data: Iterable[str | Path], limit: int | None = None) -> list[LoadedFile]:
+    paths = expand_data_paths(data)
+    loaded = []
+    for path, key in zip(paths, _file_keys(paths), strict=True):
+        records = read_jsonl(path, key)
+        loaded.append(LoadedFile(name=key, path=path, records=sample_records(records, limit, path.name), total=len(records)))
+    return loaded
+
+
+# ------------------------------------------------------------------ policies
+
+
+class PolicyResolver:
+    """The policy (and gold category codes) each record is judged under."""
+
+    def __init__(self, policy: str) -> None:
+        self.policy = (policy or AUTO_POLICY).strip()
+        self._cache: dict[tuple[str, str | None], PolicySpec] = {}
+        self.fixed: PolicySpec | None = None
+        self.fixed_preset: str | None = None
+        if self.policy != AUTO_POLICY:
+            self.fixed, self.fixed_preset = self._resolve_named(self.policy)
+
+    @staticmethod
+    def _resolve_named(name: str) -> tuple[PolicySpec, str | None]:
+        from policies import presets
+
+        try:
+            from policies.models import Policy
+
+            stored = Policy.objects.filter(slug=name).first()
+        except Exception:  # noqa: BLE001 - no database (plain scripts): presets only
+            stored = None
+        if stored is not None:
+            version = stored.latest_version()
+            if version is None:
+                raise EvaluationError(f"policy {name!r} has no published version yet; publish one first")
+            return version.to_spec(), None
+        try:
+            return presets.preset_spec(name), name
+        except KeyError:
+            known = ", ".join(presets.preset_names())
+            raise EvaluationError(f"unknown policy {name!r}: not a policy slug nor a preset ({known}); or use 'auto'") from None
+
+    def label(self) -> str:
+        return self.policy
+
+    def spec_for(self, record: EvalRecord) -> PolicySpec:
+        if self.fixed is not None:
+            return self.fixed
+        key = (record.taxonomy, record.taxonomies_path)
+        if key not in self._cache:
+            self._cache[key] = self._taxonomy_spec(record)
+        return self._cache[key]
+
+    @staticmethod
+    def _taxonomy_spec(record: EvalRecord) -> PolicySpec:
+        from policies import presets
+
+        for path in (record.taxonomies_path, None):
+            try:
+                return presets.preset_spec(record.taxonomy, path)
+            except KeyError:
+                continue
+        raise EvaluationError(
+            f"{record.file}:{record.line}: taxonomy {record.taxonomy!r} is neither in a {TAXONOMIES_FILE} "
+            "beside the data nor a built-in preset"
+        )
+
+    def gold_codes(self, record: EvalRecord) -> tuple[str, list[str]]:
+        """(taxonomy key for the report, gold codes under the judging policy); [] when not comparable."""
+        from policies import presets
+
+        if not record.categories:
+            return record.taxonomy, []
+        if self.fixed is not None and self.fixed_preset != record.taxonomy:
+            return record.taxonomy, []
+        for path in (record.taxonomies_path, None):
+            try:
+                return record.taxonomy, presets.gold_codes(record.taxonomy, list(record.categories), path)
+            except KeyError:
+                continue
+        raise EvaluationError(
+            f"{record.file}:{record.line}: categories {list(record.categories)} are not all in taxonomy {record.taxonomy!r}"
+        )
+
+
+# ------------------------------------------------------------------ the run
+
+
+def _default_model_label(model: str | None) -> str:
+    if model:
+        return model
+    try:
+        from django.conf import settings
+
+        return settings.GUARD_MODEL_DIR or "embedded"
+    except Exception:  # noqa: BLE001 - settings not configured
+        return "embedded"
+
+
+def _check_model(model: str | None) -> None:
+    """Fail fast on an unknown model (before any record is classified); raises ``GuardError``."""
+    from guard import runtime
+
+    resolve = getattr(runtime, "resolve_model", None)
+    if resolve is not None:
+        resolve(model)
+
+
+def _classify(requests: list, model: str | None) -> list[Verdict]:
+    from guard import runtime
+
+    verdicts = runtime.classify(requests, model)
+    if len(verdicts) != len(requests):
+        raise RuntimeError(f"the guard returned {len(verdicts)} verdicts for {len(requests)} requests")
+    return verdicts
+
+
+def evaluate(
+    data: list[str | Path],
+    model: str | None,
+    mode: str = "fast",
+    policy: str = "auto",
+    limit: int | None = None,
+    batch_size: int = 16,
+    progress: Callable | None = None,
+) -> dict:
+    """Classify the records of ``data`` with ``model`` and return the report (see the module docstring).
+
+    ``progress(done, total)`` is called after every batch (and once with 0 at the start).
+    Bad input raises ``EvaluationError``; an unknown model raises the guard's ``GuardError``.
+    """
+    from guard.backends.base import GuardRequest
+
+    if mode not in MODES:
+        raise EvaluationError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    if limit is not None and limit < 1:
+        raise EvaluationError(f"limit must be at least 1 (got {limit})")
+    if batch_size < 1:
+        raise EvaluationError(f"batch size must be at least 1 (got {batch_size})")
+    files = load_data(data, limit)
+    resolver = PolicyResolver(policy)
+    _check_model(model)
+    records = [record for loaded in files for record in loaded.records]
+    if not records:
+        raise EvaluationError("the data holds no records")
+    requests = [
+        GuardRequest(
+            policy=resolver.spec_for(record),
+            prompt=record.prompt,
+            response=record.response if record.has_response else None,
+            mode=mode,  # type: ignore[arg-type]
+            tag=index,
+        )
+        for index, record in enumerate(records)
+    ]
+    gold_categories = [resolver.gold_codes(record) for record in records]
+
+    total = len(requests)
+    if progress:
+        progress(0, total)
+    verdicts: list[Verdict] = []
+    started = time.perf_counter()
+    for start in range(0, total, batch_size):
+        verdicts.extend(_classify(requests[start : start + batch_size], model))
+        if progress:
+            progress(len(verdicts), total)
+    elapsed = time.perf_counter() - started
+    return build_report(
+        records=records,
+        verdicts=verdicts,
+        gold_categories=gold_categories,
+        files=files,
+        model=_default_model_label(model),
+        mode=mode,
+        elapsed_seconds=elapsed,
+        extra={"policy": resolver.label(), "limit": limit, "batch_size": batch_size},
+    )
+
+
+def _task_predictions(records: Sequence[EvalRecord], verdicts: Sequence[Verdict]) -> dict[str, list[Prediction]]:
+    out: dict[str, list[Prediction]] = {task: [] for task in TASKS}
+    for record, verdict in zip(records, verdicts, strict=True):
+        failed = verdict.parse_error is not None
+        out[PROMPT_TASK].append(Prediction(record.prompt_label, verdict.prompt_label, failed))
+        if record.has_response:
+            out[RESPONSE_TASK].append(Prediction(record.response_label, verdict.response_label, failed))
+            out[REFUSAL_TASK].append(Prediction(record.refusal_label, verdict.refusal_label, failed))
+    return out
+
+
+def build_report(
+    records: Sequence[EvalRecord],
+    verdicts: Sequence[Verdict],
+    gold_categories: Sequence[tuple[str, list[str]]],
+    files: Sequence[LoadedFile],
+    model: str,
+    mode: str,
+    elapsed_seconds: float,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The report from records and their verdicts (pure: no model, no database)."""
+    tasks = task_scores(_task_predictions(records, verdicts))
+    per_file: dict[str, dict[str, Any]] = {}
+    file_sizes: dict[str, dict[str, int]] = {}
+    for loaded in files:
+        pairs = [(r, v) for r, v in zip(records, verdicts, strict=True) if r.file == loaded.name]
+        file_tasks = task_scores(_task_predictions([r for r, _ in pairs], [v for _, v in pairs]))
+        per_file[loaded.name] = file_tasks
+        file_sizes[loaded.name] = {"n": len(pairs), "records_in_file": loaded.total}
+    categories = category_scores(
+        CategoryPrediction(taxonomy, gold, [] if verdict.parse_error else verdict.categories)
+        for (taxonomy, gold), verdict in zip(gold_categories, verdicts, strict=True)
+    )
+    # Explanations of parsed verdicts only: a parse failure has no explanation to measure.
+    words = [float(v.explanation_words) for v in verdicts if v.parse_error is None]
+    n = len(records)
+    report: dict[str, Any] = {
+        "model": model,
+        "mode": mode,
+        "n": n,
+        "items_per_second": round(n / elapsed_seconds, 3) if elapsed_seconds > 0 else 0.0,
+        "words_per_explanation": {"mean": mean(words), "p90": percentile(words, 90)},
+        "tasks": tasks,
+        "files": per_file,
+        "categories": categories,
+        "file_sizes": file_sizes,
+        "parse_failures": sum(1 for v in verdicts if v.parse_error is not None),
+        "elapsed_seconds": round(elapsed_seconds, 3),
+        "data": [str(loaded.path) for loaded in files],
+        "sampling": {"seed": SAMPLE_SEED, "stratified_by": ["prompt_label", "response_label", "refusal_label"]},
+        "report_version": REPORT_VERSION,
+    }
+    report.update(extra or {})
+    return report
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """A small plain-text table of a report (also used by the bench script)."""
+    lines = [
+        f"model {report['model']} · mode {report['mode']} · n {report['n']} · "
+        f"{report['items_per_second']:.2f} items/s · words/explanation mean {report['words_per_explanation']['mean']:.1f} "
+        f"p90 {report['words_per_explanation']['p90']:.0f}",
+        f"{'file':32} {'task':9} {'n':>5} {'F1':>7} {'P':>7} {'R':>7} {'parse!':>6}",
+    ]
+    rows = [("ALL", report["tasks"])] + sorted(report["files"].items())
+    for name, tasks in rows:
+        for task in TASKS:
+            scores = tasks[task]
+            if scores["n"]:
+                lines.append(
+                    f"{name[:32]:32} {task:9} {scores['n']:>5} {scores['f1']:>7.2f} {scores['precision']:>7.2f} "
+                    f"{scores['recall']:>7.2f} {scores['parse_failures']:>6}"
+                )
+    categories = report["categories"]
+    lines.append(
+        f"categories: micro F1 {categories['micro_f1']:.2f} · macro F1 {categories['macro_f1']:.2f} "
+        f"over {categories.get('n', 0)} records, {len(categories['per_category'])} categories"
+    )
+    return "\n".join(lines)
+

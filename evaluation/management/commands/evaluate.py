@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import json
+import time
+from argparse import ArgumentParser
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from evaluation.harness import AUTO_POLICY, EvaluationError, evaluate, format_summary
+from guard.contract import MODES
+
+
+class Command(BaseCommand):
+    help = (
+        "Evaluate a guard model on benchmark JSONL files (shared corpus schema) and write report.json: "
+        "F1/precision/recall per task and file, category micro/macro F1, items/s, words per explanation."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--data", nargs="+", required=True, metavar="PATH", help="JSONL files or directories of them")
+        parser.add_argument("--model", required=True, help="'embedded', a registered model name, or a local model/adapter directory")
+        parser.add_argument("--mode", choices=MODES, default="fast")
+        parser.add_argument("--policy", default=AUTO_POLICY, help="'auto' (each record under its own taxonomy), a policy slug or a preset name")
+        parser.add_argument("--limit", type=int, default=None, help="at most N records per file (deterministic, label-stratified sample)")
+        parser.add_argument("--batch-size", type=int, default=16)
+        parser.add_argument("--out", required=True, help="where to write the report (JSON)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        out = Path(options["out"]).expanduser()
+        if not out.parent.is_dir():
+            raise CommandError(f"--out: directory {str(out.parent)!r} does not exist")
+        last = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            now = time.monotonic()
+            if done in (0, total) or now - last[0] >= 5:
+                last[0] = now
+                self.stderr.write(f"{done}/{total} records")
+
+        try:
+            report = evaluate(
+                options["data"],
+                options["model"],
+                mode=options["mode"],
+                policy=options["policy"],
+                limit=options["limit"],
+                batch_size=options["batch_size"],
+                progress=progress,
+            )
+        except EvaluationError as exc:
+            raise CommandError(str(exc)) from None
+        except Exception as exc:
+            from guard.backends.base import GuardError
+
+            if isinstance(exc, GuardError | FileNotFoundError):
+                raise CommandError(f"--model {options['model']!r}: {exc}") from None
+            raise
+        out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        self.stdout.write(format_summary(report))
+        self.stdout.write(f"report written to {out}")
