@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from guard.contract import CategorySpec, PolicySpec
+
+# A category code is what the model writes in its answer: short, no spaces, no commas.
+CODE_PATTERN = r"[A-Za-z0-9_-]{1,40}"
 
 
 class Policy(models.Model):
@@ -34,12 +37,56 @@ class Policy(models.Model):
         existing = self.versions.filter(number__isnull=True).first()
         if existing:
             return existing
-        with transaction.atomic():
-            draft = PolicyVersion.objects.create(policy=self, number=None)
-            latest = self.latest_version()
-            if latest:
-                draft.copy_categories_from(latest)
-            return draft
+        try:
+            with transaction.atomic():
+                latest = self.latest_version()
+                draft = PolicyVersion.objects.create(
+                    policy=self,
+                    number=None,
+                    name=latest.spec_name if latest else self.name,
+                    description=latest.spec_description if latest else self.description,
+                )
+                if latest:
+                    draft.copy_categories_from(latest)
+                return draft
+        except IntegrityError:
+            # Another request opened the draft at the same moment: use theirs.
+            return self.versions.get(number__isnull=True)
+
+    @classmethod
+    @transaction.atomic
+    def create_from_spec(
+        cls,
+        spec: PolicySpec,
+        *,
+        slug: str,
+        name: str | None = None,
+        description: str | None = None,
+        owner: object | None = None,
+        severity: str = "medium",
+        action: str = "flag",
+    ) -> Policy:
+        """A new policy whose draft holds ``spec``'s categories (nothing published yet)."""
+        policy = cls.objects.create(
+            slug=slug,
+            name=name or spec.name,
+            description=spec.description if description is None else description,
+            owner=owner if getattr(owner, "pk", None) else None,
+        )
+        draft = policy.draft()
+        for position, category in enumerate(spec.categories):
+            Category.objects.create(
+                version=draft,
+                position=position,
+                code=category.code,
+                name=category.name,
+                description=category.description,
+                violating_examples=list(category.violating_examples),
+                allowed_examples=list(category.allowed_examples),
+                severity=severity,
+                action=action,
+            )
+        return policy
 
     @transaction.atomic
     def publish(self, user: object | None = None, change_note: str = "") -> PolicyVersion:
@@ -55,6 +102,22 @@ class Policy(models.Model):
         PolicyVersion.objects.filter(pk=draft.pk).update(
             number=draft.number, change_note=change_note, published_at=draft.published_at, published_by=draft.published_by
         )
+        # The policy's display name and description follow its latest published version.
+        Policy.objects.filter(pk=self.pk).update(name=draft.spec_name, description=draft.spec_description)
+        self.name, self.description = draft.spec_name, draft.spec_description
+        return draft
+
+    @transaction.atomic
+    def discard_draft_changes(self) -> PolicyVersion:
+        """Make the draft equal to the latest published version again."""
+        draft = self.draft()
+        latest = self.latest_version()
+        if latest is None:
+            return draft
+        draft.categories.all().delete()
+        draft.copy_categories_from(latest)
+        draft.name, draft.description = latest.spec_name, latest.spec_description
+        draft.save(update_fields=["name", "description"])
         return draft
 
     @transaction.atomic
@@ -63,6 +126,8 @@ class Policy(models.Model):
         draft = self.draft()
         draft.categories.all().delete()
         draft.copy_categories_from(version)
+        draft.name, draft.description = version.spec_name, version.spec_description
+        draft.save(update_fields=["name", "description"])
         return self.publish(user, change_note=f"Roll back to version {version.number}")
 
 
@@ -70,6 +135,11 @@ class PolicyVersion(models.Model):
     policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="versions")
     # null: the draft. Published versions are numbered 1, 2, ... and immutable.
     number = models.PositiveIntegerField(null=True, blank=True)
+    # The policy's name and description as this version renders them for the
+    # model: versioned, so renaming a policy never changes a published version.
+    # Empty (rows older than these fields): fall back to the policy's.
+    name = models.CharField(max_length=200, blank=True, default="")
+    description = models.TextField(blank=True, default="")
     change_note = models.TextField(blank=True, default="")
     published_at = models.DateTimeField(null=True, blank=True)
     published_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
@@ -92,6 +162,14 @@ class PolicyVersion(models.Model):
     @property
     def label(self) -> str:
         return f"{self.policy.slug}@{self.number}" if self.number else f"{self.policy.slug}@draft"
+
+    @property
+    def spec_name(self) -> str:
+        return self.name or self.policy.name
+
+    @property
+    def spec_description(self) -> str:
+        return self.description if self.name else self.policy.description
 
     def save(self, *args: object, **kwargs: object) -> None:
         if self.pk and PolicyVersion.objects.filter(pk=self.pk, number__isnull=False).exists():
@@ -119,8 +197,8 @@ class PolicyVersion(models.Model):
 
     def to_spec(self) -> PolicySpec:
         return PolicySpec(
-            name=self.policy.name,
-            description=self.policy.description,
+            name=self.spec_name,
+            description=self.spec_description,
             categories=tuple(
                 CategorySpec(
                     code=c.code,

@@ -1,4 +1,28 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from policies import views
 
 app_name = "policies"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.policy_list, name="list"),
+    path("new/", views.policy_create, name="create"),
+    path("import/", views.policy_import, name="import"),
+    path("<slug:slug>/", views.policy_detail, name="detail"),
+    path("<slug:slug>/import/", views.policy_import, name="import-into-draft"),
+    path("<slug:slug>/export/", views.export_version, name="export"),
+    path("<slug:slug>/diff/", views.diff_view, name="diff"),
+    path("<slug:slug>/model-input/", views.model_input_view, name="model-input"),
+    path("<slug:slug>/console/", views.console_run, name="console"),
+    path("<slug:slug>/versions/<int:number>/", views.version_detail, name="version"),
+    path("<slug:slug>/versions/<int:number>/rollback/", views.rollback, name="rollback"),
+    path("<slug:slug>/draft/", views.draft_editor, name="editor"),
+    path("<slug:slug>/draft/status/", views.draft_status, name="draft-status"),
+    path("<slug:slug>/draft/header/", views.draft_header, name="draft-header"),
+    path("<slug:slug>/draft/discard/", views.draft_discard, name="draft-discard"),
+    path("<slug:slug>/draft/publish/", views.publish, name="publish"),
+    path("<slug:slug>/draft/categories/", views.category_add, name="category-add"),
+    path("<slug:slug>/draft/categories/<int:pk>/", views.category_row, name="category-row"),
+    path("<slug:slug>/draft/categories/<int:pk>/edit/", views.category_edit, name="category-edit"),
+    path("<slug:slug>/draft/categories/<int:pk>/delete/", views.category_delete, name="category-delete"),
+    path("<slug:slug>/draft/categories/<int:pk>/move/", views.category_move, name="category-move"),
+]

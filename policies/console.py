@@ -1,0 +1,43 @@
+"""The test console: judge one prompt (and response) against a policy version, synchronously."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from guard.backends.base import GuardError, GuardRequest
+from guard.contract import Mode, Verdict
+from guard.models import ModelVersion
+from policies.models import PolicyVersion
+
+EMBEDDED_CHOICE = "embedded"
+
+
+@dataclass
+class ConsoleResult:
+    verdict: Verdict | None
+    error: str = ""
+    seconds: float = 0.0
+    model_label: str = ""
+
+
+def model_choices() -> list[tuple[str, str]]:
+    """"embedded" (the deployment default) and every registered model version."""
+    choices = [(EMBEDDED_CHOICE, "embedded (default guard)")]
+    for name, status in ModelVersion.objects.order_by("name").values_list("name", "status"):
+        choices.append((name, f"{name} ({status})"))
+    return choices
+
+
+def run_console(version: PolicyVersion, prompt: str, response: str, mode: Mode, model: str) -> ConsoleResult:
+    from guard import runtime
+
+    request = GuardRequest(policy=version.to_spec(), prompt=prompt, response=response.strip() or None, mode=mode)
+    # "embedded" means the deployment default: the runtime then honours GUARD_MODEL_DIR.
+    model_arg = None if model in ("", EMBEDDED_CHOICE) else model
+    started = time.monotonic()
+    try:
+        verdicts = runtime.classify([request], model=model_arg)
+    except GuardError as exc:
+        return ConsoleResult(verdict=None, error=str(exc), seconds=time.monotonic() - started, model_label=model)
+    return ConsoleResult(verdict=verdicts[0], seconds=time.monotonic() - started, model_label=model)

@@ -1,0 +1,440 @@
+"""Policy pages. Reading is open to every signed-in user; changing needs admin or policy_editor.
+
+Small edits (the draft's header and categories) are htmx requests answered
+with template partials; publishing, rolling back and importing are ordinary
+POSTs followed by a redirect.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from guardsite.roles import ADMIN, POLICY_EDITOR, can_edit_policies, role_required
+from policies import presets
+from policies.console import EMBEDDED_CHOICE, run_console
+from policies.diffing import diff_documents
+from policies.documents import (
+    DocumentError,
+    import_as_new_policy,
+    import_into_draft,
+    parse_document,
+    version_document,
+)
+from policies.forms import (
+    BLANK_PRESET,
+    CategoryForm,
+    ConsoleForm,
+    ImportForm,
+    PolicyCreateForm,
+    PublishForm,
+    VersionHeaderForm,
+    unique_slug,
+)
+from policies.models import Category, Policy, PolicyVersion
+from policies.rendering import model_input
+
+editor_required = role_required(ADMIN, POLICY_EDITOR)
+# htmx listens for this event to refresh the draft status and the model input.
+DRAFT_CHANGED = "draft-changed"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _policy(slug: str) -> Policy:
+    return get_object_or_404(Policy.objects.select_related("production_model", "owner"), slug=slug)
+
+
+def _version(policy: Policy, ref: str | int | None) -> PolicyVersion:
+    """``ref``: a version number, or "draft"."""
+    if ref in (None, "", "draft"):
+        return policy.draft()
+    try:
+        number = int(ref)
+    except (TypeError, ValueError):
+        raise Http404(f"No version {ref!r}.") from None
+    return get_object_or_404(PolicyVersion, policy=policy, number=number)
+
+
+def _draft_has_changes(policy: Policy, draft: PolicyVersion) -> bool:
+    latest = policy.latest_version()
+    if latest is None:
+        return True
+    return not diff_documents(version_document(latest), version_document(draft)).is_empty
+
+
+def _changed(response: HttpResponse) -> HttpResponse:
+    response["HX-Trigger"] = DRAFT_CHANGED
+    return response
+
+
+def _console_form(policy: Policy, version: PolicyVersion) -> ConsoleForm:
+    model = policy.production_model.name if policy.production_model else EMBEDDED_CHOICE
+    return ConsoleForm(initial={"version": "draft" if version.is_draft else version.number, "model": model})
+
+
+# --------------------------------------------------------------------------- list, create, import
+
+
+@require_GET
+def policy_list(request: HttpRequest) -> HttpResponse:
+    policies = Policy.objects.select_related("production_model").prefetch_related("versions")
+    rows = []
+    for policy in policies:
+        numbers = [v.number for v in policy.versions.all() if v.number]
+        rows.append({"policy": policy, "latest": max(numbers) if numbers else None})
+    return render(request, "policies/list.html", {"rows": rows, "form": PolicyCreateForm()})
+
+
+@require_POST
+@editor_required
+def policy_create(request: HttpRequest) -> HttpResponse:
+    form = PolicyCreateForm(request.POST)
+    if not form.is_valid():
+        rows = [{"policy": p, "latest": p.latest_version()} for p in Policy.objects.all()]
+        return render(request, "policies/list.html", {"rows": rows, "form": form, "show_create": True}, status=400)
+    data = form.cleaned_data
+    name = data["name"].strip()
+    if data["preset"] == BLANK_PRESET:
+        spec = presets.PolicySpec(name=name, categories=())
+    else:
+        spec = presets.preset_spec(data["preset"])
+    policy = Policy.create_from_spec(
+        spec,
+        slug=data["slug"] or unique_slug(name or spec.name),
+        name=name or spec.name,
+        description=data["description"].strip() or spec.description,
+        owner=request.user,
+    )
+    messages.success(request, f"Created {policy.name}. Edit the draft, then publish version 1.")
+    return redirect("policies:editor", slug=policy.slug)
+
+
+def _import_errors_page(request: HttpRequest, form: ImportForm, errors: list, policy: Policy | None) -> HttpResponse:
+    return render(request, "policies/import.html", {"form": form, "errors": errors, "policy": policy}, status=400)
+
+
+@editor_required
+def policy_import(request: HttpRequest, slug: str | None = None) -> HttpResponse:
+    """Import a Policy JSON file as a new policy, or (with ``slug``) into that policy's draft."""
+    policy = _policy(slug) if slug else None
+    if request.method != "POST":
+        return render(request, "policies/import.html", {"form": ImportForm(), "policy": policy})
+    form = ImportForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return render(request, "policies/import.html", {"form": form, "policy": policy}, status=400)
+    document, errors = parse_document(form.content())
+    if document is None:
+        return _import_errors_page(request, form, errors, policy)
+    if policy is not None:
+        import_into_draft(policy, document)
+        messages.success(request, f"Imported {len(document.categories)} categories into the draft of {policy.name}.")
+        return redirect("policies:editor", slug=policy.slug)
+    slug_value = (form.cleaned_data.get("slug") or "").strip() or document.slug
+    if slug_value and Policy.objects.filter(slug=slug_value).exists():
+        problem = DocumentError("slug", f"a policy with slug {slug_value!r} already exists; choose another slug above")
+        return _import_errors_page(request, form, [problem], None)
+    with transaction.atomic():
+        policy = import_as_new_policy(document, slug_value or unique_slug(document.name), owner=request.user)
+    messages.success(request, f"Imported {policy.name} as a draft with {len(document.categories)} categories.")
+    return redirect("policies:editor", slug=policy.slug)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@require_GET
+def policy_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    policy = _policy(slug)
+    versions = list(policy.versions.filter(number__isnull=False).select_related("published_by").order_by("-number"))
+    for version in versions:
+        version.category_count = version.categories.count()
+    current = versions[0] if versions else policy.draft()
+    context = {
+        "policy": policy,
+        "versions": versions,
+        "current": current,
+        "categories": current.categories.all(),
+        "draft_has_changes": _draft_has_changes(policy, policy.draft()),
+    }
+    return render(request, "policies/detail.html", context)
+
+
+@require_GET
+def version_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    policy = _policy(slug)
+    version = _version(policy, number)
+    latest = policy.latest_version()
+    context = {
+        "policy": policy,
+        "version": version,
+        "categories": version.categories.all(),
+        "is_latest": latest is not None and latest.pk == version.pk,
+        "previous": policy.versions.filter(number__lt=version.number).order_by("-number").first(),
+        "console_form": _console_form(policy, version),
+    }
+    return render(request, "policies/version.html", context)
+
+
+@require_GET
+def diff_view(request: HttpRequest, slug: str) -> HttpResponse:
+    policy = _policy(slug)
+    latest = policy.latest_version()
+    default_new = "draft"
+    default_old = str(latest.number) if latest else "draft"
+    old_ref, new_ref = request.GET.get("old", default_old), request.GET.get("new", default_new)
+    old, new = _version(policy, old_ref), _version(policy, new_ref)
+    choices = [("draft", "Draft")] + [
+        (str(n), f"Version {n}") for n in policy.versions.filter(number__isnull=False).order_by("-number").values_list("number", flat=True)
+    ]
+    context = {
+        "policy": policy,
+        "old": old,
+        "new": new,
+        "old_ref": old_ref,
+        "new_ref": new_ref,
+        "choices": choices,
+        "diff": diff_documents(version_document(old), version_document(new)),
+    }
+    return render(request, "policies/diff.html", context)
+
+
+@require_GET
+def export_version(request: HttpRequest, slug: str) -> HttpResponse:
+    policy = _policy(slug)
+    version = _version(policy, request.GET.get("version") or (policy.latest_version() or policy.draft()).number)
+    document = version_document(version)
+    response = JsonResponse(document, json_dumps_params={"indent": 2, "ensure_ascii": False})
+    suffix = f"v{version.number}" if version.number else "draft"
+    response["Content-Disposition"] = f'attachment; filename="{policy.slug}-{suffix}.json"'
+    return response
+
+
+@require_GET
+def model_input_view(request: HttpRequest, slug: str) -> HttpResponse:
+    policy = _policy(slug)
+    version = _version(policy, request.GET.get("version", "draft"))
+    mode = request.GET.get("mode") if request.GET.get("mode") in ("fast", "reason") else "fast"
+    rendered = model_input(version.to_spec(), request.GET.get("prompt", ""), request.GET.get("response", ""), mode)
+    return render(request, "policies/partials.html#model-input", {"rendered": rendered, "version": version, "policy": policy})
+
+
+@require_POST
+def console_run(request: HttpRequest, slug: str) -> HttpResponse:
+    """Judge one request synchronously; every signed-in user may test (it changes nothing)."""
+    policy = _policy(slug)
+    form = ConsoleForm(request.POST)
+    if not form.is_valid():
+        return render(request, "policies/partials.html#console-result", {"form": form, "result": None}, status=400)
+    version = _version(policy, form.cleaned_data["version"])
+    if not version.categories.exists() and version.is_draft:
+        form.add_error(None, "The draft has no categories yet: add one first.")
+        return render(request, "policies/partials.html#console-result", {"form": form, "result": None}, status=400)
+    data = form.cleaned_data
+    result = run_console(version, data["prompt"], data["response"], data["mode"], data["model"])
+    spec = version.to_spec()
+    names = {c.code: c.name for c in spec.categories}
+    context = {"form": form, "result": result, "version": version, "category_names": names}
+    return render(request, "policies/partials.html#console-result", context, status=200 if not result.error else 422)
+
+
+# --------------------------------------------------------------------------- the draft editor
+
+
+def _editor_context(request: HttpRequest, policy: Policy, **extra: Any) -> dict[str, Any]:
+    draft = policy.draft()
+    context = {
+        "policy": policy,
+        "draft": draft,
+        "categories": draft.categories.all(),
+        "add_form": CategoryForm(version=draft, prefix="new"),
+        "editable": can_edit_policies(request.user),
+    }
+    context.update(extra)
+    return context
+
+
+@require_GET
+def draft_editor(request: HttpRequest, slug: str) -> HttpResponse:
+    policy = _policy(slug)
+    context = _editor_context(
+        request,
+        policy,
+        publish_form=PublishForm(),
+        console_form=_console_form(policy, policy.draft()),
+        latest=policy.latest_version(),
+        draft_has_changes=_draft_has_changes(policy, policy.draft()),
+    )
+    return render(request, "policies/editor.html", context)
+
+
+@require_GET
+def draft_status(request: HttpRequest, slug: str) -> HttpResponse:
+    policy = _policy(slug)
+    context = {"policy": policy, "latest": policy.latest_version(), "draft_has_changes": _draft_has_changes(policy, policy.draft())}
+    return render(request, "policies/partials.html#draft-status", context)
+
+
+@editor_required
+def draft_header(request: HttpRequest, slug: str) -> HttpResponse:
+    """GET ?edit=1: the form; GET: the header; POST: save and show the header."""
+    policy = _policy(slug)
+    draft = policy.draft()
+    if request.method == "POST":
+        form = VersionHeaderForm(request.POST, instance=draft)
+        if not form.is_valid():
+            return render(request, "policies/partials.html#header-form", {"policy": policy, "draft": draft, "form": form}, status=422)
+        form.save()
+        return _changed(render(request, "policies/partials.html#header", {"policy": policy, "draft": draft, "editable": True}))
+    if request.GET.get("edit"):
+        form = VersionHeaderForm(instance=draft)
+        return render(request, "policies/partials.html#header-form", {"policy": policy, "draft": draft, "form": form})
+    return render(request, "policies/partials.html#header", {"policy": policy, "draft": draft, "editable": True})
+
+
+def _categories_response(request: HttpRequest, policy: Policy, status: int = 200, **extra: Any) -> HttpResponse:
+    context = _editor_context(request, policy, **extra)
+    return render(request, "policies/partials.html#categories", context, status=status)
+
+
+@require_POST
+@editor_required
+def category_add(request: HttpRequest, slug: str) -> HttpResponse:
+    policy = _policy(slug)
+    draft = policy.draft()
+    form = CategoryForm(request.POST, version=draft, prefix="new")
+    if not form.is_valid():
+        return _categories_response(request, policy, status=422, add_form=form, add_open=True)
+    category = form.save(commit=False)
+    category.version = draft
+    last = draft.categories.order_by("-position").first()
+    category.position = (last.position + 1) if last else 0
+    category.save()
+    return _changed(_categories_response(request, policy, added=category.pk))
+
+
+def _draft_category(policy: Policy, pk: int) -> Category:
+    return get_object_or_404(Category, pk=pk, version=policy.draft())
+
+
+@require_GET
+def category_row(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    policy = _policy(slug)
+    category = _draft_category(policy, pk)
+    return render(request, "policies/partials.html#category-row", {"policy": policy, "category": category, "editable": can_edit_policies(request.user)})
+
+
+@editor_required
+def category_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    policy = _policy(slug)
+    draft = policy.draft()
+    category = _draft_category(policy, pk)
+    if request.method == "POST":
+        form = CategoryForm(request.POST, instance=category, version=draft, prefix=f"c{pk}")
+        if not form.is_valid():
+            return render(request, "policies/partials.html#category-form", {"policy": policy, "category": category, "form": form}, status=422)
+        form.save()
+        return _changed(render(request, "policies/partials.html#category-row", {"policy": policy, "category": category, "editable": True}))
+    form = CategoryForm(instance=category, version=draft, prefix=f"c{pk}")
+    return render(request, "policies/partials.html#category-form", {"policy": policy, "category": category, "form": form})
+
+
+@require_POST
+@editor_required
+def category_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    policy = _policy(slug)
+    _draft_category(policy, pk).delete()
+    return _changed(_categories_response(request, policy))
+
+
+@require_POST
+@editor_required
+def category_move(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Swap with the neighbour above (direction=up) or below (direction=down)."""
+    policy = _policy(slug)
+    direction = request.POST.get("direction")
+    if direction not in ("up", "down"):
+        return HttpResponse("direction must be 'up' or 'down'", status=400, content_type="text/plain")
+    with transaction.atomic():
+        draft = PolicyVersion.objects.select_for_update().get(pk=policy.draft().pk)
+        ordered = list(draft.categories.order_by("position", "id"))
+        index = next((i for i, c in enumerate(ordered) if c.pk == pk), None)
+        if index is None:
+            raise Http404("No such category in the draft.")
+        other = index - 1 if direction == "up" else index + 1
+        if 0 <= other < len(ordered):
+            ordered[index], ordered[other] = ordered[other], ordered[index]
+            # Renumber densely: positions may have gaps or ties after imports and deletions.
+            for position, category in enumerate(ordered):
+                if category.position != position:
+                    category.position = position
+                    category.save(update_fields=["position"])
+    return _changed(_categories_response(request, policy, moved=pk))
+
+
+@require_POST
+@editor_required
+def draft_discard(request: HttpRequest, slug: str) -> HttpResponse:
+    policy = _policy(slug)
+    latest = policy.latest_version()
+    if latest is None:
+        messages.error(request, "Nothing is published yet, so there is nothing to go back to.")
+    else:
+        policy.discard_draft_changes()
+        messages.success(request, f"The draft is equal to version {latest.number} again.")
+    return redirect("policies:editor", slug=policy.slug)
+
+
+@require_POST
+@editor_required
+def publish(request: HttpRequest, slug: str) -> HttpResponse:
+    policy = _policy(slug)
+    form = PublishForm(request.POST)
+    draft = policy.draft()
+    problem = None
+    if not form.is_valid():
+        problem = " ".join(e for errors in form.errors.values() for e in errors)
+    elif not draft.categories.exists():
+        problem = "Add at least one category before publishing."
+    elif not _draft_has_changes(policy, draft):
+        problem = f"The draft is identical to version {policy.latest_version().number}; there is nothing to publish."
+    if problem:
+        context = _editor_context(
+            request,
+            policy,
+            publish_form=form,
+            publish_error=problem,
+            console_form=_console_form(policy, draft),
+            latest=policy.latest_version(),
+            draft_has_changes=_draft_has_changes(policy, draft),
+        )
+        return render(request, "policies/editor.html", context, status=400)
+    try:
+        version = policy.publish(request.user, change_note=form.cleaned_data["change_note"].strip())
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("policies:editor", slug=policy.slug)
+    messages.success(request, f"Published version {version.number}.")
+    return redirect("policies:version", slug=policy.slug, number=version.number)
+
+
+@require_POST
+@editor_required
+def rollback(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    policy = _policy(slug)
+    target = _version(policy, number)
+    latest = policy.latest_version()
+    if latest and latest.pk == target.pk:
+        messages.error(request, f"Version {number} is already the latest version.")
+        return redirect("policies:version", slug=policy.slug, number=number)
+    version = policy.rollback_to(target, request.user)
+    messages.success(request, f"Published version {version.number}, equal to version {number}.")
+    return redirect(reverse("policies:diff", kwargs={"slug": policy.slug}) + f"?old={latest.number if latest else ''}&new={version.number}")
