@@ -1,4 +1,19 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from moderation import views
+from moderation.api import api
 
 app_name = "moderation"
-urlpatterns: list = []
+urlpatterns = [
+    path("api/v1/", api.urls),
+    path("items/", views.items_list, name="items"),
+    path("items/<int:item_id>/", views.item_detail, name="item"),
+    path("review/", views.review_home, name="review"),
+    path("review/next/", views.review_next, name="review-next"),
+    path("review/agreement/", views.review_agreement, name="review-agreement"),
+    path("review/<int:task_id>/", views.review_task, name="review-task"),
+    path("review/<int:task_id>/decide/", views.review_decide, name="review-decide"),
+    path("review/<int:task_id>/release/", views.review_release, name="review-release"),
+    path("api-keys/", views.api_keys, name="api-keys"),
+    path("api-keys/<int:key_id>/revoke/", views.api_key_revoke, name="api-key-revoke"),
+]

@@ -1,0 +1,114 @@
+"""Knobs of the moderation app.
+
+Each knob is read, in order, from a Django setting of the same name (tests
+override them with pytest-django's ``settings`` fixture), from the environment
+(worker processes, production), else the default below. They are read at call
+time, never cached at import, so an override takes effect at once.
+"""
+
+from __future__ import annotations
+
+import os
+
+from django.conf import settings
+
+DEFAULTS: dict[str, float] = {
+    # The guard is "uncertain" when P(unsafe) lies in [LOW, HIGH]: such items go to review.
+    "MODERATION_UNCERTAIN_LOW": 0.35,
+    "MODERATION_UNCERTAIN_HIGH": 0.65,
+    # Share of items judged safe (and allowed) that go to review anyway (quality control).
+    "MODERATION_QC_SAMPLE_RATE": 0.02,
+    # Share of reviewed items that get a second, independent review (agreement, kappa).
+    "MODERATION_DOUBLE_REVIEW_RATE": 0.1,
+    # How long a reviewer holds a claimed item before it goes back to the queue.
+    "MODERATION_CLAIM_TTL_SECONDS": 600,
+    # How long a worker holds a claimed micro-batch before the sweeper may re-queue it.
+    "MODERATION_LEASE_SECONDS": 300,
+    # Deliveries of one item to workers before it is marked failed.
+    "MODERATION_MAX_ATTEMPTS": 3,
+    # A worker that claimed fewer items than a full micro-batch waits this long, once, for more.
+    "MODERATION_MICRO_BATCH_WAIT_MS": 50,
+    # One classify_pending task keeps claiming micro-batches for at most this long,
+    # then hands over to a fresh task (so other queued work gets a turn).
+    "MODERATION_TASK_TIME_BUDGET_SECONDS": 60,
+    # Pending items older than this are re-announced to the workers by the sweeper.
+    "MODERATION_STALE_PENDING_SECONDS": 30,
+    # Webhook delivery: attempts after the first, and the HTTP timeout.
+    "MODERATION_WEBHOOK_MAX_RETRIES": 5,
+    "MODERATION_WEBHOOK_TIMEOUT_SECONDS": 5,
+    # The idempotency record of a batch is kept this long (a replay after that is a new batch).
+    "MODERATION_IDEMPOTENCY_TTL_HOURS": 24,
+}
+
+
+def _value(name: str) -> float:
+    if hasattr(settings, name):
+        return float(getattr(settings, name))
+    raw = os.environ.get(name)
+    if raw not in (None, ""):
+        return float(raw)
+    return DEFAULTS[name]
+
+
+def uncertain_band() -> tuple[float, float]:
+    return _value("MODERATION_UNCERTAIN_LOW"), _value("MODERATION_UNCERTAIN_HIGH")
+
+
+def qc_sample_rate() -> float:
+    return _value("MODERATION_QC_SAMPLE_RATE")
+
+
+def double_review_rate() -> float:
+    return _value("MODERATION_DOUBLE_REVIEW_RATE")
+
+
+def claim_ttl_seconds() -> int:
+    return int(_value("MODERATION_CLAIM_TTL_SECONDS"))
+
+
+def lease_seconds() -> int:
+    return int(_value("MODERATION_LEASE_SECONDS"))
+
+
+def max_attempts() -> int:
+    return max(1, int(_value("MODERATION_MAX_ATTEMPTS")))
+
+
+def micro_batch_wait_seconds() -> float:
+    return _value("MODERATION_MICRO_BATCH_WAIT_MS") / 1000.0
+
+
+def task_time_budget_seconds() -> float:
+    return _value("MODERATION_TASK_TIME_BUDGET_SECONDS")
+
+
+def stale_pending_seconds() -> float:
+    return _value("MODERATION_STALE_PENDING_SECONDS")
+
+
+def webhook_max_retries() -> int:
+    return int(_value("MODERATION_WEBHOOK_MAX_RETRIES"))
+
+
+def webhook_timeout_seconds() -> float:
+    return _value("MODERATION_WEBHOOK_TIMEOUT_SECONDS")
+
+
+def idempotency_ttl_hours() -> float:
+    return _value("MODERATION_IDEMPOTENCY_TTL_HOURS")
+
+
+def micro_batch_size() -> int:
+    return max(1, int(settings.MODERATION_MICRO_BATCH_SIZE))
+
+
+def max_batch() -> int:
+    return int(settings.MODERATION_MAX_BATCH)
+
+
+def max_text_chars() -> int:
+    return int(settings.GUARD_MAX_TEXT_CHARS)
+
+
+def default_rate_limit_per_minute() -> int:
+    return int(settings.MODERATION_RATE_LIMIT_PER_MINUTE)

@@ -1,0 +1,231 @@
+"""Dispatch of accepted items to the guard workers.
+
+The database is the queue; broker messages are only wake-up calls.
+
+1. The API commits items as ``received``; *after* the commit it publishes
+   ``classify_pending`` messages and marks them ``queued``. If the broker is
+   down at that moment nothing is lost: the items stay ``received`` and the
+   sweeper announces them later.
+2. A worker claims up to ``MODERATION_MICRO_BATCH_SIZE`` pending items with
+   ``SELECT ... FOR UPDATE SKIP LOCKED`` (two workers never claim the same
+   item), marks them ``running`` with a lease, classifies them as one batch
+   and stores the verdicts. The verdict table's one-to-one constraint makes a
+   re-delivered batch harmless.
+3. A worker killed mid-batch leaves its items ``running`` with a lease that
+   runs out; the sweeper puts them back to ``queued`` (or ``failed`` after
+   ``MODERATION_MAX_ATTEMPTS`` claims) and wakes the workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from moderation import conf
+from moderation.models import Item
+
+logger = logging.getLogger(__name__)
+# More wake-up messages than this per announcement buys nothing: each task drains the backlog.
+MAX_WAKEUPS_PER_ANNOUNCEMENT = 8
+
+
+def announce_on_commit(item_ids: list[int]) -> None:
+    """After the surrounding transaction commits, wake the workers for these items."""
+    if item_ids:
+        ids = list(item_ids)
+        transaction.on_commit(lambda: announce(ids))
+
+
+def announce(item_ids: Iterable[int], wakeups: int | None = None) -> bool:
+    """Publish wake-ups for committed items and mark them queued. False when the broker is down."""
+    from moderation.tasks import classify_pending
+
+    ids = list(item_ids)
+    if wakeups is None:
+        wakeups = math.ceil(len(ids) / conf.micro_batch_size())
+    wakeups = min(MAX_WAKEUPS_PER_ANNOUNCEMENT, max(1, wakeups))
+    try:
+        for _ in range(wakeups):
+            classify_pending.delay()
+    except Exception as exc:  # noqa: BLE001 - any broker failure: the sweeper retries later
+        logger.warning("could not announce %d item(s) to the workers (%s); the sweeper will retry", len(ids), exc)
+        return False
+    Item.objects.filter(pk__in=ids, status=Item.Status.RECEIVED).update(status=Item.Status.QUEUED, updated_at=timezone.now())
+    return True
+
+
+@dataclass
+class BatchOutcome:
+    claimed: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    failed: int = 0
+
+
+def claim_batch(size: int, token: str) -> list[Item]:
+    """Claim up to ``size`` pending items for ``token`` under a lease; oldest first."""
+    now = timezone.now()
+    lease = now + timedelta(seconds=conf.lease_seconds())
+    with transaction.atomic():
+        pending = Item.objects.filter(status__in=Item.PENDING).order_by("id")
+        if connection.features.has_select_for_update_skip_locked:
+            pending = pending.select_for_update(skip_locked=True)
+        ids = list(pending.values_list("pk", flat=True)[:size])
+        if not ids:
+            return []
+        # The status filter repeats the claim condition: on SQLite (no row locks) a
+        # concurrent claimer's rows are simply not matched.
+        Item.objects.filter(pk__in=ids, status__in=Item.PENDING).update(
+            status=Item.Status.RUNNING, claimed_by_task=token, leased_until=lease, attempts=F("attempts") + 1, updated_at=now
+        )
+    return list(
+        Item.objects.filter(pk__in=ids, status=Item.Status.RUNNING, claimed_by_task=token)
+        .select_related("policy_version__policy__production_model", "client")
+        .order_by("id")
+    )
+
+
+def classify_items(items: list[Item]) -> BatchOutcome:
+    """Classify claimed items (one guard call per model) and store their verdicts."""
+    from guard.backends.base import GuardRequest
+    from guard.runtime import classify
+    from moderation.verdicts import category_actions, store_verdict
+
+    outcome = BatchOutcome(claimed=len(items))
+    specs: dict[int, object] = {}
+    actions: dict[int, dict[str, str]] = {}
+    by_model: dict[str | None, list[Item]] = defaultdict(list)
+    for item in items:
+        version = item.policy_version
+        if version.pk not in specs:
+            specs[version.pk] = version.to_spec()
+            actions[version.pk] = category_actions(version)
+        by_model[model_name_for(version.policy)].append(item)
+
+    for model, group in by_model.items():
+        requests = [
+            GuardRequest(policy=specs[i.policy_version_id], prompt=i.prompt, response=i.response, mode=i.mode, tag=i.pk)  # type: ignore[arg-type]
+            for i in group
+        ]
+        started = time.monotonic()
+        try:
+            results = classify(requests, model=model)
+        except Exception as exc:  # noqa: BLE001 - the model could not run: release the items for a retry
+            logger.exception("guard %s failed on a batch of %d", model or "embedded", len(group))
+            release(group, f"guard {model or 'embedded'} failed: {exc}")
+            outcome.failed += len(group)
+            continue
+        per_item_ms = int((time.monotonic() - started) * 1000 / max(1, len(group)))
+        for item, result in zip(group, results, strict=True):
+            _, created = store_verdict(item, result, actions[item.policy_version_id], model or "embedded", per_item_ms)
+            if created:
+                outcome.stored += 1
+            else:
+                outcome.duplicates += 1
+    return outcome
+
+
+def model_name_for(policy: object) -> str | None:
+    """The registered model that serves ``policy``; None means the embedded default."""
+    production = getattr(policy, "production_model", None)
+    return production.name if production is not None else None
+
+
+def release(items: list[Item], reason: str) -> None:
+    """Give claimed items back (or fail them when out of attempts)."""
+    now = timezone.now()
+    # Only rows this claimer still holds (the sweeper may have re-queued them meanwhile).
+    held = Item.objects.filter(
+        pk__in=[i.pk for i in items], status=Item.Status.RUNNING, claimed_by_task__in={i.claimed_by_task for i in items}
+    )
+    held.filter(attempts__gte=conf.max_attempts()).update(
+        status=Item.Status.FAILED, leased_until=None, last_error=reason, updated_at=now
+    )
+    held.update(
+        status=Item.Status.QUEUED, leased_until=None, last_error=reason, updated_at=now
+    )
+
+
+def run_pending(token: str | None = None, time_budget_s: float | None = None) -> BatchOutcome:
+    """Claim and classify micro-batches until nothing is pending or the time budget is spent.
+
+    Returns the totals; ``total.claimed`` is 0 when there was nothing to do.
+    """
+    token = token or uuid.uuid4().hex
+    budget = conf.task_time_budget_seconds() if time_budget_s is None else time_budget_s
+    size = conf.micro_batch_size()
+    deadline = time.monotonic() + budget
+    total = BatchOutcome()
+    while time.monotonic() < deadline:
+        items = claim_batch(size, token)
+        wait = conf.micro_batch_wait_seconds()
+        if items and len(items) < size and wait > 0:
+            # A GPU runs full batches best: give a burst that is still arriving a moment.
+            time.sleep(wait)
+            items += claim_batch(size - len(items), token)
+        if not items:
+            break
+        outcome = classify_items(items)
+        total.claimed += outcome.claimed
+        total.stored += outcome.stored
+        total.duplicates += outcome.duplicates
+        total.failed += outcome.failed
+        if outcome.failed == outcome.claimed:
+            break  # the guard is broken right now: leave the rest to a later attempt
+    return total
+
+
+def pending_exists() -> bool:
+    return Item.objects.filter(status__in=Item.PENDING).exists()
+
+
+@dataclass
+class SweepOutcome:
+    requeued: int = 0
+    failed: int = 0
+    announced: int = 0
+
+
+def sweep() -> SweepOutcome:
+    """Re-queue items whose worker lease ran out; fail those out of attempts; wake the workers.
+
+    Also announces items that stayed ``received`` (broker down at commit) or
+    ``queued`` for long (a lost wake-up message).
+    """
+    now = timezone.now()
+    result = SweepOutcome()
+    expired = Item.objects.filter(status=Item.Status.RUNNING, leased_until__lt=now)
+    result.failed = expired.filter(attempts__gte=conf.max_attempts()).update(
+        status=Item.Status.FAILED,
+        leased_until=None,
+        last_error=f"gave up after {conf.max_attempts()} attempt(s): the worker holding it stopped before finishing",
+        updated_at=now,
+    )
+    result.requeued = expired.filter(attempts__lt=conf.max_attempts()).update(
+        status=Item.Status.QUEUED,
+        leased_until=None,
+        claimed_by_task="",
+        last_error="re-queued: the worker holding it stopped before finishing",
+        updated_at=now,
+    )
+    stale_before = now - timedelta(seconds=conf.stale_pending_seconds())
+    stale = list(
+        Item.objects.filter(status__in=Item.PENDING, updated_at__lt=stale_before).values_list("pk", flat=True)[:10000]
+    )
+    if result.requeued or stale:
+        # Re-queued items need as many wake-ups as a fresh batch; merely stale ones one
+        # (a single task drains the backlog).
+        wakeups = max(1, math.ceil(result.requeued / conf.micro_batch_size()))
+        if announce(stale, wakeups=wakeups):
+            result.announced = result.requeued + len(stale)
+    return result

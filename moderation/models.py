@@ -1,0 +1,245 @@
+"""Moderation: API clients, items, their (one) verdict, and the human review trail."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+def _default_rate_limit() -> int:
+    return int(settings.MODERATION_RATE_LIMIT_PER_MINUTE)
+
+
+class ApiKey(models.Model):
+    """A client of the API. Only a SHA-256 of the secret is stored; the secret is shown once."""
+
+    name = models.CharField(max_length=120)
+    # Public, unique part of the key ("gsk_<prefix>_<secret>"): finds the row without the secret.
+    prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    rate_limit_per_minute = models.PositiveIntegerField(default=_default_rate_limit)
+    webhook_url = models.URLField(max_length=500, blank=True, default="")
+    webhook_secret = models.CharField(max_length=128, blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class IdempotencyRecord(models.Model):
+    """The answer given to a batch submitted with an ``Idempotency-Key``: a replay gets it again."""
+
+    client = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="idempotency_records")
+    key = models.CharField(max_length=200)
+    request_sha256 = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(default=202)
+    response = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["client", "key"], name="one_answer_per_idempotency_key")]
+
+
+class RateCounter(models.Model):
+    """Requests of one key in one minute; used when no Redis is configured (embedded setup)."""
+
+    key_prefix = models.CharField(max_length=16)
+    minute = models.BigIntegerField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["key_prefix", "minute"], name="one_counter_per_key_minute")]
+
+
+class Item(models.Model):
+    class Status(models.TextChoices):
+        RECEIVED = "received"  # committed, not yet announced to the workers
+        QUEUED = "queued"  # announced; waiting for a worker
+        RUNNING = "running"  # claimed by a worker under a lease
+        DONE = "done"  # has its verdict
+        FAILED = "failed"  # gave up after MODERATION_MAX_ATTEMPTS deliveries; see last_error
+
+    class Mode(models.TextChoices):
+        FAST = "fast"
+        REASON = "reason"
+
+    class Origin(models.TextChoices):
+        SYNC = "moderate", "POST /api/v1/moderate"
+        ASYNC = "items", "POST /api/v1/items"
+
+    PENDING = (Status.RECEIVED, Status.QUEUED)
+
+    policy_version = models.ForeignKey("policies.PolicyVersion", on_delete=models.PROTECT, related_name="items")
+    prompt = models.TextField()
+    response = models.TextField(null=True, blank=True)
+    mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.FAST)
+    origin = models.CharField(max_length=10, choices=Origin.choices, default=Origin.ASYNC)
+    external_id = models.CharField(max_length=200, blank=True, default="")
+    client = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="items")
+    idempotency_key = models.CharField(max_length=200, blank=True, default="")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)
+    # Dispatch bookkeeping: how many times a worker claimed it, which task holds it, until when.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    claimed_by_task = models.CharField(max_length=64, blank=True, default="")
+    leased_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["status", "id"], name="item_status_id"),
+            models.Index(fields=["client", "updated_at"], name="item_client_updated"),
+            models.Index(fields=["policy_version", "created_at"], name="item_version_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"item {self.pk} ({self.status})"
+
+    @property
+    def has_response(self) -> bool:
+        return bool(self.response and self.response.strip())
+
+
+class Verdict(models.Model):
+    class Action(models.TextChoices):
+        BLOCK = "block"
+        FLAG = "flag"
+        ALLOW = "allow"
+
+    # One-to-one: the database, not the code, guarantees "exactly one verdict per item",
+    # so a re-delivered batch can never store a second one.
+    item = models.OneToOneField(Item, on_delete=models.CASCADE, related_name="verdict")
+    prompt_label = models.CharField(max_length=10)
+    response_label = models.CharField(max_length=10, null=True, blank=True)
+    refusal_label = models.CharField(max_length=12, null=True, blank=True)
+    categories = models.JSONField(default=list, blank=True)
+    explanation = models.TextField(blank=True, default="")
+    confidence = models.FloatField(null=True, blank=True)
+    probabilities = models.JSONField(default=dict, blank=True)
+    model_label = models.CharField(max_length=200, default="embedded")
+    mode = models.CharField(max_length=8, default="fast")
+    latency_ms = models.PositiveIntegerField(default=0)
+    truncated = models.BooleanField(default=False)
+    parse_error = models.TextField(null=True, blank=True)
+    raw_output = models.TextField(blank=True, default="")
+    action = models.CharField(max_length=8, choices=Action.choices)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"verdict for item {self.item_id}: {self.action}"
+
+    @property
+    def is_unsafe(self) -> bool:
+        return "unsafe" in (self.prompt_label, self.response_label)
+
+
+class ReviewTask(models.Model):
+    class Reason(models.TextChoices):
+        FLAG = "flag", "flagged by policy"
+        UNCERTAIN = "uncertain", "guard uncertain"
+        QC_SAMPLE = "qc_sample", "quality-control sample"
+        DOUBLE = "double", "second review"
+
+    class State(models.TextChoices):
+        OPEN = "open"
+        CLAIMED = "claimed"
+        DONE = "done"
+
+    # Lower is served first.
+    PRIORITY = {Reason.FLAG: 0, Reason.UNCERTAIN: 1, Reason.DOUBLE: 2, Reason.QC_SAMPLE: 3}
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="review_tasks")
+    reason = models.CharField(max_length=10, choices=Reason.choices)
+    priority = models.PositiveSmallIntegerField(default=0)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.OPEN)
+    claimed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="review_claims")
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claim_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["priority", "id"]
+        constraints = [models.UniqueConstraint(fields=["item", "reason"], name="one_review_task_per_reason")]
+        indexes = [models.Index(fields=["state", "priority", "id"], name="review_queue_order")]
+
+    def __str__(self) -> str:
+        return f"review of item {self.item_id} ({self.reason}, {self.state})"
+
+
+class Decision(models.Model):
+    class Outcome(models.TextChoices):
+        AGREE = "agree"
+        OVERRIDE = "override"
+
+    task = models.OneToOneField(ReviewTask, on_delete=models.CASCADE, related_name="decision")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="decisions")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="review_decisions")
+    outcome = models.CharField(max_length=8, choices=Outcome.choices)
+    # The final labels (a copy of the guard's on "agree"), so training and agreement read one place.
+    prompt_label = models.CharField(max_length=10)
+    response_label = models.CharField(max_length=10, null=True, blank=True)
+    refusal_label = models.CharField(max_length=12, null=True, blank=True)
+    categories = models.JSONField(default=list, blank=True)
+    note = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.outcome} by {self.reviewer_id} on item {self.item_id}"
+
+
+class AuditLog(models.Model):
+    """Who did what to which object, and what it looked like before and after."""
+
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor_label = models.CharField(max_length=200, blank=True, default="")
+    action = models.CharField(max_length=60)
+    object_type = models.CharField(max_length=60)
+    object_id = models.CharField(max_length=60)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["object_type", "object_id"], name="audit_object")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.actor_label} {self.action} {self.object_type}:{self.object_id}"
+
+    @classmethod
+    def record(
+        cls,
+        actor: object | None,
+        action: str,
+        obj: models.Model,
+        before: dict | None = None,
+        after: dict | None = None,
+    ) -> AuditLog:
+        user = actor if getattr(actor, "pk", None) else None
+        label = user.get_username() if user is not None else str(actor or "system")  # type: ignore[union-attr]
+        return cls.objects.create(
+            actor=user,
+            actor_label=label,
+            action=action,
+            object_type=obj._meta.model_name or type(obj).__name__.lower(),
+            object_id=str(obj.pk),
+            before=before,
+            after=after,
+        )

@@ -1,0 +1,52 @@
+"""Celery tasks of the moderation app (routing is fixed in guardsite/celery.py)."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from moderation import conf, dispatch, review, webhooks
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="moderation.tasks.classify_pending", ignore_result=True)
+def classify_pending() -> dict:
+    """Classify pending items in micro-batches (queue ``gpu-infer``).
+
+    The message carries no item ids: the task claims whatever is pending, so
+    a duplicate or re-delivered message is harmless. After its time budget it
+    hands the rest of the backlog to a fresh task.
+    """
+    outcome = dispatch.run_pending(token=classify_pending.request.id)
+    if outcome.claimed and outcome.failed < outcome.claimed and dispatch.pending_exists():
+        classify_pending.delay()
+    return {"claimed": outcome.claimed, "stored": outcome.stored, "duplicates": outcome.duplicates, "failed": outcome.failed}
+
+
+@shared_task(name="moderation.tasks.sweep_stuck_items", ignore_result=True)
+def sweep_stuck_items() -> dict:
+    """Re-queue items of workers that died (beat: every 30 s)."""
+    outcome = dispatch.sweep()
+    if outcome.requeued or outcome.failed:
+        logger.warning("sweeper: re-queued %d item(s), failed %d", outcome.requeued, outcome.failed)
+    return {"requeued": outcome.requeued, "failed": outcome.failed, "announced": outcome.announced}
+
+
+@shared_task(name="moderation.tasks.expire_claims", ignore_result=True)
+def expire_claims() -> int:
+    """Give review claims that ran out back to the queue (beat: every 60 s)."""
+    return review.expire_claims()
+
+
+@shared_task(name="moderation.tasks.deliver_webhook", bind=True, ignore_result=True, acks_late=True)
+def deliver_webhook(self, item_id: int, event: str) -> int:  # noqa: ANN001 - bound task
+    """POST a signed event to the client's webhook; bounded retries with exponential backoff."""
+    try:
+        return webhooks.deliver(item_id, event)
+    except webhooks.DeliveryFailed as exc:
+        if self.request.retries >= conf.webhook_max_retries():
+            logger.warning("webhook for item %s (%s) given up after %d retries: %s", item_id, event, self.request.retries, exc)
+            return 0
+        raise self.retry(exc=exc, countdown=min(300, 2 ** (self.request.retries + 1))) from exc

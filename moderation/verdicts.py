@@ -1,0 +1,115 @@
+"""From a guard verdict to a stored Verdict, a decided action and (maybe) a review task."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from guard import contract
+from moderation import conf
+from moderation.models import Item, ReviewTask, Verdict
+
+ACTION_RANK = {Verdict.Action.ALLOW: 0, Verdict.Action.FLAG: 1, Verdict.Action.BLOCK: 2}
+
+
+def category_actions(policy_version: object) -> dict[str, str]:
+    """Category code -> action of a policy version."""
+    return {code: action for code, action in policy_version.categories.values_list("code", "action")}  # type: ignore[attr-defined]
+
+
+def decided_action(is_unsafe: bool, categories: Iterable[str], actions: dict[str, str]) -> str:
+    """The strictest action of the predicted categories (block > flag > allow).
+
+    Safe -> allow. Unsafe without categories (or with a code the policy does not
+    have) -> flag: a human decides what the guard could not attribute.
+    """
+    if not is_unsafe:
+        return Verdict.Action.ALLOW
+    codes = list(categories)
+    if not codes:
+        return Verdict.Action.FLAG
+    chosen = Verdict.Action.ALLOW
+    for code in codes:
+        action = actions.get(code, Verdict.Action.FLAG)
+        if ACTION_RANK.get(action, 1) > ACTION_RANK[chosen]:
+            chosen = action
+    return chosen
+
+
+def review_reason(verdict: Verdict, rng: random.Random | None = None) -> str | None:
+    """Why this verdict goes to a human, or None."""
+    rng = rng or random
+    if verdict.action == Verdict.Action.FLAG:
+        return ReviewTask.Reason.FLAG
+    low, high = conf.uncertain_band()
+    if verdict.confidence is not None and low <= verdict.confidence <= high:
+        return ReviewTask.Reason.UNCERTAIN
+    if verdict.action == Verdict.Action.ALLOW and not verdict.is_unsafe and rng.random() < conf.qc_sample_rate():
+        return ReviewTask.Reason.QC_SAMPLE
+    return None
+
+
+def enroll_for_review(verdict: Verdict, rng: random.Random | None = None) -> list[ReviewTask]:
+    rng = rng or random
+    reason = review_reason(verdict, rng)
+    if reason is None:
+        return []
+    reasons = [reason]
+    if rng.random() < conf.double_review_rate():
+        reasons.append(ReviewTask.Reason.DOUBLE)
+    tasks = []
+    for name in reasons:
+        task, _ = ReviewTask.objects.get_or_create(
+            item_id=verdict.item_id, reason=name, defaults={"priority": ReviewTask.PRIORITY[name]}
+        )
+        tasks.append(task)
+    return tasks
+
+
+def verdict_fields(result: contract.Verdict, actions: dict[str, str], model_label: str, latency_ms: int) -> dict:
+    return {
+        "prompt_label": result.prompt_label,
+        "response_label": result.response_label,
+        "refusal_label": result.refusal_label,
+        "categories": list(result.categories),
+        "explanation": result.explanation,
+        "confidence": result.confidence,
+        "probabilities": result.probabilities or {},
+        "model_label": model_label,
+        "mode": result.mode,
+        "latency_ms": max(0, int(latency_ms)),
+        "truncated": bool(result.truncated),
+        "parse_error": result.parse_error,
+        "raw_output": result.raw_output or "",
+        "action": decided_action(result.is_unsafe, result.categories, actions),
+    }
+
+
+def store_verdict(item: Item, result: contract.Verdict, actions: dict[str, str], model_label: str, latency_ms: int) -> tuple[Verdict, bool]:
+    """Store the item's verdict unless it already has one; returns (verdict, created).
+
+    Safe against re-delivery: the one-to-one constraint refuses a second verdict
+    and the existing one is returned. Marks the item done and enrolls it for
+    review; a webhook is announced after commit.
+    """
+    from moderation import webhooks
+
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            verdict = Verdict.objects.create(item=item, created_at=now, **verdict_fields(result, actions, model_label, latency_ms))
+            enroll_for_review(verdict)
+    except IntegrityError:
+        verdict = Verdict.objects.get(item=item)
+        created = False
+    else:
+        created = True
+    Item.objects.filter(pk=item.pk).exclude(status=Item.Status.DONE).update(
+        status=Item.Status.DONE, leased_until=None, updated_at=now, last_error=""
+    )
+    if created:
+        webhooks.announce(item, "verdict")
+    return verdict, created
