@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from django.conf import settings
+
 from guard.backends.base import GuardError, GuardRequest
 from guard.contract import Mode, Verdict
 from guard.models import ModelVersion
@@ -21,9 +23,14 @@ class ConsoleResult:
     model_label: str = ""
 
 
+def default_model_label() -> str:
+    configured = (settings.GUARD_MODEL_DIR or "").strip()
+    return f"default guard ({configured})" if configured else "embedded (Gemma 3 270M)"
+
+
 def model_choices() -> list[tuple[str, str]]:
     """"embedded" (the deployment default) and every registered model version."""
-    choices = [(EMBEDDED_CHOICE, "embedded (default guard)")]
+    choices = [(EMBEDDED_CHOICE, default_model_label())]
     for name, status in ModelVersion.objects.order_by("name").values_list("name", "status"):
         choices.append((name, f"{name} ({status})"))
     return choices
@@ -35,9 +42,10 @@ def run_console(version: PolicyVersion, prompt: str, response: str, mode: Mode, 
     request = GuardRequest(policy=version.to_spec(), prompt=prompt, response=response.strip() or None, mode=mode)
     # "embedded" means the deployment default: the runtime then honours GUARD_MODEL_DIR.
     model_arg = None if model in ("", EMBEDDED_CHOICE) else model
+    label = default_model_label() if model_arg is None else model
     started = time.monotonic()
     try:
         verdicts = runtime.classify([request], model=model_arg)
     except GuardError as exc:
-        return ConsoleResult(verdict=None, error=str(exc), seconds=time.monotonic() - started, model_label=model)
-    return ConsoleResult(verdict=verdicts[0], seconds=time.monotonic() - started, model_label=model)
+        return ConsoleResult(verdict=None, error=str(exc), seconds=time.monotonic() - started, model_label=label)
+    return ConsoleResult(verdict=verdicts[0], seconds=time.monotonic() - started, model_label=label)

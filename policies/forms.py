@@ -155,18 +155,16 @@ class PublishForm(forms.Form):
 
 class ConsoleForm(forms.Form):
     version = forms.CharField(widget=forms.HiddenInput)
-    prompt = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "placeholder": "The user's prompt"}), max_length=32000)
+    prompt = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "The user's prompt"}),
+        max_length=32000,
+        error_messages={"required": "Enter a prompt to judge."},
+    )
     response = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Optional: the AI's response"}), required=False, max_length=32000
     )
     mode = forms.ChoiceField(choices=[(m, m) for m in MODES], initial="fast", widget=forms.RadioSelect)
     model = forms.ChoiceField(choices=model_choices, initial=EMBEDDED_CHOICE)
-
-    def clean_prompt(self) -> str:
-        prompt = self.cleaned_data["prompt"]
-        if not prompt.strip():
-            raise forms.ValidationError("Enter a prompt to judge.")
-        return prompt
 
 
 class ImportForm(forms.Form):

@@ -8,6 +8,7 @@ the count is reported as unavailable.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -27,11 +28,20 @@ class ModelInput:
     unavailable_reason: str = ""
 
 
+_load_lock = threading.Lock()
+
+
 @lru_cache(maxsize=2)
-def _tokenizer_at(path: str) -> Any:
+def _load_tokenizer(path: str) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)
+
+
+def _tokenizer_at(path: str) -> Any:
+    # Loading takes seconds (262k-token vocabulary): concurrent first requests wait for one load.
+    with _load_lock:
+        return _load_tokenizer(path)
 
 
 def embedded_tokenizer() -> tuple[Any | None, str]:

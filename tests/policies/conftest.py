@@ -33,3 +33,12 @@ def make_policy(db) -> Callable[..., Policy]:
         return policy
 
     return make
+
+
+@pytest.fixture(scope="session")
+def warm_tokenizer() -> None:
+    """Load the embedded tokenizer once, up front, so no page request is still loading it
+    (for seconds) when a live-server test ends and its database is flushed."""
+    from policies.rendering import embedded_tokenizer
+
+    embedded_tokenizer()
