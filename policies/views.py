@@ -11,7 +11,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -84,14 +84,17 @@ def _console_form(policy: Policy, version: PolicyVersion) -> ConsoleForm:
 # --------------------------------------------------------------------------- list, create, import
 
 
-@require_GET
-def policy_list(request: HttpRequest) -> HttpResponse:
-    policies = Policy.objects.select_related("production_model").prefetch_related("versions")
+def _list_rows() -> list[dict[str, Any]]:
     rows = []
-    for policy in policies:
+    for policy in Policy.objects.select_related("production_model").prefetch_related("versions"):
         numbers = [v.number for v in policy.versions.all() if v.number]
         rows.append({"policy": policy, "latest": max(numbers) if numbers else None})
-    return render(request, "policies/list.html", {"rows": rows, "form": PolicyCreateForm()})
+    return rows
+
+
+@require_GET
+def policy_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "policies/list.html", {"rows": _list_rows(), "form": PolicyCreateForm()})
 
 
 @require_POST
@@ -99,8 +102,7 @@ def policy_list(request: HttpRequest) -> HttpResponse:
 def policy_create(request: HttpRequest) -> HttpResponse:
     form = PolicyCreateForm(request.POST)
     if not form.is_valid():
-        rows = [{"policy": p, "latest": p.latest_version()} for p in Policy.objects.all()]
-        return render(request, "policies/list.html", {"rows": rows, "form": form, "show_create": True}, status=400)
+        return render(request, "policies/list.html", {"rows": _list_rows(), "form": form}, status=400)
     data = form.cleaned_data
     name = data["name"].strip()
     if data["preset"] == BLANK_PRESET:
@@ -317,7 +319,13 @@ def category_add(request: HttpRequest, slug: str) -> HttpResponse:
     category.version = draft
     last = draft.categories.order_by("-position").first()
     category.position = (last.position + 1) if last else 0
-    category.save()
+    try:
+        with transaction.atomic():
+            category.save()
+    except IntegrityError:
+        # Another editor added the same code a moment ago (the form's check raced with theirs).
+        form.add_error("code", f"Code {category.code!r} is already used in this version.")
+        return _categories_response(request, policy, status=422, add_form=form, add_open=True)
     return _changed(_categories_response(request, policy, added=category.pk))
 
 
@@ -339,9 +347,14 @@ def category_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     category = _draft_category(policy, pk)
     if request.method == "POST":
         form = CategoryForm(request.POST, instance=category, version=draft, prefix=f"c{pk}")
-        if not form.is_valid():
+        if form.is_valid():
+            try:
+                with transaction.atomic():
+                    form.save()
+            except IntegrityError:
+                form.add_error("code", f"Code {form.cleaned_data['code']!r} is already used in this version.")
+        if form.errors:
             return render(request, "policies/partials.html#category-form", {"policy": policy, "category": category, "form": form}, status=422)
-        form.save()
         return _changed(render(request, "policies/partials.html#category-row", {"policy": policy, "category": category, "editable": True}))
     form = CategoryForm(instance=category, version=draft, prefix=f"c{pk}")
     return render(request, "policies/partials.html#category-form", {"policy": policy, "category": category, "form": form})
