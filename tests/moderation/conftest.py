@@ -27,6 +27,12 @@ def publish_policy(slug: str, categories: dict[str, str] = HOUSE_CATEGORIES) -> 
     return policy.publish(change_note="first")
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings) -> None:
+    """role_users makes four users per test; PBKDF2 would spend seconds on them."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def house_policy(db) -> PolicyVersion:
     """Policy "house", version 1: S1 blocks, S2 flags, S3 allows."""
