@@ -395,6 +395,7 @@ class TransformersBackend:
         if isinstance(end_of_turn, int) and end_of_turn != tok.unk_token_id:
             stops.add(end_of_turn)
         self.stop_ids = {s for s in stops if s is not None}
+        self.special_ids = set(tok.all_special_ids) | {self.pad_id}
         self.answer_start = self.encode(contract.answer_prefix_before(contract.FIELD_PROMPT, {}))
         self._tries: dict[tuple[str, ...], _CategoryTrie] = {}
         self._budgets: dict[PolicySpec, int] = {}
@@ -547,6 +548,7 @@ class TransformersBackend:
         max_new_tokens: int,
         temperature: float = 0.0,
         regex: str | None = None,
+        stop: Sequence[str] = (),
         seed: int | None = None,
     ) -> list[Generation]:
         """Free generation for raw model inputs (``guard_serve``): greedy at
@@ -575,6 +577,7 @@ class TransformersBackend:
                 temperature=temperature,
                 constraint=constraint,
                 generator=generator,
+                stop=stop,
             )
         return [
             Generation(text, len(ids), count, reason)
@@ -753,7 +756,7 @@ class TransformersBackend:
     def _token_str(self, token: int) -> str:
         text = self._token_text.get(token)
         if text is None:
-            text = self.tokenizer.decode([token], skip_special_tokens=False)
+            text = self.tokenizer.decode([token], skip_special_tokens=True)
             self._token_text[token] = text
         return text
 
@@ -767,8 +770,13 @@ class TransformersBackend:
         temperature: float = 0.0,
         constraint: RegexConstraint | None = None,
         generator: torch.Generator | None = None,
+        stop: Sequence[str] = (),
     ) -> tuple[list[str], list[int], list[str]]:
-        """Continue every row of ``state``; returns (texts, token counts, finish reasons)."""
+        """Continue every row of ``state``; returns (texts, token counts, finish reasons).
+
+        Generation of a row ends at a stop token, at a newline when
+        ``stop_at_newline``, at any of the ``stop`` strings (cut off, like the
+        OpenAI API), or after ``max_new_tokens``."""
         batch = hidden_last.shape[0]
         tokens: list[list[int]] = [[] for _ in range(batch)]
         texts = [""] * batch
@@ -795,6 +803,11 @@ class TransformersBackend:
                     text = text.split("\n", 1)[0]
                     active[row] = False
                     reasons[row] = "stop"
+                for marker in stop:
+                    if marker and marker in text:
+                        text = text.split(marker, 1)[0]
+                        active[row] = False
+                        reasons[row] = "stop"
                 texts[row] = text
                 if active[row]:
                     chosen[row] = token
@@ -814,22 +827,19 @@ class TransformersBackend:
         constraint: RegexConstraint | None,
         generator: torch.Generator | None,
     ) -> int | None:
-        """The next token: greedy (temperature 0) or sampled from the top 64, under ``constraint``."""
+        """The next token: greedy (temperature 0) or sampled from the top 64, under
+        ``constraint``. None means: stop here (the constraint allows nothing else)."""
         if constraint is None and temperature <= 0:
             return int(torch.argmax(logits))
+        complete = constraint.is_complete(text) if constraint is not None else True
         for width in (64, 4096, logits.shape[-1]):
+            if width == logits.shape[-1] and complete:
+                break  # ending is allowed: no need to scan the whole vocabulary
             top = torch.topk(logits, k=min(width, logits.shape[-1]))
             candidates = top.indices.tolist()
             values = top.values
             if constraint is not None:
-                keep = []
-                for j, token in enumerate(candidates):
-                    if token in self.stop_ids:
-                        ok = constraint.is_complete(text)
-                    else:
-                        ok = constraint.can_continue(text + self._token_str(token))
-                    if ok:
-                        keep.append(j)
+                keep = [j for j, token in enumerate(candidates) if self._allowed(token, text, complete, constraint)]
                 if not keep:
                     continue
                 candidates = [candidates[j] for j in keep]
@@ -838,8 +848,16 @@ class TransformersBackend:
                 return candidates[0]
             probs = torch.softmax(values.float().cpu() / temperature, dim=0)
             return candidates[int(torch.multinomial(probs, 1, generator=generator))]
-        # Nothing in the vocabulary continues a match: end here.
         return None
+
+    def _allowed(self, token: int, text: str, complete: bool, constraint: RegexConstraint) -> bool:
+        if token in self.stop_ids:
+            return complete
+        if token in self.special_ids:
+            return False
+        piece = self._token_str(token)
+        # A token that adds no text would let a constrained decoder loop forever.
+        return bool(piece) and constraint.can_continue(text + piece)
 
     # ----------------------------------------------------------------- free answers
 
