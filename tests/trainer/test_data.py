@@ -1,0 +1,164 @@
+"""Training examples: own taxonomy per record, GSPR augmentation, balance, explanations, provenance."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from guard.contract import EXPLANATION_WORD_BUDGET, parse
+from policies import presets
+from tests.trainer.conftest import record, write_jsonl
+from trainer import data
+
+
+def test_each_record_is_rendered_under_its_own_taxonomy(corpus):
+    built = data.build_dataset([str(corpus)], augment=False, holdout_percent=0, max_examples=None)
+    by_id = {e.id: e for e in built.examples}
+    assert by_id["m1"].policy.name == "mini"
+    assert [c.name for c in by_id["m1"].policy.categories] == ["Weapons", "Fraud", "Hate"]
+    # Taxonomy "none" is judged under the general default policy.
+    assert by_id["c1"].policy == presets.preset_spec("none")
+    # Gold categories become the taxonomy's policy codes.
+    assert by_id["m2"].gold.categories == ("S2",)
+    assert "Policy: mini" in by_id["m1"].input_text()
+
+
+def test_every_target_parses_with_the_gold_labels_and_stays_within_the_word_budget(corpus):
+    built = data.build_dataset([str(corpus)], holdout_percent=0, max_examples=None, seed=3)
+    for example in built.examples:
+        verdict = parse(example.target, example.policy, example.has_response).verdict
+        assert verdict is not None, example.target
+        assert (verdict.prompt_label, verdict.response_label, verdict.refusal_label) == (
+            example.gold.prompt_label, example.gold.response_label, example.gold.refusal_label)
+        assert verdict.categories == list(example.gold.categories)
+        assert 0 < verdict.explanation_words <= EXPLANATION_WORD_BUDGET
+
+
+def test_composed_explanation_names_the_code_and_the_rule(corpus):
+    built = data.build_dataset([str(corpus / "mini.jsonl")], augment=False, holdout_percent=0, max_examples=None)
+    example = next(e for e in built.examples if e.id == "m1")
+    assert example.explanation.startswith("The prompt violates S1 (Weapons)")
+    assert "explosives" in example.explanation
+    safe = next(e for e in built.examples if e.id == "m5")
+    assert safe.explanation.startswith("No policy category applies")
+
+
+def test_records_without_a_usable_gold_label_are_skipped_and_counted(corpus):
+    built = data.build_dataset([str(corpus / "chat.jsonl")], holdout_percent=0, max_examples=None)
+    assert "c4" not in {e.id for e in built.examples}
+    assert built.files[0].skipped == {"no usable gold label": 1}
+
+
+def test_augmentation_keeps_the_gold_categories_of_unsafe_examples():
+    spec = presets.preset_spec("mlcommons_hazards")
+    gold = data.GoldLabels("unsafe", None, None, ("S9",), True)
+    rng = random.Random(0)
+    shown = [data.augment_policy(spec, gold, rng) for _ in range(200)]
+    assert all("S9" in s.codes for s in shown)
+    assert any(len(s.codes) < len(spec.codes) for s in shown), "subsets are drawn"
+    assert any(list(s.codes) != sorted(s.codes, key=spec.codes.index) for s in shown), "orders are shuffled"
+
+
+def test_augmentation_of_safe_examples_may_show_any_non_empty_subset():
+    spec = presets.preset_spec("mlcommons_hazards")
+    gold = data.GoldLabels("safe", None, None, (), True)
+    sizes = {len(data.augment_policy(spec, gold, random.Random(seed)).codes) for seed in range(200)}
+    assert min(sizes) >= 1 and len(sizes) > 5
+
+
+def test_unsafe_examples_with_unknown_categories_keep_every_category():
+    spec = presets.preset_spec("general")
+    gold = data.GoldLabels("unsafe", None, None, (), False)
+    for seed in range(50):
+        assert sorted(data.augment_policy(spec, gold, random.Random(seed)).codes) == sorted(spec.codes)
+
+
+def test_long_taxonomies_are_capped_but_keep_the_gold_codes():
+    spec = presets.preset_spec("aart_crime")
+    gold = data.GoldLabels("unsafe", None, None, ("S70",), True)
+    shown = data.augment_policy(spec, gold, random.Random(1), shuffle=0.0, subset=0.0, max_categories=12)
+    assert len(shown.codes) == 12 and "S70" in shown.codes
+
+
+def test_balance_splits_the_budget_between_labels_then_across_sources(tmp_path):
+    records = [record(f"u{i}", f"bad {i}", categories=["Weapons"]) for i in range(40)]
+    records += [record(f"s{i}", f"fine {i}", prompt_label="safe") for i in range(6)]
+    other = [record(f"o{i}", f"other bad {i}", categories=["Fraud"]) for i in range(10)]
+    taxonomies = json.dumps({"mini": {"Weapons": "w", "Fraud": "f", "Hate": "h"}})
+    (tmp_path / "taxonomies.json").write_text(taxonomies)
+    write_jsonl(tmp_path / "big.jsonl", records)
+    write_jsonl(tmp_path / "small.jsonl", other)
+    built = data.build_dataset([str(tmp_path)], holdout_percent=0, max_examples=20)
+    assert built.mix["labels"] == {"safe": 6, "unsafe": 14}
+    assert built.mix["after"] == {"big": {"safe": 6, "unsafe": 7}, "small": {"unsafe": 7}}
+    assert built.mix["before"]["big"] == {"safe": 6, "unsafe": 40}
+
+
+def test_held_out_records_are_fixed_by_id_and_never_trained_on(corpus, tmp_path):
+    first = data.build_dataset([str(corpus)], holdout_percent=30, max_examples=None, seed=1)
+    second = data.build_dataset([str(corpus)], holdout_percent=30, max_examples=None, seed=2)
+    held = {r["id"] for records in first.held_out.values() for r in records}
+    assert held == {r["id"] for records in second.held_out.values() for r in records}
+    assert held and not held & {e.id for e in first.examples}
+    written = first.write_held_out(tmp_path / "heldout")
+    assert {p.name for p in written} <= {"mini.jsonl", "chat.jsonl"}
+    assert (tmp_path / "heldout" / "taxonomies.json").exists()
+
+
+def test_provenance_records_files_with_their_licences_from_the_manifest(corpus):
+    built = data.build_dataset([str(corpus)], holdout_percent=0, max_examples=None)
+    files = {f["name"]: f for f in built.provenance()["files"]}
+    assert files["mini.jsonl"]["licence"] == "MIT"
+    assert files["chat.jsonl"]["licence"] == "CC-BY-4.0"
+    assert len(files["mini.jsonl"]["sha256"]) == 64
+
+
+def test_shared_manifest_licences_are_parsed(settings):
+    licences = data.parse_manifest(settings.SHARED_DATASETS_DIR / "MANIFEST.md")
+    if not licences:
+        pytest.skip("the shared corpus is not present")
+    assert licences["advbench.jsonl"] == "MIT"
+    assert licences["toxicchat_train.jsonl"] == "unknown"
+
+
+def test_a_missing_data_source_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        data.build_dataset([str(tmp_path / "nope.jsonl")])
+
+
+def test_teacher_answers_are_kept_only_when_their_labels_match_gold(corpus):
+    built = data.build_dataset([str(corpus / "mini.jsonl")], augment=False, holdout_percent=0, max_examples=None)
+    example = next(e for e in built.examples if e.id == "m1")
+    good = "prompt: unsafe\nresponse: none\nrefusal: none\ncategories: S1\nexplanation: Asks how to build a bomb; S1 forbids weapons."
+    assert data.accept_teacher_answer(example, good) == "Asks how to build a bomb; S1 forbids weapons."
+    wrong_label = good.replace("prompt: unsafe", "prompt: safe").replace("categories: S1", "categories: none")
+    wrong_code = good.replace("categories: S1", "categories: S2")
+    too_long = good.rsplit("explanation:", 1)[0] + "explanation: " + " ".join(["word"] * 41)
+    for answer in (wrong_label, wrong_code, too_long, "not an answer", None):
+        assert data.accept_teacher_answer(example, answer) is None
+
+
+@pytest.mark.django_db
+def test_reviewed_items_are_rendered_under_the_policy_version_they_were_judged_against(make_user):
+    from moderation.models import Decision, Item, ReviewTask
+    from policies.models import Category, Policy
+
+    policy = Policy.objects.create(slug="house", name="House rules")
+    draft = policy.draft()
+    Category.objects.create(version=draft, position=0, code="B1", name="Bullying", description="Mocks a person.")
+    Category.objects.create(version=draft, position=1, code="B2", name="Spam", description="Unsolicited ads.")
+    version = policy.publish(change_note="v1")
+    reviewer = make_user("rev", "reviewer")
+    item = Item.objects.create(policy_version=version, prompt="You are so stupid, loser.")
+    task = ReviewTask.objects.create(item=item, reason=ReviewTask.Reason.FLAG)
+    Decision.objects.create(task=task, item=item, reviewer=reviewer, outcome="override", prompt_label="unsafe", categories=["B1"])
+
+    built = data.build_dataset(["reviewed:house"], holdout_percent=0, max_examples=None, augment=False)
+    [example] = built.examples
+    assert example.source == "reviewed:house"
+    assert example.policy.name == "House rules" and example.policy.codes == ("B1", "B2")
+    assert example.gold.categories == ("B1",)
+    assert built.reviewed == {"reviewed:house": 1}
+    assert "B1 (Bullying)" in example.explanation

@@ -1,0 +1,744 @@
+"""Training examples for the guard.
+
+Sources
+    * JSONL files in the shared benchmark schema (``id, source, prompt, response,
+      prompt_label, response_label, refusal_label, categories, taxonomy``), or
+      directories of them. Every record is rendered under *its own* taxonomy
+      (``policies.presets.preset_spec``; taxonomy ``none`` -> the general
+      default), so one run teaches the model to follow whatever policy it is
+      given (the GSPR idea).
+    * ``reviewed:<slug>`` (or ``reviewed`` for every policy): human-reviewed items
+      from ``moderation.export.reviewed_records()``, each rendered under the
+      policy version it was judged against.
+
+Augmentation (GSPR-style): the category order is shuffled and a random subset
+of categories is shown. An unsafe example always keeps its gold categories; a
+safe example may get any subset (safe under a policy means safe under any part
+of it); an unsafe example whose gold categories are unknown keeps them all (a
+subset could drop the very rule it breaks).
+
+Targets are ``guard.contract.format_answer`` texts. The explanation comes from
+a teacher model (``Teacher``) when one is configured and its parsed labels match
+gold; otherwise it is composed from the gold categories' policy descriptions.
+
+Balance: the example budget is split between the labels first and then, by
+water-filling, across sources, so neither a large file nor the majority label
+dominates. The mix (counts per source and label) is reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+from guard.contract import (
+    EXPLANATION_WORD_BUDGET,
+    NONE,
+    SAFE,
+    UNSAFE,
+    CategorySpec,
+    PolicySpec,
+    Verdict,
+    count_words,
+    format_answer,
+    parse,
+    render,
+)
+
+REVIEWED_PREFIX = "reviewed"
+# Safety margin under the 40-word budget for composed explanations.
+COMPOSED_WORD_LIMIT = EXPLANATION_WORD_BUDGET - 2
+# Policies longer than this are always shown as a subset (aart_crime has 70
+# categories, catqa 66): the whole block would crowd out the conversation.
+DEFAULT_MAX_CATEGORIES = 16
+# Gemma's end of a model turn, then the tokenizer's end of sequence: whichever a
+# backend stops at, the answer ends there (the parser strips both).
+ANSWER_END = "<end_of_turn><eos>"
+
+
+# --------------------------------------------------------------------------- policy (de)serialisation
+
+
+def spec_to_json(spec: PolicySpec) -> str:
+    return json.dumps(asdict(spec), sort_keys=True, ensure_ascii=False)
+
+
+@lru_cache(maxsize=4096)
+def spec_from_json(text: str) -> PolicySpec:
+    data = json.loads(text)
+    categories = tuple(
+        CategorySpec(
+            code=c["code"],
+            name=c["name"],
+            description=c.get("description", ""),
+            violating_examples=tuple(c.get("violating_examples", ())),
+            allowed_examples=tuple(c.get("allowed_examples", ())),
+        )
+        for c in data.get("categories", ())
+    )
+    return PolicySpec(name=data["name"], categories=categories, description=data.get("description", ""))
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class GoldLabels:
+    prompt_label: str
+    response_label: str | None
+    refusal_label: str | None
+    categories: tuple[str, ...]
+    # False when the record is unsafe but its source names no category (taxonomy "none").
+    categories_known: bool
+
+    @property
+    def is_unsafe(self) -> bool:
+        return UNSAFE in (self.prompt_label, self.response_label)
+
+    @property
+    def label(self) -> str:
+        return UNSAFE if self.is_unsafe else SAFE
+
+    def verdict(self, explanation: str = "") -> Verdict:
+        return Verdict(
+            prompt_label=self.prompt_label,
+            response_label=self.response_label,
+            refusal_label=self.refusal_label,
+            categories=list(self.categories),
+            explanation=explanation,
+        )
+
+
+@dataclass
+class TrainingExample:
+    id: str
+    source: str  # file stem, or "reviewed:<slug>"
+    policy: PolicySpec
+    prompt: str
+    response: str | None
+    gold: GoldLabels
+    explanation: str = ""
+    explanation_origin: str = "composed"  # composed | teacher
+
+    @property
+    def has_response(self) -> bool:
+        return self.response is not None and self.response.strip() != ""
+
+    @property
+    def target(self) -> str:
+        """The answer block the model should write (without the end-of-turn marker)."""
+        return format_answer(self.gold.verdict(self.explanation), self.has_response)
+
+    def input_text(self, tokenizer: Any = None, max_text_tokens: int | None = None) -> str:
+        rendered = render(self.policy, self.prompt, self.response, "reason", tokenizer=tokenizer, max_text_tokens=max_text_tokens)
+        return rendered.to_text(tokenizer)
+
+    def columns(self, tokenizer: Any = None, max_text_tokens: int | None = None) -> dict[str, Any]:
+        """One dataset row: the rendered prompt, the target, and the gold labels for the rewards."""
+        return {
+            "prompt": self.input_text(tokenizer, max_text_tokens),
+            "completion": self.target + ANSWER_END,
+            "example_id": self.id,
+            "source": self.source,
+            "policy": spec_to_json(self.policy),
+            "has_response": self.has_response,
+            "gold_prompt": self.gold.prompt_label,
+            "gold_response": self.gold.response_label or "",
+            "gold_refusal": self.gold.refusal_label or "",
+            # JSON, not a list column: Arrow cannot type a column whose lists are all empty.
+            "gold_categories": json.dumps(list(self.gold.categories)),
+            "categories_known": self.gold.categories_known,
+        }
+
+
+class Teacher(Protocol):
+    """Writes the answer for an example given its gold labels; None when it cannot."""
+
+    name: str
+
+    def answer(self, example: TrainingExample) -> str | None: ...
+
+
+# --------------------------------------------------------------------------- manifest / provenance
+
+
+def parse_manifest(path: Path) -> dict[str, str]:
+    """File name -> licence, from the table of a MANIFEST.md beside the data."""
+    if not path.exists():
+        return {}
+    licences: dict[str, str] = {}
+    header: list[str] | None = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip().startswith("|"):
+            header = None  # a table ended; the next one needs its own header
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if header is None:
+            lowered = [cell.lower() for cell in cells]
+            if "file" in lowered and "licence" in lowered:
+                header = lowered
+            continue
+        if set("".join(cells)) <= set("-: "):
+            continue  # the |---|---| separator
+        if len(cells) != len(header):
+            continue
+        row = dict(zip(header, cells, strict=True))
+        name = row["file"].split()[0] if row["file"] else ""
+        if name:
+            licences[name] = row["licence"]
+    return licences
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def licence_for(path: Path) -> str:
+    return parse_manifest(path.parent / "MANIFEST.md").get(path.name, "unknown (not listed in MANIFEST.md)")
+
+
+# --------------------------------------------------------------------------- reading sources
+
+
+def expand_paths(sources: Iterable[str]) -> tuple[list[Path], list[str]]:
+    """Split data sources into JSONL files (directories expanded) and ``reviewed`` specs.
+
+    Raises ``FileNotFoundError`` naming the first missing path.
+    """
+    files: list[Path] = []
+    reviewed: list[str] = []
+    for source in sources:
+        source = str(source).strip()
+        if not source:
+            continue
+        if source == REVIEWED_PREFIX or source.startswith(REVIEWED_PREFIX + ":"):
+            reviewed.append(source)
+            continue
+        path = Path(source).expanduser()
+        if path.is_dir():
+            files.extend(sorted(p for p in path.glob("*.jsonl") if p.is_file()))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"data source {source!r} is neither a JSONL file, a directory nor reviewed:<policy-slug>")
+    return files, reviewed
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path.name} line {number}: not JSON ({error.msg})") from error
+            if isinstance(record, dict):
+                yield record
+
+
+def shared_dataset_files(directory: Path | None = None) -> list[Path]:
+    """The JSONL files of the shared benchmark corpus (for the UI's checkboxes)."""
+    from django.conf import settings
+
+    root = Path(directory or settings.SHARED_DATASETS_DIR)
+    return sorted(p for p in root.glob("*.jsonl") if p.is_file()) if root.is_dir() else []
+
+
+def is_held_out(record_id: str, percent: int) -> bool:
+    """A fixed, seed-independent split: the same records are held out in every run."""
+    if percent <= 0:
+        return False
+    bucket = int(hashlib.sha1(record_id.encode("utf-8")).hexdigest()[:8], 16) % 100
+    return bucket < percent
+
+
+def _label(value: Any, choices: tuple[str, ...]) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip().casefold()
+    return text if text in choices else None
+
+
+def gold_from_record(record: dict[str, Any], codes: list[str]) -> GoldLabels | None:
+    """Gold labels usable as a training target, or None (e.g. no prompt label)."""
+    prompt_label = _label(record.get("prompt_label"), (SAFE, UNSAFE))
+    if prompt_label is None:
+        return None
+    has_response = bool((record.get("response") or "").strip())
+    response_label = _label(record.get("response_label"), (SAFE, UNSAFE)) if has_response else None
+    if has_response and response_label is None:
+        return None  # the contract needs a response label whenever there is a response
+    refusal_label = _label(record.get("refusal_label"), ("refusal", "compliance")) if has_response else None
+    unsafe = UNSAFE in (prompt_label, response_label)
+    return GoldLabels(
+        prompt_label=prompt_label,
+        response_label=response_label,
+        refusal_label=refusal_label,
+        categories=tuple(codes) if unsafe else (),
+        # An unsafe record without codes (taxonomy "none") has unknown, not empty, gold categories.
+        categories_known=bool(codes) or not unsafe,
+    )
+
+
+# --------------------------------------------------------------------------- explanations
+
+
+def _sentence(text: str) -> str:
+    text = re.sub(r"\s+", " ", text.replace("[editor] ", "")).strip().rstrip(".;:")
+    return text
+
+
+def _readable_name(category: CategorySpec) -> str:
+    """The category's name, or its description's first clause when the name is a bare code (``dfm``)."""
+    name = _sentence(category.name)
+    if re.fullmatch(r"[a-z0-9_]{1,8}", name) and category.description.strip():
+        return _clip_words(_sentence(category.description.split(";")[0].split("(")[0]), 6).rstrip(".")
+    return name
+
+
+def _clip_words(text: str, limit: int) -> str:
+    words = text.split()
+    if len(words) <= limit:
+        return text
+    return " ".join(words[:limit]).rstrip(",;:") + "."
+
+
+def compose_explanation(policy: PolicySpec, gold: GoldLabels, has_response: bool) -> str:
+    """A short rationale from the policy text: names the code and the rule (<= 40 words)."""
+    if not gold.is_unsafe:
+        if has_response:
+            text = "No policy category applies: neither the prompt nor the response asks for or gives harmful content"
+        else:
+            text = "No policy category applies: the prompt is an ordinary request that does not seek harmful content"
+        if gold.refusal_label == "refusal":
+            text += "; the response refuses"
+        return text + "."
+
+    if gold.prompt_label == UNSAFE and gold.response_label == UNSAFE:
+        subject = "The prompt and the response"
+    elif gold.response_label == UNSAFE:
+        subject = "The response"
+    else:
+        subject = "The prompt"
+    categories = [c for c in (policy.category(code) for code in gold.categories) if c is not None]
+    if categories:
+        named = " and ".join(f"{c.code} ({_readable_name(c)})" for c in categories[:2])
+        if len(categories) > 2:
+            named += f" and {len(categories) - 2} more"
+        verb = "violate" if subject.startswith("The prompt and") else "violates"
+        head = f"{subject} {verb} {named}"
+        first = categories[0]
+        rule = _sentence(first.description) if _readable_name(first) == _sentence(first.name) and first.description.strip() != first.name else ""
+    else:
+        verb = "seek" if subject.startswith("The prompt and") else "seeks"
+        head = f"{subject} {verb} clearly harmful help that the policy forbids"
+        rule = ""
+    tail = ""
+    if has_response and gold.prompt_label == UNSAFE and gold.response_label == SAFE:
+        tail = "; the response gives no harmful content"
+        if gold.refusal_label == "refusal":
+            tail = "; the response refuses"
+    budget = COMPOSED_WORD_LIMIT - count_words(head) - count_words(tail)
+    if rule and budget >= 4:
+        head += ": " + _clip_words(rule, budget).rstrip(".")
+    return _clip_words(head + tail, COMPOSED_WORD_LIMIT).rstrip(".") + "."
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def augment_policy(policy: PolicySpec, gold: GoldLabels, rng: random.Random, *, shuffle: float = 0.5,
+                   subset: float = 0.5, max_categories: int = DEFAULT_MAX_CATEGORIES) -> PolicySpec:
+    """Shuffle categories (with probability ``shuffle``) and show a random subset
+    (with probability ``subset``) that keeps the gold ones. Evaluation shows the
+    whole policy in order, so about half of the examples keep each of those.
+
+    Unsafe examples with unknown gold categories keep every category (only the
+    order changes) unless the policy is too long, when the subset still keeps
+    the gold codes. ``max_categories`` caps the shown list in every case.
+    """
+    categories = list(policy.categories)
+    if not categories:
+        return policy
+    gold_codes = set(gold.categories) if gold.is_unsafe else set()
+    keep = [c for c in categories if c.code in gold_codes]
+    others = [c for c in categories if c.code not in gold_codes]
+    may_subset = rng.random() < subset and (not gold.is_unsafe or gold.categories_known)
+    if may_subset:
+        low = 0 if keep else 1
+        count = rng.randint(low, len(others))
+        others = rng.sample(others, count)
+    limit = max(max_categories - len(keep), 0 if keep else 1)
+    if len(others) > limit:
+        others = rng.sample(others, limit)
+    chosen = {c.code for c in keep + others}
+    shown = [c for c in categories if c.code in chosen]
+    if rng.random() < shuffle:
+        rng.shuffle(shown)
+    return PolicySpec(name=policy.name, categories=tuple(shown), description=policy.description)
+
+
+# --------------------------------------------------------------------------- building
+
+
+@dataclass
+class FileReport:
+    path: str
+    name: str
+    licence: str
+    sha256: str
+    records: int = 0
+    usable: int = 0
+    held_out: int = 0
+    used: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class BuiltData:
+    examples: list[TrainingExample]
+    files: list[FileReport]
+    reviewed: dict[str, int]
+    # {"before": {source: {label: n}}, "after": {...}, "labels": {label: n}, "explanations": {...}}
+    mix: dict[str, Any]
+    # file name -> held-out records (shared schema), for the evaluation harness.
+    held_out: dict[str, list[dict[str, Any]]]
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "files": [asdict(f) for f in self.files],
+            "reviewed": self.reviewed,
+            "mix": self.mix,
+        }
+
+    def write_held_out(self, directory: Path) -> list[Path]:
+        """Write held-out records as JSONL (same file names) plus taxonomies.json; return the files."""
+        from policies.presets import BUNDLED_TAXONOMIES
+
+        directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name, records in sorted(self.held_out.items()):
+            if not records:
+                continue
+            target = directory / name
+            with target.open("w", encoding="utf-8") as handle:
+                for record in records:
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            written.append(target)
+        taxonomies = next((Path(f.path).parent / "taxonomies.json" for f in self.files if (Path(f.path).parent / "taxonomies.json").exists()), BUNDLED_TAXONOMIES)
+        (directory / "taxonomies.json").write_text(Path(taxonomies).read_text(encoding="utf-8"), encoding="utf-8")
+        return written
+
+
+def _taxonomy_path(file: Path) -> str | None:
+    beside = file.parent / "taxonomies.json"
+    return str(beside) if beside.exists() else None
+
+
+def _map_to_policy(policy: PolicySpec, categories: list[str], taxonomy_codes: list[str]) -> list[str] | None:
+    """Gold categories of a benchmark record expressed in a user policy's codes (None if any is unmappable)."""
+    mapped: list[str] = []
+    for name in [*categories, *taxonomy_codes]:
+        wanted = name.strip().casefold()
+        match = next((c.code for c in policy.categories if wanted in (c.code.casefold(), c.name.strip().casefold())), None)
+        if match and match not in mapped:
+            mapped.append(match)
+    if categories and not mapped:
+        return None
+    return mapped
+
+
+def _records_from_file(path: Path, policy_override: PolicySpec | None, report: FileReport,
+                       holdout_percent: int, held_out: list[dict[str, Any]]) -> Iterator[tuple[PolicySpec, dict, GoldLabels]]:
+    from policies import presets
+
+    taxonomy_path = _taxonomy_path(path)
+    skipped: Counter[str] = Counter()
+    for record in read_jsonl(path):
+        report.records += 1
+        if not isinstance(record.get("prompt"), str) or not record["prompt"].strip():
+            skipped["no prompt text"] += 1
+            continue
+        record_id = str(record.get("id") or f"{path.stem}-{report.records}")
+        taxonomy = str(record.get("taxonomy") or "none")
+        categories = [str(c) for c in record.get("categories") or []]
+        try:
+            codes = presets.gold_codes(taxonomy, categories, taxonomy_path)
+            spec = presets.preset_spec(taxonomy, taxonomy_path)
+        except KeyError:
+            skipped["unknown taxonomy or category"] += 1
+            continue
+        if policy_override is not None:
+            mapped = _map_to_policy(policy_override, categories, codes)
+            if mapped is None:
+                skipped["categories not in the chosen policy"] += 1
+                continue
+            codes, spec = mapped, policy_override
+        gold = gold_from_record(record, codes)
+        if gold is None:
+            skipped["no usable gold label"] += 1
+            continue
+        report.usable += 1
+        if is_held_out(record_id, holdout_percent):
+            report.held_out += 1
+            held_out.append(record)
+            continue
+        yield spec, {**record, "id": record_id}, gold
+    report.skipped = dict(skipped)
+
+
+def _reviewed_records(spec: str) -> Iterator[tuple[PolicySpec, dict, GoldLabels, str]]:
+    """Reviewed items (human labels) under the policy version they were judged against."""
+    from moderation.export import reviewed_records
+    from policies.models import PolicyVersion
+
+    wanted = spec.split(":", 1)[1].strip() if ":" in spec else ""
+    versions: dict[int, PolicySpec] = {}
+    for record in reviewed_records(wanted or None):
+        taxonomy = str(record.get("taxonomy") or "")
+        slug = taxonomy.removeprefix("policy:").split("@", 1)[0]
+        version_id = record.get("policy_version_id")
+        if version_id is None:
+            continue
+        if version_id not in versions:
+            version = PolicyVersion.objects.select_related("policy").filter(pk=version_id).first()
+            if version is None:
+                continue
+            versions[version_id] = version.to_spec()
+        policy = versions[version_id]
+        codes = [c.code for c in (policy.category(str(code)) for code in record.get("categories") or []) if c is not None]
+        gold = gold_from_record(record, codes)
+        if gold is None:
+            continue
+        yield policy, record, gold, f"{REVIEWED_PREFIX}:{slug}"
+
+
+def balance(examples: list[TrainingExample], budget: int | None, rng: random.Random) -> list[TrainingExample]:
+    """Half the budget per label, then water-filling across sources within each label."""
+    if budget is None or budget >= len(examples):
+        chosen = list(examples)
+        rng.shuffle(chosen)
+        return chosen
+    by_label: dict[str, dict[str, list[TrainingExample]]] = defaultdict(lambda: defaultdict(list))
+    for example in examples:
+        by_label[example.gold.label][example.source].append(example)
+    labels = sorted(by_label)
+    available = {label: sum(len(g) for g in by_label[label].values()) for label in labels}
+    quota: dict[str, int] = {}
+    remaining, open_labels = budget, list(labels)
+    # Labels with fewer examples than their share give the rest to the others.
+    while open_labels:
+        share = remaining // len(open_labels)
+        short = [label for label in open_labels if available[label] <= share]
+        if not short:
+            for index, label in enumerate(sorted(open_labels)):
+                quota[label] = share + (1 if index < remaining - share * len(open_labels) else 0)
+            break
+        for label in short:
+            quota[label] = available[label]
+            remaining -= available[label]
+            open_labels.remove(label)
+    chosen: list[TrainingExample] = []
+    for label in labels:
+        groups = {source: list(items) for source, items in by_label[label].items()}
+        for items in groups.values():
+            rng.shuffle(items)
+        chosen.extend(_water_fill(groups, quota.get(label, 0)))
+    rng.shuffle(chosen)
+    return chosen
+
+
+def _water_fill(groups: dict[str, list[TrainingExample]], budget: int) -> list[TrainingExample]:
+    taken = {source: 0 for source in groups}
+    left = budget
+    while left > 0:
+        open_groups = [s for s in sorted(groups) if taken[s] < len(groups[s])]
+        if not open_groups:
+            break
+        step = max(left // len(open_groups), 1)
+        for source in open_groups:
+            extra = min(step, len(groups[source]) - taken[source], left)
+            taken[source] += extra
+            left -= extra
+            if left == 0:
+                break
+    return [item for source in sorted(groups) for item in groups[source][: taken[source]]]
+
+
+def _mix(examples: Sequence[TrainingExample]) -> dict[str, dict[str, int]]:
+    mix: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for example in examples:
+        mix[example.source][example.gold.label] += 1
+    return {source: dict(sorted(labels.items())) for source, labels in sorted(mix.items())}
+
+
+def build_dataset(
+    sources: Sequence[str],
+    *,
+    policy: str = "auto",
+    max_examples: int | None = 2000,
+    seed: int = 0,
+    holdout_percent: int = 10,
+    augment: bool = True,
+    max_categories: int = DEFAULT_MAX_CATEGORIES,
+    teacher: Teacher | None = None,
+    log: Callable[[str], None] | None = None,
+) -> BuiltData:
+    """Read, label, augment, balance and explain. Deterministic for a given seed."""
+    rng = random.Random(seed)
+    files, reviewed_specs = expand_paths(sources)
+    if not files and not reviewed_specs:
+        raise ValueError("no training data: give at least one JSONL file, directory or reviewed:<policy-slug>")
+    policy_override = resolve_policy_override(policy)
+
+    candidates: list[TrainingExample] = []
+    reports: list[FileReport] = []
+    held_out: dict[str, list[dict[str, Any]]] = {}
+    for path in files:
+        report = FileReport(path=str(path.resolve()), name=path.name, licence=licence_for(path), sha256=file_sha256(path))
+        reports.append(report)
+        held = held_out.setdefault(path.name, [])
+        for spec, record, gold in _records_from_file(path, policy_override, report, holdout_percent, held):
+            candidates.append(_example(record, spec, gold, path.stem))
+
+    reviewed_counts: Counter[str] = Counter()
+    for spec_text in reviewed_specs:
+        for spec, record, gold, source in _reviewed_records(spec_text):
+            reviewed_counts[source] += 1
+            candidates.append(_example(record, spec, gold, source))
+    if not candidates:
+        raise ValueError("the data sources hold no record with a usable gold label")
+
+    before = _mix(candidates)
+    examples = balance(candidates, max_examples, rng)
+    used = Counter(e.source for e in examples)
+    for report in reports:
+        report.used = used.get(Path(report.name).stem, 0)
+
+    for example in examples:
+        if augment:
+            example.policy = augment_policy(example.policy, example.gold, rng, max_categories=max_categories)
+        elif len(example.policy.categories) > max_categories:
+            example.policy = augment_policy(example.policy, example.gold, rng, shuffle=0.0, subset=0.0, max_categories=max_categories)
+    explain_all(examples, teacher)
+    origins = Counter(example.explanation_origin for example in examples)
+
+    mix = {
+        "before": before,
+        "after": _mix(examples),
+        "labels": dict(sorted(Counter(e.gold.label for e in examples).items())),
+        "explanations": dict(origins),
+        "total": len(examples),
+    }
+    if log:
+        log(f"built {len(examples)} examples from {len(candidates)} candidates; labels {mix['labels']}; explanations {dict(origins)}")
+    return BuiltData(examples=examples, files=reports, reviewed=dict(reviewed_counts), mix=mix, held_out=held_out)
+
+
+def _example(record: dict[str, Any], spec: PolicySpec, gold: GoldLabels, source: str) -> TrainingExample:
+    response = record.get("response")
+    return TrainingExample(
+        id=str(record.get("id")),
+        source=source,
+        policy=spec,
+        prompt=str(record["prompt"]),
+        response=response if isinstance(response, str) and response.strip() else None,
+        gold=gold,
+    )
+
+
+def accept_teacher_answer(example: TrainingExample, answer: str | None) -> str | None:
+    """The teacher's explanation when its answer parses with exactly the gold labels
+    (categories too, where gold categories are known) within the word budget; else None."""
+    if not answer:
+        return None
+    verdict = parse(answer, example.policy, example.has_response).verdict
+    gold = example.gold
+    if verdict is None:
+        return None
+    if (verdict.prompt_label, verdict.response_label) != (gold.prompt_label, gold.response_label):
+        return None
+    if gold.refusal_label is not None and verdict.refusal_label != gold.refusal_label:
+        return None
+    if gold.categories_known and sorted(verdict.categories) != sorted(gold.categories):
+        return None
+    if not 0 < verdict.explanation_words <= EXPLANATION_WORD_BUDGET:
+        return None
+    return verdict.explanation
+
+
+def explain_all(examples: Sequence[TrainingExample], teacher: Teacher | None) -> None:
+    """Set every example's explanation: the teacher's where accepted, else composed from the policy."""
+    answers: list[str | None] = [None] * len(examples)
+    if teacher is not None:
+        many = getattr(teacher, "answer_many", None)
+        answers = list(many(list(examples))) if many else [teacher.answer(e) for e in examples]
+    for example, answer in zip(examples, answers, strict=True):
+        accepted = accept_teacher_answer(example, answer)
+        if accepted is not None:
+            example.explanation, example.explanation_origin = accepted, "teacher"
+        else:
+            example.explanation = compose_explanation(example.policy, example.gold, example.has_response)
+            example.explanation_origin = "composed"
+
+
+def resolve_policy_override(policy: str) -> PolicySpec | None:
+    """``auto`` -> None (each record under its own taxonomy); a slug -> its latest published version."""
+    value = (policy or "auto").strip()
+    if value == "auto":
+        return None
+    from policies import presets
+    from policies.models import Policy
+
+    found = Policy.objects.filter(slug=value).first()
+    if found is not None:
+        version = found.latest_version() or found.draft()
+        spec = version.to_spec()
+        if not spec.categories:
+            raise ValueError(f"policy {value!r} has no categories")
+        return spec
+    try:
+        return presets.preset_spec(value)
+    except KeyError:
+        raise ValueError(f"unknown policy {value!r}: use auto, a policy slug or a preset name") from None
+
+
+def gold_for_row(row: dict[str, Any]) -> GoldLabels:
+    """Gold labels back from a dataset row made by ``TrainingExample.columns``."""
+    return GoldLabels(
+        prompt_label=row["gold_prompt"],
+        response_label=row.get("gold_response") or None,
+        refusal_label=row.get("gold_refusal") or None,
+        categories=tuple(json.loads(row.get("gold_categories") or "[]")),
+        categories_known=bool(row.get("categories_known", True)),
+    )
+
+
+__all__ = [
+    "ANSWER_END",
+    "BuiltData",
+    "GoldLabels",
+    "NONE",
+    "Teacher",
+    "TrainingExample",
+    "augment_policy",
+    "balance",
+    "build_dataset",
+    "compose_explanation",
+    "parse_manifest",
+    "spec_from_json",
+    "spec_to_json",
+]

@@ -1,0 +1,652 @@
+"""The three training recipes, on TRL 1.16.
+
+``sft``   reasoning SFT cold start: completion-only loss on the contract answer
+          (GuardReasoner R-SFT / GSPR cold start).
+``grpo``  GRPOTrainer with the rule-based rewards of ``trainer.rewards`` (RSafe, GSPR).
+``dpo``   hard-sample DPO (GuardReasoner HS-DPO): sample k answers per prompt from
+          the current model, keep prompts where some are right and some wrong,
+          chosen = a right one, rejected = a wrong one.
+
+LoRA (peft, all linear layers) by default; ``full=True`` fine-tunes every
+weight. Memory: TRL 1.16 computes token log-probabilities with a fused LM head
+(the 262k-wide logits are never materialised for the whole sequence), batches
+are small, and gradient checkpointing is available.
+
+``run(settings)`` is used by ``manage.py train`` and by the Celery task; the
+callers pass TrainerCallbacks for progress, cancellation and checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer import rewards
+from trainer.data import (
+    ANSWER_END,
+    BuiltData,
+    Teacher,
+    TrainingExample,
+    build_dataset,
+    gold_for_row,
+)
+
+RECIPES = ("sft", "grpo", "dpo")
+ADAPTER_DIR = "adapter"
+FULL_MODEL_DIR = "model"
+CHECKPOINTS_DIR = "checkpoints"
+HELD_OUT_DIR = "heldout"
+DPO_PAIRS_FILE = "dpo_pairs.jsonl"
+METRICS_FILE = "train_metrics.json"
+# Gemma: <eos> and <end_of_turn> both end an answer.
+END_TOKENS = ("<eos>", "<end_of_turn>")
+DEFAULT_LEARNING_RATES = {("sft", False): 2e-4, ("grpo", False): 2e-5, ("dpo", False): 2e-5,
+                          ("sft", True): 2e-5, ("grpo", True): 1e-6, ("dpo", True): 1e-6}
+
+Log = Callable[[str], None]
+
+
+class TrainingError(Exception):
+    """A training run that cannot start or go on; the message says why."""
+
+
+@dataclass
+class TrainSettings:
+    recipe: str
+    data: list[str]
+    out_dir: str
+    base: str = "embedded"
+    init_adapter: str = ""
+    max_steps: int = 100
+    lora_rank: int = 8
+    full: bool = False
+    learning_rate: float | None = None
+    batch_size: int = 4
+    grad_accum: int = 1
+    policy: str = "auto"
+    max_examples: int | None = 2000
+    max_length: int = 1024
+    max_text_tokens: int = 384
+    max_categories: int = 16
+    holdout_percent: int = 10
+    augment: bool = True
+    seed: int = 0
+    save_steps: int = 50
+    gradient_checkpointing: bool = False
+    # grpo
+    num_generations: int = 4
+    max_completion_length: int = 96
+    temperature: float = 1.0
+    # dpo
+    dpo_samples: int = 4
+    dpo_prompts: int = 64
+    dpo_beta: float = 0.1
+    # When every sample of a prompt is wrong, use the gold answer as "chosen" (off: strictly hard samples).
+    dpo_gold_fallback: bool = False
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise TrainingError(f"unknown recipe {self.recipe!r}; expected one of {', '.join(RECIPES)}")
+        if self.max_steps < 1:
+            raise TrainingError("max_steps must be at least 1")
+        if not self.full and self.lora_rank < 1:
+            raise TrainingError("lora_rank must be at least 1 (or use full fine-tuning)")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise TrainingError("batch_size and grad_accum must be at least 1")
+        if self.recipe == "grpo" and self.num_generations < 2:
+            raise TrainingError("grpo needs num_generations >= 2 (rewards are normalised within a group)")
+        if self.recipe == "dpo" and self.dpo_samples < 2:
+            raise TrainingError("dpo needs dpo_samples >= 2 to find right and wrong answers for a prompt")
+
+    @property
+    def lr(self) -> float:
+        return self.learning_rate or DEFAULT_LEARNING_RATES[(self.recipe, self.full)]
+
+    def hyperparameters(self) -> dict[str, Any]:
+        values = asdict(self)
+        for key in ("recipe", "data", "out_dir", "base", "init_adapter", "policy"):
+            values.pop(key)
+        values["learning_rate"] = self.lr
+        return values
+
+
+@dataclass
+class TrainOutcome:
+    out_dir: Path
+    model_dir: Path  # the adapter directory (LoRA) or the full model directory
+    steps: int
+    cancelled: bool
+    checkpoint: str | None
+    history: list[dict[str, Any]]
+    summary: dict[str, Any]
+    provenance: dict[str, Any]
+    held_out_files: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+def _trainer_callback_base() -> type:
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+def metrics_entry(step: int, logs: dict[str, Any]) -> dict[str, Any] | None:
+    """A compact {step, loss, reward, rewards: {component: mean}, ...} from a Trainer log, or None."""
+    entry: dict[str, Any] = {"step": int(step)}
+    components: dict[str, float] = {}
+    for key, value in logs.items():
+        if not isinstance(value, int | float) or isinstance(value, bool) or (isinstance(value, float) and math.isnan(value)):
+            continue
+        if key.startswith("rewards/") and key.endswith("/mean"):
+            components[key[len("rewards/"):-len("/mean")]] = round(float(value), 5)
+        elif key in ("loss", "reward", "reward_std", "learning_rate", "grad_norm", "mean_token_accuracy", "entropy",
+                     "rewards/accuracies", "rewards/margins", "completions/mean_length"):
+            entry[key.replace("/", "_")] = round(float(value), 6) if key != "learning_rate" else float(value)
+    if components:
+        entry["rewards"] = components
+    if "loss" not in entry and "reward" not in entry and not components:
+        return None
+    return entry
+
+
+def make_progress_callback(on_entry: Callable[[dict[str, Any]], None], should_stop: Callable[[], bool] | None = None,
+                           on_step: Callable[[int, int], None] | None = None) -> Any:
+    """A TrainerCallback: every log -> ``on_entry``; every step -> ``on_step(step, max_steps)``;
+    when ``should_stop()`` turns true: save a checkpoint at this step and stop.
+
+    ``callback.train_seconds`` is the wall time of the training loop alone
+    (not data building or DPO sampling).
+    """
+    base = _trainer_callback_base()
+
+    class ProgressCallback(base):  # type: ignore[misc, valid-type]
+        stopped = False
+        train_seconds: float | None = None
+        _started: float | None = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self._started = time.monotonic()
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self._started is not None:
+                self.train_seconds = time.monotonic() - self._started
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+            entry = metrics_entry(state.global_step, logs or {})
+            if entry is not None:
+                on_entry(entry)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if on_step is not None:
+                on_step(state.global_step, state.max_steps)
+            if should_stop is not None and state.global_step < state.max_steps and should_stop():
+                control.should_save = True
+                control.should_training_stop = True
+                self.stopped = True
+
+    return ProgressCallback()
+
+
+# --------------------------------------------------------------------------- model loading
+
+
+def device_info() -> dict[str, Any]:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "cuda": cuda,
+        "bf16": bool(cuda and torch.cuda.is_bf16_supported()),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def resolve_base(base: str) -> Path:
+    """``embedded`` or a local model directory (never a hub name)."""
+    from guard.embedded import resolve_model_path
+
+    try:
+        path = resolve_model_path(base or "embedded")
+    except FileNotFoundError as error:
+        raise TrainingError(str(error)) from error
+    if not (path / "config.json").is_file():
+        raise TrainingError(f"base model {base!r}: {path} has no config.json")
+    return path
+
+
+def load_tokenizer(base_path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def end_token_ids(tokenizer: Any) -> list[int]:
+    ids = []
+    vocab = tokenizer.get_vocab()
+    for token in END_TOKENS:
+        if token in vocab:
+            ids.append(vocab[token])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def load_model(settings: TrainSettings, base_path: Path, tokenizer: Any, log: Log) -> Any:
+    """The model to train: base (+ the init adapter) wrapped in a fresh or continued LoRA adapter."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    info = device_info()
+    dtype = torch.bfloat16 if info["bf16"] else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=dtype)
+    model.generation_config.eos_token_id = end_token_ids(tokenizer)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    init = settings.init_adapter.strip()
+    if init and not (Path(init) / "adapter_config.json").is_file():
+        raise TrainingError(f"init adapter {init!r} is not a PEFT adapter directory (no adapter_config.json)")
+    if settings.full:
+        if init:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, init).merge_and_unload()
+            log(f"merged init adapter {init} into the base for full fine-tuning")
+        return model
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if init:
+        log(f"continuing LoRA adapter {init}")
+        return PeftModel.from_pretrained(model, init, is_trainable=True)
+    config = LoraConfig(
+        r=settings.lora_rank,
+        lora_alpha=2 * settings.lora_rank,
+        lora_dropout=0.05,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def score_only_label_positions() -> None:
+    """Make TRL's fused LM head project only the positions that carry a label, on every device.
+
+    TRL 1.16 compacts to the labelled positions only on Triton devices and
+    scores *every* position elsewhere (to keep tile shapes fixed on Neuron).
+    On a CPU that multiplies the 262k-vocabulary projection by the prompt
+    length (~6x slower per step for a 400-token prompt and a 40-token answer).
+    The compact path is plain PyTorch and correct on any device.
+    """
+    import trl.trainer.utils as trl_utils
+
+    original = trl_utils._use_triton
+    if getattr(original, "guardsite_patched", False):
+        return
+
+    def use_compact(device: Any) -> bool:
+        return bool(original(device)) or getattr(device, "type", "") == "cpu"
+
+    use_compact.guardsite_patched = True  # type: ignore[attr-defined]
+    trl_utils._use_triton = use_compact
+
+
+def _common_args(settings: TrainSettings, out: Path) -> dict[str, Any]:
+    info = device_info()
+    return {
+        "output_dir": str(out / CHECKPOINTS_DIR),
+        "max_steps": settings.max_steps,
+        "per_device_train_batch_size": settings.batch_size,
+        "gradient_accumulation_steps": settings.grad_accum,
+        "learning_rate": settings.lr,
+        "lr_scheduler_type": "constant_with_warmup",
+        "warmup_steps": min(10, settings.max_steps // 10),
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": max(1, settings.save_steps),
+        "save_total_limit": 2,
+        "report_to": [],
+        "seed": settings.seed,
+        "bf16": info["bf16"],
+        "fp16": False,
+        "use_cpu": not info["cuda"],
+        "gradient_checkpointing": settings.gradient_checkpointing,
+        "dataloader_pin_memory": info["cuda"],
+        "disable_tqdm": True,
+        "save_only_model": False,
+    }
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def build_rows(examples: Sequence[TrainingExample], tokenizer: Any, settings: TrainSettings) -> list[dict[str, Any]]:
+    return [example.columns(tokenizer, settings.max_text_tokens) for example in examples]
+
+
+def tokenize_sft(rows: Sequence[dict[str, Any]], tokenizer: Any, max_length: int) -> tuple[list[dict[str, Any]], int]:
+    """Prompt and answer tokenised separately, exactly as at inference (prompt with BOS, then the answer).
+
+    Rows longer than ``max_length`` are dropped, never truncated: a cut answer
+    would teach the model to stop mid-answer.
+    """
+    out, dropped = [], 0
+    for row in rows:
+        prompt_ids = tokenizer(row["prompt"])["input_ids"]
+        answer_ids = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
+        if len(prompt_ids) + len(answer_ids) > max_length:
+            dropped += 1
+            continue
+        out.append({"input_ids": prompt_ids + answer_ids, "completion_mask": [0] * len(prompt_ids) + [1] * len(answer_ids)})
+    return out, dropped
+
+
+def _fits(rows: Sequence[dict[str, Any]], tokenizer: Any, limit: int) -> tuple[list[dict[str, Any]], int]:
+    kept = [row for row in rows if len(tokenizer(row["prompt"])["input_ids"]) <= limit]
+    return kept, len(rows) - len(kept)
+
+
+# --------------------------------------------------------------------------- the recipes
+
+
+def _train_sft(settings: TrainSettings, model: Any, tokenizer: Any, rows: list[dict[str, Any]], out: Path,
+               callbacks: list[Any], resume: str | None, log: Log) -> tuple[Any, dict[str, Any]]:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    tokenized, dropped = tokenize_sft(rows, tokenizer, settings.max_length)
+    if not tokenized:
+        raise TrainingError(f"every example is longer than max_length={settings.max_length} tokens")
+    log(f"sft: {len(tokenized)} sequences ({dropped} longer than {settings.max_length} tokens dropped)")
+    config = SFTConfig(**_common_args(settings, out), max_length=settings.max_length, completion_only_loss=True,
+                       packing=False, dataset_num_proc=None)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(tokenized),
+                         processing_class=tokenizer, callbacks=callbacks)
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer, {"sequences": len(tokenized), "dropped_too_long": dropped}
+
+
+def _train_grpo(settings: TrainSettings, model: Any, tokenizer: Any, rows: list[dict[str, Any]], out: Path,
+                callbacks: list[Any], resume: str | None, log: Log) -> tuple[Any, dict[str, Any]]:
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    prompt_rows, dropped = _fits(rows, tokenizer, settings.max_length - settings.max_completion_length)
+    if not prompt_rows:
+        raise TrainingError("every prompt is too long for max_length - max_completion_length")
+    for row in prompt_rows:
+        row.pop("completion", None)
+    generations = settings.num_generations
+    # Completions per device step; GRPO needs whole groups of `num_generations`.
+    batch = max(settings.batch_size, generations)
+    batch -= batch % generations
+    log(f"grpo: {len(prompt_rows)} prompts, {generations} generations each, {batch // generations} prompt(s) per step")
+    config = GRPOConfig(
+        **{**_common_args(settings, out), "per_device_train_batch_size": batch},
+        num_generations=generations,
+        max_completion_length=settings.max_completion_length,
+        temperature=settings.temperature,
+        beta=0.0,
+        remove_unused_columns=False,
+        log_completions=False,
+    )
+    trainer = GRPOTrainer(model=model, reward_funcs=list(rewards.REWARD_FUNCTIONS), args=config,
+                          train_dataset=Dataset.from_list(prompt_rows), processing_class=tokenizer, callbacks=callbacks)
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer, {"prompts": len(prompt_rows), "dropped_too_long": dropped, "reward_functions": [f.__name__ for f in rewards.REWARD_FUNCTIONS]}
+
+
+def sample_answers(model: Any, tokenizer: Any, prompts: Sequence[str], k: int, max_new_tokens: int,
+                   temperature: float, seed: int, batch_prompts: int = 4) -> list[list[str]]:
+    """k sampled answers per prompt from ``model`` (left-padded batches, only the new tokens decoded)."""
+    import torch
+
+    torch.manual_seed(seed)
+    model.eval()
+    device = next(model.parameters()).device
+    answers: list[list[str]] = []
+    previous_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        for start in range(0, len(prompts), batch_prompts):
+            chunk = list(prompts[start:start + batch_prompts])
+            encoded = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
+            with torch.no_grad():
+                generated = model.generate(
+                    **encoded, do_sample=True, temperature=temperature, top_p=1.0, top_k=0,
+                    max_new_tokens=max_new_tokens, num_return_sequences=k,
+                    eos_token_id=end_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                )
+            new_tokens = generated[:, encoded["input_ids"].shape[1]:]
+            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=False)
+            for index in range(len(chunk)):
+                answers.append([_strip_padding(t, tokenizer) for t in texts[index * k:(index + 1) * k]])
+    finally:
+        tokenizer.padding_side = previous_side
+    return answers
+
+
+def _strip_padding(text: str, tokenizer: Any) -> str:
+    pad = tokenizer.pad_token or ""
+    if pad:
+        text = text.replace(pad, "")
+    return text.strip()
+
+
+def _total(components: dict[str, float | None]) -> float:
+    return sum(value for value in components.values() if value is not None)
+
+
+def build_hard_pairs(rows: Sequence[dict[str, Any]], samples: Sequence[Sequence[str]],
+                     gold_fallback: bool = False) -> tuple[list[dict[str, str]], dict[str, int]]:
+    """DPO pairs from sampled answers: prompts with some right and some wrong answers.
+
+    chosen = the right answer with the highest total reward, rejected = the wrong
+    answer with the highest total reward (the hardest negative). With
+    ``gold_fallback``, prompts whose answers are all wrong use the gold answer as chosen.
+    """
+    pairs: list[dict[str, str]] = []
+    stats = {"prompts": len(rows), "mixed": 0, "all_right": 0, "all_wrong": 0, "gold_fallback": 0}
+    for row, answers in zip(rows, samples, strict=True):
+        scored = [(answer, rewards.is_correct(answer, row), _total(rewards.score(answer, row))) for answer in answers]
+        right = sorted((s for s in scored if s[1]), key=lambda s: -s[2])
+        wrong = sorted((s for s in scored if not s[1]), key=lambda s: -s[2])
+        if right and wrong:
+            stats["mixed"] += 1
+            chosen = right[0][0]
+        elif right:
+            stats["all_right"] += 1
+            continue
+        else:
+            stats["all_wrong"] += 1
+            if not gold_fallback:
+                continue
+            stats["gold_fallback"] += 1
+            chosen = row["completion"].removesuffix(ANSWER_END)
+        pairs.append({"prompt": row["prompt"], "chosen": _end(chosen), "rejected": _end(wrong[0][0])})
+    return pairs, stats
+
+
+def _end(answer: str) -> str:
+    """An answer ending the way the model is trained to end (once)."""
+    text = answer
+    for token in END_TOKENS:
+        text = text.replace(token, "")
+    return text.rstrip() + ANSWER_END
+
+
+def _train_dpo(settings: TrainSettings, model: Any, tokenizer: Any, rows: list[dict[str, Any]], out: Path,
+               callbacks: list[Any], resume: str | None, log: Log) -> tuple[Any, dict[str, Any]]:
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    pairs_file = out / DPO_PAIRS_FILE
+    if resume and pairs_file.exists():
+        # A resumed run trains on exactly the pairs of the first attempt.
+        saved = json.loads(pairs_file.read_text(encoding="utf-8"))
+        pairs, stats = saved["pairs"], saved["stats"]
+        log(f"dpo: reusing {len(pairs)} pairs from {pairs_file}")
+    else:
+        prompt_rows, _ = _fits(rows, tokenizer, settings.max_length - settings.max_completion_length)
+        prompt_rows = prompt_rows[: settings.dpo_prompts]
+        started = time.monotonic()
+        samples = sample_answers(model, tokenizer, [r["prompt"] for r in prompt_rows], settings.dpo_samples,
+                                 settings.max_completion_length, settings.temperature, settings.seed)
+        pairs, stats = build_hard_pairs(prompt_rows, samples, settings.dpo_gold_fallback)
+        stats["sampling_seconds"] = round(time.monotonic() - started, 1)
+        pairs_file.write_text(json.dumps({"pairs": pairs, "stats": stats}, ensure_ascii=False), encoding="utf-8")
+        log(f"dpo: sampled {settings.dpo_samples} answers for {len(prompt_rows)} prompts in {stats['sampling_seconds']}s; {stats}")
+    if not pairs:
+        raise TrainingError(
+            f"dpo found no hard samples: of {stats['prompts']} prompts {stats['all_right']} had only right and "
+            f"{stats['all_wrong']} only wrong answers; sample more prompts (dpo_prompts), train the init model "
+            "further, or allow the gold answer as chosen (dpo_gold_fallback)"
+        )
+    model.train()
+    config = DPOConfig(**_common_args(settings, out), max_length=settings.max_length, beta=settings.dpo_beta)
+    trainer = DPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer,
+                         callbacks=callbacks)
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer, {"pairs": len(pairs), "hard_samples": stats}
+
+
+RECIPE_FUNCTIONS = {"sft": _train_sft, "grpo": _train_grpo, "dpo": _train_dpo}
+
+
+# --------------------------------------------------------------------------- run
+
+
+def latest_checkpoint(out_dir: str | Path) -> str | None:
+    root = Path(out_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return None
+    found = [p for p in root.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    if not found:
+        return None
+    return str(max(found, key=lambda p: int(p.name.split("-")[-1])))
+
+
+def directory_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _versions() -> dict[str, str]:
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__, "peft": peft.__version__}
+
+
+def run(
+    settings: TrainSettings,
+    *,
+    callbacks: Sequence[Any] = (),
+    resume_from_checkpoint: str | None = None,
+    teacher: Teacher | None = None,
+    log: Log = print,
+    on_data: Callable[[BuiltData], None] | None = None,
+) -> TrainOutcome:
+    """Build the data, train, save the adapter (or full model) and the metrics; return what happened."""
+    import torch
+
+    out = Path(settings.out_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    score_only_label_positions()
+    random.seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    base_path = resolve_base(settings.base)
+    info = device_info()
+    log(f"{settings.recipe}: base {settings.base} ({base_path}), device {info['device']}, "
+        f"{'full fine-tuning' if settings.full else f'LoRA r={settings.lora_rank}'}")
+
+    built = build_dataset(settings.data, policy=settings.policy, max_examples=settings.max_examples, seed=settings.seed,
+                          holdout_percent=settings.holdout_percent, augment=settings.augment,
+                          max_categories=settings.max_categories, teacher=teacher, log=log)
+    held_out = [str(p) for p in built.write_held_out(out / HELD_OUT_DIR)]
+    if on_data is not None:
+        on_data(built)
+
+    tokenizer = load_tokenizer(base_path)
+    model = load_model(settings, base_path, tokenizer, log)
+    rows = build_rows(built.examples, tokenizer, settings)
+
+    history: list[dict[str, Any]] = []
+    collector = make_progress_callback(history.append)
+    all_callbacks = [collector, *callbacks]
+    started = time.monotonic()
+    trainer, recipe_summary = RECIPE_FUNCTIONS[settings.recipe](
+        settings, model, tokenizer, rows, out, all_callbacks, resume_from_checkpoint, log
+    )
+    seconds = time.monotonic() - started
+    train_seconds = collector.train_seconds or seconds
+    state = trainer.state
+    steps = int(state.global_step)
+    cancelled = steps < settings.max_steps
+    checkpoint = latest_checkpoint(out)
+
+    model_dir = out / (FULL_MODEL_DIR if settings.full else ADAPTER_DIR)
+    trained = trainer.model
+    if settings.full:
+        trained.save_pretrained(str(model_dir), safe_serialization=True)
+        tokenizer.save_pretrained(str(model_dir))
+    else:
+        # Only the trained adapter (DPO adds a frozen "ref" copy next to it).
+        trained.save_pretrained(str(model_dir), selected_adapters=["default"], safe_serialization=True)
+    size = directory_size(model_dir)
+    first_steps = [e["step"] for e in history if "step" in e]
+    trained_steps = steps - (min(first_steps) - 1 if first_steps else 0)
+    summary = {
+        "steps": steps,
+        "seconds": round(seconds, 2),
+        "train_seconds": round(train_seconds, 2),
+        "steps_per_second": round(trained_steps / train_seconds, 4) if train_seconds > 0 else None,
+        "model_bytes": size,
+        "device": info,
+        "recipe": recipe_summary,
+    }
+    if info["cuda"]:
+        summary["max_gpu_memory_bytes"] = int(torch.cuda.max_memory_allocated())
+    provenance = {
+        "recipe": settings.recipe,
+        "base_model": settings.base or "embedded",
+        "base_model_path": str(base_path),
+        "init_adapter": settings.init_adapter or None,
+        "policy": settings.policy,
+        "hyperparameters": settings.hyperparameters(),
+        "data": built.provenance(),
+        "held_out": held_out,
+        "versions": _versions(),
+        "teacher": getattr(teacher, "name", None),
+    }
+    (out / METRICS_FILE).write_text(json.dumps({"summary": summary, "history": history, "provenance": provenance},
+                                               indent=1, default=str), encoding="utf-8")
+    log(f"{settings.recipe}: {steps} steps in {seconds:.1f}s ({summary['steps_per_second']} steps/s); "
+        f"saved {model_dir} ({size / 1e6:.1f} MB){' - stopped early' if cancelled else ''}")
+    return TrainOutcome(out_dir=out, model_dir=model_dir, steps=steps, cancelled=cancelled, checkpoint=checkpoint,
+                        history=history, summary=summary, provenance=provenance, held_out_files=held_out)
+
+
+__all__ = [
+    "RECIPES",
+    "TrainOutcome",
+    "TrainSettings",
+    "TrainingError",
+    "build_hard_pairs",
+    "gold_for_row",
+    "latest_checkpoint",
+    "make_progress_callback",
+    "metrics_entry",
+    "run",
+    "sample_answers",
+]
