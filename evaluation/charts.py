@@ -19,7 +19,7 @@ BAR_AREA = 420
 BAR_HEIGHT = 12
 BAR_GAP = 2
 GROUP_GAP = 10
-TOP = 26
+TOP = 44
 
 
 def bar_chart(
@@ -40,12 +40,12 @@ def bar_chart(
         f"<title>{escape(title)}</title>",
         f'<text x="0" y="14" font-size="13" font-weight="600">{escape(title)}</text>',
     ]
-    # Legend.
-    x = LABEL_WIDTH
+    # Legend, on its own line under the title.
+    x = 0
     for index, (name, _) in enumerate(series):
         colour = SERIES_COLOURS[index % len(SERIES_COLOURS)]
-        parts.append(f'<rect x="{x}" y="4" width="10" height="10" fill="{colour}"/>')
-        parts.append(f'<text x="{x + 14}" y="13" font-size="11">{escape(name)}</text>')
+        parts.append(f'<rect x="{x}" y="22" width="10" height="10" fill="{colour}"/>')
+        parts.append(f'<text x="{x + 14}" y="31" font-size="11">{escape(name)}</text>')
         x += 24 + 7 * len(name)
     # Grid lines at 0, 25, 50, 75, 100 % of max_value.
     bottom = TOP + groups * per_group

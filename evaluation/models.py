@@ -29,8 +29,10 @@ class EvaluationRun(models.Model):
     total = models.PositiveIntegerField(default=0)
     report = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
-    # How often the task was (re)started: a worker killed mid-run re-delivers it.
+    # How often the task was (re)started: a run whose worker died is re-queued by the sweeper.
     attempts = models.PositiveIntegerField(default=0)
+    # Written every few seconds by the task while it runs; a stale one means the worker died.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

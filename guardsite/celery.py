@@ -51,6 +51,7 @@ app.conf.update(
     beat_schedule={
         "sweep-stuck-items": {"task": "moderation.tasks.sweep_stuck_items", "schedule": 30.0},
         "expire-review-claims": {"task": "moderation.tasks.expire_claims", "schedule": 60.0},
+        "sweep-stale-evaluations": {"task": "evaluation.sweep_stale_runs", "schedule": 60.0},
     },
 )
 app.autodiscover_tasks()

@@ -75,3 +75,43 @@ def test_a_policy_editor_starts_a_run_in_the_browser_and_watches_it_finish(signe
     page.wait_for_selector("table.eval-tasks")
     assert page.locator("svg.bar-chart").count() >= 1
     assert "responses.jsonl" in page.inner_text("table.eval-files")
+
+
+@pytest.mark.worker
+def test_a_run_whose_worker_is_killed_is_requeued_and_finished_by_another_worker(client_as, shared_datasets, start_worker, tiny_model, settings):
+    from evaluation.tasks import requeue_stale_runs
+
+    settings.EVALUATION_STALE_SECONDS = 6
+    env = {"GUARD_MODEL_DIR": tiny_model}
+    first = start_worker(queues="gpu-infer", extra_env=env)
+    client_as("policy_editor").post("/evaluations/start/", {
+        "data": ["prompts.jsonl", "responses.jsonl"], "model": "", "mode": "reason", "policy": "auto", "batch_size": 1,
+    })
+    pk = EvaluationRun.objects.get().pk
+    wait_for(lambda: EvaluationRun.objects.filter(pk=pk, status="running", done__gte=1, done__lt=7).exists(),
+             timeout=180, interval=0.05, message="the run half-way")
+    first.kill_hard()
+    assert EvaluationRun.objects.get(pk=pk).status == EvaluationRun.Status.RUNNING
+
+    wait_for(lambda: requeue_stale_runs()["requeued"], timeout=60, interval=1, message="the sweeper to re-queue the run")
+    start_worker(queues="gpu-infer", extra_env=env)
+    run = wait_for(lambda: finished(pk), timeout=240, interval=1, message="the re-queued run to finish")
+    assert run.status == EvaluationRun.Status.DONE, run.error
+    assert run.attempts == 2 and run.report["n"] == 7
+
+
+def test_the_sweeper_gives_up_on_a_run_whose_worker_keeps_dying(db):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from evaluation.tasks import MAX_ATTEMPTS, requeue_stale_runs
+
+    old = timezone.now() - timedelta(hours=1)
+    lost = EvaluationRun.objects.create(status=EvaluationRun.Status.RUNNING, attempts=MAX_ATTEMPTS, heartbeat_at=old)
+    alive = EvaluationRun.objects.create(status=EvaluationRun.Status.RUNNING, attempts=1, heartbeat_at=timezone.now())
+    assert requeue_stale_runs() == {"requeued": 0, "failed": 1}
+    lost.refresh_from_db()
+    alive.refresh_from_db()
+    assert lost.status == EvaluationRun.Status.FAILED and "lost 3 times" in lost.error
+    assert alive.status == EvaluationRun.Status.RUNNING
