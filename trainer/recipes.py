@@ -157,6 +157,17 @@ def metrics_entry(step: int, logs: dict[str, Any]) -> dict[str, Any] | None:
     return entry
 
 
+def format_entry(entry: dict[str, Any]) -> str:
+    """One log line per training step: loss, total reward and each reward component."""
+    parts = [f"step {entry['step']}"]
+    for key in ("loss", "reward"):
+        if entry.get(key) is not None:
+            parts.append(f"{key} {entry[key]:.4f}")
+    for name, value in (entry.get("rewards") or {}).items():
+        parts.append(f"{name.removesuffix('_reward')} {value:.2f}")
+    return " · ".join(parts)
+
+
 def make_progress_callback(on_entry: Callable[[dict[str, Any]], None], should_stop: Callable[[], bool] | None = None,
                            on_step: Callable[[int, int], None] | None = None) -> Any:
     """A TrainerCallback: every log -> ``on_entry``; every step -> ``on_step(step, max_steps)``;
@@ -300,6 +311,23 @@ def score_only_label_positions() -> None:
     trl_utils._use_triton = use_compact
 
 
+def _quiet_libraries() -> None:
+    """No progress bars from transformers/datasets: steps are logged through ``log``."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _quiet(trainer: Any) -> Any:
+    """Drop the Trainer's stdout printer (``disable_tqdm`` installs it); the progress callback logs instead."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
 def _common_args(settings: TrainSettings, out: Path) -> dict[str, Any]:
     info = device_info()
     return {
@@ -371,7 +399,7 @@ def _train_sft(settings: TrainSettings, model: Any, tokenizer: Any, rows: list[d
                        packing=False, dataset_num_proc=None)
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(tokenized),
                          processing_class=tokenizer, callbacks=callbacks)
-    trainer.train(resume_from_checkpoint=resume)
+    _quiet(trainer).train(resume_from_checkpoint=resume)
     return trainer, {"sequences": len(tokenized), "dropped_too_long": dropped}
 
 
@@ -401,7 +429,7 @@ def _train_grpo(settings: TrainSettings, model: Any, tokenizer: Any, rows: list[
     )
     trainer = GRPOTrainer(model=model, reward_funcs=list(rewards.REWARD_FUNCTIONS), args=config,
                           train_dataset=Dataset.from_list(prompt_rows), processing_class=tokenizer, callbacks=callbacks)
-    trainer.train(resume_from_checkpoint=resume)
+    _quiet(trainer).train(resume_from_checkpoint=resume)
     return trainer, {"prompts": len(prompt_rows), "dropped_too_long": dropped, "reward_functions": [f.__name__ for f in rewards.REWARD_FUNCTIONS]}
 
 
@@ -515,7 +543,7 @@ def _train_dpo(settings: TrainSettings, model: Any, tokenizer: Any, rows: list[d
     config = DPOConfig(**_common_args(settings, out), max_length=settings.max_length, beta=settings.dpo_beta)
     trainer = DPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer,
                          callbacks=callbacks)
-    trainer.train(resume_from_checkpoint=resume)
+    _quiet(trainer).train(resume_from_checkpoint=resume)
     return trainer, {"pairs": len(pairs), "hard_samples": stats}
 
 
@@ -563,6 +591,7 @@ def run(
     out = Path(settings.out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     score_only_label_positions()
+    _quiet_libraries()
     random.seed(settings.seed)
     torch.manual_seed(settings.seed)
     base_path = resolve_base(settings.base)
@@ -582,7 +611,12 @@ def run(
     rows = build_rows(built.examples, tokenizer, settings)
 
     history: list[dict[str, Any]] = []
-    collector = make_progress_callback(history.append)
+
+    def collect(entry: dict[str, Any]) -> None:
+        history.append(entry)
+        log(format_entry(entry))
+
+    collector = make_progress_callback(collect)
     all_callbacks = [collector, *callbacks]
     started = time.monotonic()
     trainer, recipe_summary = RECIPE_FUNCTIONS[settings.recipe](

@@ -1,4 +1,13 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from trainer import views
 
 app_name = "trainer"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.job_list, name="list"),
+    path("new", views.start_job, name="new"),
+    path("<int:pk>/", views.job_detail, name="detail"),
+    path("<int:pk>/progress", views.job_progress, name="progress"),
+    path("<int:pk>/cancel", views.cancel_job, name="cancel"),
+    path("<int:pk>/resume", views.resume_job, name="resume"),
+]

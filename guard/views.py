@@ -1,0 +1,138 @@
+"""The model registry pages (/models/): versions with status, metrics and provenance;
+compare a candidate with production per benchmark file, task and category;
+promote (behind the regression gate; admins may force) and roll back.
+
+The decisions themselves live in ``trainer.registry``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from guard.models import ModelVersion
+from guardsite.roles import ADMIN, is_admin, role_required
+from trainer import registry
+from trainer.models import RegistryEvent, TrainingJob
+
+HEADLINE_TASKS = ("prompt", "response", "refusal")
+
+
+def _headline(version: ModelVersion) -> dict[str, Any]:
+    """F1 per task and category micro F1 from a version's report (empty when it has none)."""
+    report = (version.metrics or {}).get("report")
+    if not isinstance(report, dict):
+        return {}
+    tasks = report.get("tasks", {}) or {}
+    values = {task: tasks[task].get("f1") for task in HEADLINE_TASKS if isinstance(tasks.get(task), dict) and tasks[task].get("n")}
+    categories = report.get("categories") or {}
+    if categories.get("per_category"):
+        values["categories"] = categories.get("micro_f1")
+    values["n"] = report.get("n")
+    return values
+
+
+@require_GET
+def model_list(request: HttpRequest) -> HttpResponse:
+    versions = list(ModelVersion.objects.all())
+    production = registry.current_production()
+    jobs = {job.candidate_id: job for job in TrainingJob.objects.filter(candidate__in=versions)}
+    rows = [{"version": v, "headline": _headline(v), "job": jobs.get(v.pk),
+             "recipe": (v.provenance or {}).get("recipe"), "data": _data_names(v)} for v in versions]
+    return render(request, "guard/model_list.html", {
+        "rows": rows,
+        "production": production,
+        "events": RegistryEvent.objects.select_related("model_version", "user")[:20],
+        "rollback_targets": registry.rollback_candidates(),
+        "is_admin": is_admin(request.user),
+    })
+
+
+def _data_names(version: ModelVersion) -> list[str]:
+    data = (version.provenance or {}).get("data") or {}
+    names = [f.get("name", "") for f in data.get("files", []) if isinstance(f, dict)]
+    names += list((data.get("reviewed") or {}).keys())
+    return names
+
+
+@require_GET
+def model_detail(request: HttpRequest, name: str) -> HttpResponse:
+    version = get_object_or_404(ModelVersion, name=name)
+    return render(request, "guard/model_detail.html", _detail_context(request, version))
+
+
+def _detail_context(request: HttpRequest, version: ModelVersion, **extra: Any) -> dict[str, Any]:
+    against_name = request.GET.get("against", "").strip()
+    against = ModelVersion.objects.filter(name=against_name).exclude(pk=version.pk).first() if against_name else None
+    comparison = registry.compare(version, against)
+    provenance = version.provenance or {}
+    files = [f for f in ((provenance.get("data") or {}).get("files") or []) if isinstance(f, dict)]
+    return {
+        "version": version,
+        "production": registry.current_production(),
+        "comparison": comparison,
+        "suite_rows": [r for r in comparison.rows if r.suite != "all"],
+        "overall_rows": [r for r in comparison.rows if r.suite == "all"],
+        "category_summary": [r for r in comparison.category_rows if r.suite == "categories"],
+        "category_rows": [r for r in comparison.category_rows if r.suite == "category"][:40],
+        "provenance": provenance,
+        "data_files": files,
+        "reviewed": (provenance.get("data") or {}).get("reviewed") or {},
+        "mix": ((provenance.get("data") or {}).get("mix") or {}).get("after") or {},
+        "job": TrainingJob.objects.filter(candidate=version).first(),
+        "events": RegistryEvent.objects.filter(model_version=version).select_related("user")[:20],
+        "others": ModelVersion.objects.exclude(pk=version.pk).order_by("-created_at")[:50],
+        "is_admin": is_admin(request.user),
+        "headline": _headline(version),
+        **extra,
+    }
+
+
+@require_POST
+@role_required(ADMIN)
+def promote(request: HttpRequest, name: str) -> HttpResponse:
+    version = get_object_or_404(ModelVersion, name=name)
+    force = request.POST.get("force") in ("1", "on", "true")
+    note = request.POST.get("note", "").strip()[:2000]
+    try:
+        event = registry.promote(version, user=request.user, force=force, note=note)
+    except registry.PromotionRefused as refusal:
+        context = _detail_context(request, version, refusal=str(refusal))
+        return render(request, "guard/model_detail.html", context, status=409)
+    except ValueError as error:
+        context = _detail_context(request, version, refusal=str(error))
+        return render(request, "guard/model_detail.html", context, status=409)
+    switched = event.details.get("policies") or []
+    messages.info(request, f"{version.name} is now the production model"
+                  + (" (forced past the regression gate)" if event.action == RegistryEvent.Action.FORCED_PROMOTE else "")
+                  + (f"; policies switched: {', '.join(switched)}" if switched else "") + ".")
+    return redirect("guard:model", name=version.name)
+
+
+@require_POST
+@role_required(ADMIN)
+def rollback(request: HttpRequest, name: str) -> HttpResponse:
+    version = get_object_or_404(ModelVersion, name=name)
+    if version.promoted_at is None:
+        return HttpResponse(f"{version.name} was never in production: promote it instead of rolling back to it.", status=409)
+    try:
+        registry.rollback(version, user=request.user, note=request.POST.get("note", "").strip()[:2000])
+    except ValueError as error:
+        return HttpResponse(str(error), status=409)
+    messages.info(request, f"Rolled back: {version.name} is the production model again.")
+    return redirect("guard:models")
+
+
+@require_POST
+@role_required(ADMIN)
+def rollback_to_embedded(request: HttpRequest) -> HttpResponse:
+    try:
+        registry.rollback(None, user=request.user, note=request.POST.get("note", "").strip()[:2000])
+    except ValueError as error:
+        return HttpResponse(str(error), status=409)
+    messages.info(request, "Rolled back: the embedded base model serves the policies again.")
+    return redirect("guard:models")

@@ -1,0 +1,154 @@
+"""The model registry pages: compare with production, the promotion gate, forced promotion, rollback."""
+
+from __future__ import annotations
+
+import pytest
+
+from guard.models import ModelVersion
+from policies.models import Policy
+from trainer import registry
+from trainer.models import RegistryEvent
+
+
+def task(f1: float, n: int = 20) -> dict:
+    return {"f1": f1, "precision": f1, "recall": f1, "n": n, "parse_failures": 0}
+
+
+def report(model: str, prompt: float, toxic: float, jbb: float, micro: float = 50.0) -> dict:
+    """A report in the evaluation harness's format (two files, prompt task, categories)."""
+    return {
+        "model": model, "mode": "fast", "n": 40, "items_per_second": 10.0,
+        "words_per_explanation": {"mean": 20.0, "p90": 30.0},
+        "tasks": {"prompt": task(prompt, 40), "response": task(0.0, 0), "refusal": task(0.0, 0)},
+        "files": {
+            "toxicchat_train.jsonl": {"prompt": task(toxic), "response": task(0.0, 0), "refusal": task(0.0, 0)},
+            "jbb_behaviors.jsonl": {"prompt": task(jbb), "response": task(0.0, 0), "refusal": task(0.0, 0)},
+        },
+        "categories": {"micro_f1": micro, "macro_f1": micro, "per_category": {"jbb_category:S1": {"f1": micro, "n": 10}}},
+    }
+
+
+def candidate(name: str, cand: dict, baseline: dict | None, baseline_model: str = "embedded") -> ModelVersion:
+    metrics = {"report": cand}
+    if baseline is not None:
+        metrics["baseline"] = {"model": baseline_model, "report": baseline}
+    return ModelVersion.objects.create(name=name, adapter_path=f"/tmp/{name}", metrics=metrics,
+                                       provenance={"recipe": "sft", "data": {"files": [{"name": "jbb_behaviors.jsonl", "licence": "MIT", "used": 10, "held_out": 2}]}})
+
+
+@pytest.fixture
+def policy(db) -> Policy:
+    return Policy.objects.create(slug="house", name="House")
+
+
+def test_the_detail_page_compares_per_file_task_and_category(client_as, policy):
+    version = candidate("sft-job1", report("c", 80, 70, 90, micro=60), report("embedded", 60, 65, 50, micro=40))
+    page = client_as("viewer").get(f"/models/{version.name}/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert 'data-suite="toxicchat_train.jsonl" data-task="prompt"' in text
+    assert 'data-suite="jbb_behaviors.jsonl" data-task="prompt"' in text
+    assert "micro_f1" in text and "jbb_category:S1" in text
+    assert "evaluated together" in text and "No regression beyond the threshold" in text
+    assert "MIT" in text  # provenance: data files with their licences
+
+
+def test_promotion_switches_the_policies_on_the_default_and_records_the_event(client_as, policy):
+    version = candidate("sft-job1", report("c", 80, 70, 90), report("embedded", 60, 65, 50))
+    response = client_as("admin").post(f"/models/{version.name}/promote", {"note": "better"})
+    assert response.status_code == 302
+    version.refresh_from_db()
+    policy.refresh_from_db()
+    assert version.status == "production" and version.promoted_at is not None
+    assert policy.production_model == version
+    event = RegistryEvent.objects.get()
+    assert event.action == "promote" and event.previous == "embedded" and event.details["policies"] == ["house"]
+
+
+def test_a_regression_on_any_suite_refuses_promotion(client_as, policy):
+    # Better overall, but 10 points worse on ToxicChat: refused.
+    version = candidate("sft-job2", report("c", 80, 55, 95), report("embedded", 70, 65, 50))
+    response = client_as("admin").post(f"/models/{version.name}/promote", {})
+    assert response.status_code == 409
+    text = response.content.decode()
+    assert "Promotion refused" in text and "toxicchat_train.jsonl prompt -10.0" in text
+    version.refresh_from_db()
+    assert version.status == "candidate"
+    assert RegistryEvent.objects.get().action == "refused"
+
+
+def test_an_admin_can_force_a_refused_promotion(client_as, policy):
+    version = candidate("sft-job2", report("c", 80, 55, 95), report("embedded", 70, 65, 50))
+    response = client_as("admin").post(f"/models/{version.name}/promote", {"force": "1"})
+    assert response.status_code == 302
+    version.refresh_from_db()
+    assert version.status == "production"
+    assert RegistryEvent.objects.get().action == "forced_promote"
+
+
+def test_a_candidate_without_evaluation_needs_force(client_as, policy):
+    version = candidate("sft-job3", report("c", 80, 70, 90), None)
+    assert client_as("admin").post(f"/models/{version.name}/promote", {}).status_code == 409
+    assert "no evaluation to compare" in RegistryEvent.objects.get().note
+
+
+def test_the_threshold_is_configurable(client_as, policy, settings):
+    settings.TRAINER_PROMOTION_MAX_REGRESSION = 15.0
+    version = candidate("sft-job2", report("c", 80, 55, 95), report("embedded", 70, 65, 50))
+    assert client_as("admin").post(f"/models/{version.name}/promote", {}).status_code == 302
+
+
+def test_only_admins_promote_or_roll_back(client_as, policy):
+    version = candidate("sft-job1", report("c", 80, 70, 90), report("embedded", 60, 65, 50))
+    assert client_as("policy_editor").post(f"/models/{version.name}/promote", {}).status_code == 403
+    assert client_as("viewer").post("/models/rollback-to-embedded", {}).status_code == 403
+    assert "promote-form" not in client_as("policy_editor").get(f"/models/{version.name}/").content.decode()
+
+
+def test_a_second_promotion_compares_with_the_production_model(client_as, policy):
+    first = candidate("sft-job1", report("c", 80, 70, 90), report("embedded", 60, 65, 50))
+    registry.promote(first)
+    first.metrics = {"report": report("sft-job1", 80, 70, 90)}
+    first.save()
+    # Evaluated against the embedded base, not against sft-job1: the production model's own report is used.
+    second = candidate("grpo-job2", report("c", 85, 60, 95), report("embedded", 60, 65, 50))
+    comparison = registry.compare(second)
+    assert comparison.baseline_label == "sft-job1" and comparison.source == "production report"
+    assert [(r.suite, r.task) for r in comparison.regressions] == [("toxicchat_train.jsonl", "prompt")]
+
+
+def test_rollback_to_an_earlier_version_and_to_the_embedded_base(client_as, policy):
+    first = candidate("sft-job1", report("c", 80, 70, 90), report("embedded", 60, 65, 50))
+    registry.promote(first)
+    second = candidate("grpo-job2", report("c", 90, 80, 95), report("sft-job1", 80, 70, 90), baseline_model="sft-job1")
+    registry.promote(second)
+    policy.refresh_from_db()
+    assert policy.production_model == second
+    page = client_as("admin").get("/models/").content.decode()
+    assert 'data-rollback="sft-job1"' in page
+
+    assert client_as("admin").post("/models/sft-job1/rollback", {}).status_code == 302
+    first.refresh_from_db()
+    second.refresh_from_db()
+    policy.refresh_from_db()
+    assert (first.status, second.status) == ("production", "retired")
+    assert policy.production_model == first
+
+    assert client_as("admin").post("/models/rollback-to-embedded", {}).status_code == 302
+    policy.refresh_from_db()
+    first.refresh_from_db()
+    assert policy.production_model is None and first.status == "retired"
+    assert [e.action for e in RegistryEvent.objects.order_by("pk")] == ["promote", "promote", "rollback", "rollback"]
+
+
+def test_rolling_back_to_a_never_promoted_version_is_refused(client_as, policy):
+    version = candidate("sft-job1", report("c", 80, 70, 90), None)
+    response = client_as("admin").post(f"/models/{version.name}/rollback", {})
+    assert response.status_code == 409 and b"never in production" in response.content
+
+
+def test_the_list_shows_status_metrics_and_provenance(client_as, policy):
+    candidate("sft-job1", report("c", 81.5, 70, 90), None)
+    text = client_as("viewer").get("/models/").content.decode()
+    assert 'data-model="sft-job1"' in text and "81.5" in text and "jbb_behaviors.jsonl" in text
+    assert client_as("viewer").get("/models/unknown-model/").status_code == 404

@@ -1,0 +1,102 @@
+"""Training pages without a worker: the form, permissions, bad input, cancel/resume transitions, progress."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+
+from policies.models import Policy
+from trainer.models import TrainingJob
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def policy() -> Policy:
+    return Policy.objects.create(slug="house", name="House")
+
+
+def shared_file() -> str:
+    files = sorted(p.name for p in settings.SHARED_DATASETS_DIR.glob("*.jsonl"))
+    if not files:
+        pytest.skip("the shared corpus is not present")
+    return files[0]
+
+
+def test_a_retrain_from_a_policy_page_offers_its_reviewed_items(client_as, policy):
+    page = client_as("policy_editor").get("/training/new?policy=house")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Reviewed items of this policy" in text and 'value="house"' in text
+    assert "embedded Gemma 3 270M" in text
+
+
+def test_an_unknown_policy_is_a_404_with_a_message(client_as):
+    page = client_as("policy_editor").get("/training/new?policy=nope")
+    assert page.status_code == 404 and b"Unknown policy nope" in page.content
+
+
+def test_viewers_and_reviewers_cannot_start_training(client_as):
+    assert client_as("viewer").get("/training/new").status_code == 403
+    assert client_as("reviewer").post("/training/new", {}).status_code == 403
+    assert client_as("viewer").get("/training/").status_code == 200
+
+
+def test_bad_input_is_a_400_that_names_each_problem(client_as):
+    response = client_as("policy_editor").post("/training/new", {"recipe": "magic", "max_steps": "0", "base_model": "/etc"})
+    assert response.status_code == 400
+    text = response.content.decode()
+    assert "Select a valid choice. magic" in text
+    assert "Choose at least one data source." in text
+    assert "Ensure this value is greater than or equal to 1." in text
+    assert not TrainingJob.objects.exists()
+
+
+def test_starting_a_job_records_sources_base_and_hyperparameters(client_as, policy):
+    name = shared_file()
+    response = client_as("policy_editor").post("/training/new", {
+        "recipe": "grpo", "data": [name], "reviewed": "on", "policy": "house", "render_under": "auto",
+        "base_model": "embedded", "init_adapter": "", "max_steps": "7", "lora_rank": "4", "max_examples": "50",
+        "batch_size": "2", "eval_limit": "5",
+    })
+    job = TrainingJob.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/training/{job.pk}/"
+    assert job.status == "queued" and job.recipe == "grpo" and job.total_steps == 7
+    assert job.data_sources == [str(settings.SHARED_DATASETS_DIR / name), "reviewed:house"]
+    assert job.hyperparameters == {"max_steps": 7, "lora_rank": 4, "full": False, "max_examples": 50, "batch_size": 2, "eval_limit": 5}
+    assert job.policy == "auto" and job.base_model == "embedded"
+
+
+def test_cancelling_a_queued_job_cancels_it_at_once_and_it_can_be_resumed(client_as, policy):
+    job = TrainingJob.objects.create(recipe="sft", data_sources=["x.jsonl"], total_steps=5)
+    client = client_as("policy_editor")
+    assert client.post(f"/training/{job.pk}/cancel").status_code == 302
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+    assert client.post(f"/training/{job.pk}/cancel").status_code == 409
+    response = client.post(f"/training/{job.pk}/resume", HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and b'data-status="queued"' in response.content
+    job.refresh_from_db()
+    assert job.status == "queued"
+    assert client.post(f"/training/{job.pk}/resume").status_code == 409
+
+
+def test_cancelling_a_running_job_asks_the_trainer_to_stop(client_as):
+    job = TrainingJob.objects.create(recipe="sft", data_sources=["x.jsonl"], status="running", total_steps=5)
+    assert client_as("policy_editor").post(f"/training/{job.pk}/cancel").status_code == 302
+    job.refresh_from_db()
+    assert job.status == "cancelling"
+
+
+def test_progress_shows_steps_and_the_loss_and_reward_curves(client_as):
+    metrics = [{"step": 1, "loss": 2.0, "reward": 0.5, "rewards": {"format_reward": 1.0, "prompt_label_reward": 0.0}},
+               {"step": 2, "loss": 1.5, "reward": 0.8, "rewards": {"format_reward": 1.0, "prompt_label_reward": 0.5}}]
+    job = TrainingJob.objects.create(recipe="grpo", data_sources=["x.jsonl"], status="running", step=2, total_steps=10,
+                                     metrics=metrics, log_tail="step 2 · loss 1.5")
+    text = client_as("viewer").get(f"/training/{job.pk}/progress").content.decode()
+    assert 'hx-trigger="every 1s"' in text and "step 2/10" in text
+    assert 'data-series="loss"' in text and 'data-series="format"' in text and 'data-series="prompt_label"' in text
+    assert "Cancel" not in text  # viewers do not control jobs
+    job.status = "succeeded"
+    job.save()
+    assert "hx-trigger" not in client_as("viewer").get(f"/training/{job.pk}/progress").content.decode()

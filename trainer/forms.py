@@ -1,0 +1,129 @@
+"""The "start a training job" form.
+
+The browser never names arbitrary server paths: data files are the shared
+corpus, base models are "embedded" or prepared model directories in the model
+cache (``GUARD_MODEL_CACHE``, plus ``GUARD_MODEL_DIR``), init adapters are
+registered model versions. The CLI takes any path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django import forms
+from django.conf import settings
+
+from trainer.data import REVIEWED_PREFIX, shared_dataset_files
+from trainer.models import TrainingJob
+
+MAX_STEPS = 100_000
+MAX_EXAMPLES = 1_000_000
+
+
+def base_model_choices() -> list[tuple[str, str]]:
+    choices = [("embedded", "embedded Gemma 3 270M (base)")]
+    candidates: list[Path] = []
+    if settings.GUARD_MODEL_DIR:
+        candidates.append(Path(settings.GUARD_MODEL_DIR))
+    cache = Path(settings.GUARD_MODEL_CACHE)
+    if cache.is_dir():
+        from guard import embedded
+
+        embedded_dir = embedded.cached_model_dir().resolve()
+        candidates.extend(p for p in sorted(cache.iterdir()) if p.is_dir() and not p.name.startswith(".") and p.resolve() != embedded_dir)
+    for path in candidates:
+        if (path / "config.json").is_file():
+            choices.append((str(path), f"{path.name} (directory)"))
+    return choices
+
+
+def init_adapter_choices() -> list[tuple[str, str]]:
+    from guard.models import ModelVersion
+
+    choices = [("", "none: a fresh LoRA adapter")]
+    for version in ModelVersion.objects.exclude(adapter_path="").order_by("-created_at"):
+        choices.append((version.name, f"{version.name} ({version.status})"))
+    return choices
+
+
+def policy_slugs() -> list[str]:
+    from policies.models import Policy
+
+    return list(Policy.objects.order_by("slug").values_list("slug", flat=True))
+
+
+class StartTrainingForm(forms.Form):
+    recipe = forms.ChoiceField(choices=TrainingJob.Recipe.choices, initial="sft", widget=forms.RadioSelect)
+    data = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple, label="Benchmark files")
+    reviewed = forms.BooleanField(required=False, label="Reviewed items of this policy")
+    policy = forms.CharField(required=False, widget=forms.HiddenInput)
+    render_under = forms.ChoiceField(
+        choices=[("auto", "each record under its own taxonomy (recommended)"), ("policy", "this policy")],
+        initial="auto", label="Render benchmark records under",
+    )
+    base_model = forms.ChoiceField(label="Base model")
+    init_adapter = forms.ChoiceField(required=False, label="Start from adapter")
+    max_steps = forms.IntegerField(min_value=1, max_value=MAX_STEPS, initial=100)
+    lora_rank = forms.IntegerField(min_value=1, max_value=256, initial=8, label="LoRA rank")
+    full = forms.BooleanField(required=False, label="Full fine-tuning (no LoRA)")
+    learning_rate = forms.FloatField(required=False, min_value=1e-8, max_value=1.0, label="Learning rate (empty: recipe default)")
+    max_examples = forms.IntegerField(min_value=2, max_value=MAX_EXAMPLES, initial=2000, label="Examples (balanced)")
+    batch_size = forms.IntegerField(min_value=1, max_value=256, initial=4)
+    eval_limit = forms.IntegerField(min_value=1, max_value=100_000, initial=50, label="Held-out records per file for the evaluation")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.files = {p.name: p for p in shared_dataset_files()}
+        self.fields["data"].choices = [(name, name) for name in self.files]
+        self.fields["base_model"].choices = base_model_choices()
+        self.fields["init_adapter"].choices = init_adapter_choices()
+
+    def clean_policy(self) -> str:
+        slug = (self.cleaned_data.get("policy") or "").strip()
+        if slug and slug not in policy_slugs():
+            raise forms.ValidationError(f"Unknown policy {slug!r}.")
+        return slug
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        slug = cleaned.get("policy") or ""
+        if cleaned.get("reviewed") and not slug:
+            self.add_error("reviewed", "Reviewed items need a policy: start from a policy page.")
+        if cleaned.get("render_under") == "policy" and not slug:
+            self.add_error("render_under", "Rendering under a policy needs a policy: start from a policy page.")
+        if not cleaned.get("data") and not cleaned.get("reviewed"):
+            self.add_error("data", "Choose at least one data source.")
+        return cleaned
+
+    def data_sources(self) -> list[str]:
+        sources = [str(self.files[name]) for name in self.cleaned_data["data"]]
+        if self.cleaned_data.get("reviewed"):
+            sources.append(f"{REVIEWED_PREFIX}:{self.cleaned_data['policy']}")
+        return sources
+
+    def init_adapter_path(self) -> str:
+        from guard.models import ModelVersion
+
+        name = self.cleaned_data.get("init_adapter") or ""
+        if not name:
+            return ""
+        version = ModelVersion.objects.filter(name=name).first()
+        return version.adapter_path if version else ""
+
+    def hyperparameters(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        values: dict[str, Any] = {
+            "max_steps": data["max_steps"],
+            "lora_rank": data["lora_rank"],
+            "full": bool(data.get("full")),
+            "max_examples": data["max_examples"],
+            "batch_size": data["batch_size"],
+            "eval_limit": data["eval_limit"],
+        }
+        if data.get("learning_rate"):
+            values["learning_rate"] = data["learning_rate"]
+        return values
+
+    def render_policy(self) -> str:
+        return self.cleaned_data["policy"] if self.cleaned_data.get("render_under") == "policy" else "auto"

@@ -1,0 +1,141 @@
+"""Training pages: list, start (also from a policy page: /training/new?policy=<slug>),
+live progress (htmx polling), cancel, resume."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from guardsite.roles import POLICY_EDITOR, can_edit_policies, role_required
+from trainer.charts import training_charts
+from trainer.forms import StartTrainingForm
+from trainer.models import TrainingJob
+from trainer.tasks import enqueue
+
+JOBS_SHOWN = 100
+
+
+@require_GET
+def job_list(request: HttpRequest) -> HttpResponse:
+    jobs = list(TrainingJob.objects.select_related("created_by", "candidate")[:JOBS_SHOWN])
+    context = {"jobs": jobs, "any_active": any(job.is_active for job in jobs), "can_start": can_edit_policies(request.user)}
+    if request.htmx:
+        return render(request, "trainer/job_list.html#job-table", context)
+    return render(request, "trainer/job_list.html", context)
+
+
+def _reviewed_count(slug: str) -> int | None:
+    if not slug:
+        return None
+    try:
+        from moderation.models import Item
+    except ImportError:
+        return None
+    return Item.objects.filter(decisions__isnull=False, policy_version__policy__slug=slug).distinct().count()
+
+
+@require_http_methods(["GET", "POST"])
+@role_required(POLICY_EDITOR)
+def start_job(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        slug = request.GET.get("policy", "").strip()
+        form = StartTrainingForm(initial={"policy": slug, "reviewed": bool(slug)})
+        if slug and slug not in _known_slugs():
+            return render(request, "trainer/job_form.html", {"form": form, "policy": "", "unknown_policy": slug}, status=404)
+        return render(request, "trainer/job_form.html", {"form": form, "policy": slug, "reviewed_count": _reviewed_count(slug)})
+    form = StartTrainingForm(request.POST)
+    if not form.is_valid():
+        slug = request.POST.get("policy", "")
+        return render(request, "trainer/job_form.html", {"form": form, "policy": slug, "reviewed_count": _reviewed_count(slug)}, status=400)
+    with transaction.atomic():
+        job = TrainingJob.objects.create(
+            recipe=form.cleaned_data["recipe"],
+            data_sources=form.data_sources(),
+            policy=form.render_policy(),
+            base_model=form.cleaned_data["base_model"],
+            init_adapter=form.init_adapter_path(),
+            hyperparameters=form.hyperparameters(),
+            total_steps=form.cleaned_data["max_steps"],
+            created_by=request.user,
+        )
+        enqueue(job)
+    messages.info(request, f"Training job #{job.pk} queued.")
+    return redirect("trainer:detail", pk=job.pk)
+
+
+def _known_slugs() -> set[str]:
+    from trainer.forms import policy_slugs
+
+    return set(policy_slugs())
+
+
+def _detail_context(request: HttpRequest, job: TrainingJob) -> dict[str, Any]:
+    mix = job.data_mix.get("after", {})
+    labels = sorted({label for counts in mix.values() for label in counts})
+    return {
+        "job": job,
+        "charts": training_charts(job.metrics),
+        "can_control": can_edit_policies(request.user),
+        "mix_rows": [(source, [counts.get(label, 0) for label in labels], sum(counts.values())) for source, counts in mix.items()],
+        "mix_labels": labels,
+        "training": job.summary.get("training", {}),
+        "evaluation": job.summary.get("evaluation", {}),
+    }
+
+
+@require_GET
+def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_object_or_404(TrainingJob.objects.select_related("created_by", "candidate"), pk=pk)
+    return render(request, "trainer/job_detail.html", _detail_context(request, job))
+
+
+@require_GET
+def job_progress(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_object_or_404(TrainingJob.objects.select_related("candidate"), pk=pk)
+    return render(request, "trainer/job_detail.html#progress", _detail_context(request, job))
+
+
+def _after_action(request: HttpRequest, job: TrainingJob) -> HttpResponse:
+    if request.htmx:
+        return render(request, "trainer/job_detail.html#progress", _detail_context(request, job))
+    return redirect("trainer:detail", pk=job.pk)
+
+
+@require_POST
+@role_required(POLICY_EDITOR)
+def cancel_job(request: HttpRequest, pk: int) -> HttpResponse:
+    with transaction.atomic():
+        job = get_object_or_404(TrainingJob.objects.select_for_update(), pk=pk)
+        if job.status == TrainingJob.Status.QUEUED:
+            # Not started: nothing to checkpoint; the task skips a cancelled job.
+            job.status = TrainingJob.Status.CANCELLED
+            job.finished_at = timezone.now()
+        elif job.status == TrainingJob.Status.RUNNING:
+            # The trainer saves a checkpoint and stops at its next step.
+            job.status = TrainingJob.Status.CANCELLING
+        else:
+            return HttpResponse(f"Job #{job.pk} is {job.status}: only a queued or running job can be cancelled.", status=409)
+        job.save(update_fields=["status", "finished_at", "updated_at"])
+    return _after_action(request, job)
+
+
+@require_POST
+@role_required(POLICY_EDITOR)
+def resume_job(request: HttpRequest, pk: int) -> HttpResponse:
+    with transaction.atomic():
+        job = get_object_or_404(TrainingJob.objects.select_for_update(), pk=pk)
+        if not job.can_resume:
+            return HttpResponse(f"Job #{job.pk} is {job.status}: only a cancelled or failed job can be resumed.", status=409)
+        job.status = TrainingJob.Status.QUEUED
+        job.stage = TrainingJob.Stage.WAITING
+        job.error = ""
+        job.finished_at = None
+        job.save(update_fields=["status", "stage", "error", "finished_at", "updated_at"])
+        enqueue(job)
+    return _after_action(request, job)
