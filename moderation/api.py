@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -125,7 +126,9 @@ def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
     if database_is_down(exc):
         return error_response(request, 503, "service_unavailable", "the database is unavailable; retry shortly", {"Retry-After": "5"})
     if isinstance(exc, RequestDataTooBig):
-        return error_response(request, 413, "request_too_large", "the request body is larger than the server accepts; send smaller batches")
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        size = request.META.get("CONTENT_LENGTH", "?")
+        return error_response(request, 413, "request_too_large", f"the request body has {size} bytes; the server accepts at most {limit}: send fewer items per request")
     raise exc  # a real bug: Django's 500 handling (and logging)
 
 
@@ -286,26 +289,24 @@ class PolicyResolver:
         self.cache: dict[str, Any] = {}
 
     def __call__(self, reference: str, where: str) -> Any:
-        from policies.models import Policy
+        from policies.models import Policy, PolicyVersion
 
         if reference in self.cache:
             return self.cache[reference]
         slug, at, number = reference.strip().partition("@")
-        policy = Policy.objects.select_related("production_model").filter(slug=slug).first()
-        if policy is None:
-            raise ApiError(422, "unknown_policy", f"{where}: no policy with slug {slug!r}")
-        if at:
-            if not number.isdigit() or int(number) < 1:
-                raise ApiError(422, "unknown_policy", f"{where}: version {number!r} of {slug!r} is not a positive number")
-            version = policy.versions.filter(number=int(number)).first()
-            if version is None:
-                published = ", ".join(str(n) for n in policy.versions.filter(number__isnull=False).order_by("number").values_list("number", flat=True))
-                raise ApiError(422, "unknown_policy", f"{where}: policy {slug!r} has no version {number} (published: {published or 'none'})")
-        else:
-            version = policy.latest_version()
-            if version is None:
+        if at and (not number.isdigit() or int(number) < 1):
+            raise ApiError(422, "unknown_policy", f"{where}: version {number!r} of {slug!r} is not a positive number")
+        # One query on the hot path: the wanted (or latest published) version with its policy.
+        versions = PolicyVersion.objects.select_related("policy__production_model").filter(policy__slug=slug)
+        version = (versions.filter(number=int(number)) if at else versions.filter(number__isnull=False).order_by("-number")).first()
+        if version is None:
+            policy = Policy.objects.filter(slug=slug).first()
+            if policy is None:
+                raise ApiError(422, "unknown_policy", f"{where}: no policy with slug {slug!r}")
+            published = [str(n) for n in policy.versions.filter(number__isnull=False).order_by("number").values_list("number", flat=True)]
+            if not published:
                 raise ApiError(422, "unknown_policy", f"{where}: policy {slug!r} has no published version yet")
-        version.policy = policy
+            raise ApiError(422, "unknown_policy", f"{where}: policy {slug!r} has no version {number} (published: {', '.join(published)})")
         self.cache[reference] = version
         return version
 
@@ -419,7 +420,9 @@ def submit_items(request: HttpRequest, payload: BatchIn, response: HttpResponse)
                 external_id=entry.external_id or "",
                 client=key,
                 idempotency_key=idempotency_key,
-                status=Item.Status.RECEIVED,
+                # Committed as queued; the wake-up is published after commit. Should that
+                # publish fail, dispatch.announce marks them received and the sweeper retries.
+                status=Item.Status.QUEUED,
             )
         )
 
@@ -439,7 +442,7 @@ def submit_items(request: HttpRequest, payload: BatchIn, response: HttpResponse)
             }
             if record is not None:
                 IdempotencyRecord.objects.filter(pk=record.pk).update(response=body, status_code=202)
-            dispatch.announce_on_commit(body["ids"])
+            dispatch.announce_on_commit(body["ids"], mark_queued=False)
     except IntegrityError:
         replay = _replay(key, idempotency_key, fingerprint, response)
         if replay is None:

@@ -2,10 +2,10 @@
 
 The database is the queue; broker messages are only wake-up calls.
 
-1. The API commits items as ``received``; *after* the commit it publishes
-   ``classify_pending`` messages and marks them ``queued``. If the broker is
-   down at that moment nothing is lost: the items stay ``received`` and the
-   sweeper announces them later.
+1. The API commits items as ``queued``; only *after* the commit does it
+   publish ``classify_pending`` wake-ups. If the broker is down at that moment
+   nothing is lost: the items are marked ``received`` and the sweeper
+   announces every pending item older than ``MODERATION_STALE_PENDING_SECONDS``.
 2. A worker claims up to ``MODERATION_MICRO_BATCH_SIZE`` pending items with
    ``SELECT ... FOR UPDATE SKIP LOCKED`` (two workers never claim the same
    item), marks them ``running`` with a lease, classifies them as one batch
@@ -39,15 +39,24 @@ logger = logging.getLogger(__name__)
 MAX_WAKEUPS_PER_ANNOUNCEMENT = 8
 
 
-def announce_on_commit(item_ids: list[int]) -> None:
-    """After the surrounding transaction commits, wake the workers for these items."""
+def announce_on_commit(item_ids: list[int], mark_queued: bool = True) -> None:
+    """After the surrounding transaction commits, wake the workers for these items.
+
+    ``mark_queued=False`` when the items were committed as ``queued`` already
+    (the API does that to save a write per request).
+    """
     if item_ids:
         ids = list(item_ids)
-        transaction.on_commit(lambda: announce(ids))
+        transaction.on_commit(lambda: announce(ids, mark_queued=mark_queued))
 
 
-def announce(item_ids: Iterable[int], wakeups: int | None = None) -> bool:
-    """Publish wake-ups for committed items and mark them queued. False when the broker is down."""
+def announce(item_ids: Iterable[int], wakeups: int | None = None, mark_queued: bool = True) -> bool:
+    """Publish wake-ups for committed items. False when the broker is down.
+
+    Items are committed as ``queued``; when the broker cannot be reached they
+    are marked ``received`` (visible in the item browser) and the sweeper
+    announces them again later.
+    """
     from moderation.tasks import classify_pending
 
     ids = list(item_ids)
@@ -59,8 +68,10 @@ def announce(item_ids: Iterable[int], wakeups: int | None = None) -> bool:
             classify_pending.delay()
     except Exception as exc:  # noqa: BLE001 - any broker failure: the sweeper retries later
         logger.warning("could not announce %d item(s) to the workers (%s); the sweeper will retry", len(ids), exc)
+        Item.objects.filter(pk__in=ids, status=Item.Status.QUEUED).update(status=Item.Status.RECEIVED)
         return False
-    Item.objects.filter(pk__in=ids, status=Item.Status.RECEIVED).update(status=Item.Status.QUEUED, updated_at=timezone.now())
+    if mark_queued:
+        Item.objects.filter(pk__in=ids, status=Item.Status.RECEIVED).update(status=Item.Status.QUEUED, updated_at=timezone.now())
     return True
 
 

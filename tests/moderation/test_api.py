@@ -162,6 +162,17 @@ def test_batch_over_the_limit_is_422(api, house_policy, settings):
     assert_error(api.post(ITEMS, batch("a", "b", "c", "d")), 422, "batch_too_large", "4 items", "limit is 3")
 
 
+def test_body_over_the_server_limit_is_413(api, house_policy, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = api.post(ITEMS, batch(*["x" * 100] * 20))
+    assert_error(response, 413, "request_too_large", "at most 1000", "fewer items")
+
+
+def test_a_full_batch_of_long_texts_is_accepted(api, house_policy):
+    # 1,000 items of 4,000 characters: above Django's default 2.5 MB body limit.
+    assert api.post(ITEMS, batch(*["y" * 4000] * 1000)).status_code == 202
+
+
 def test_empty_batch_is_422(api, house_policy):
     assert_error(api.post(ITEMS, {"policy": "house", "items": []}), 422, "invalid_request", "at least one item")
 
@@ -247,10 +258,10 @@ def test_batch_is_accepted_with_202_and_ids_at_once(api, house_policy, django_ca
     assert set(items.values_list("status", flat=True)) == {"queued"}
 
 
-def test_items_stay_received_until_the_transaction_commits(api, house_policy, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=False):
-        ids = api.post(ITEMS, batch("first")).json()["ids"]
-    assert Item.objects.get(pk=ids[0]).status == "received"
+def test_no_wake_up_is_published_for_a_rolled_back_batch(api, house_policy, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert api.post(ITEMS, batch("fine", "   ")).status_code == 422
+    assert callbacks == [] and not Item.objects.exists()
 
 
 def test_explicit_version_and_per_item_overrides_are_used(api, house_policy):
@@ -362,3 +373,8 @@ def test_moderate_answers_the_verdict_and_the_decided_action(api, house_policy, 
     assert body["response_label"] in {"safe", "unsafe"}
     stored = Verdict.objects.get(item_id=body["id"])
     assert stored.action == body["action"] and stored.item.status == "done" and stored.item.origin == "moderate"
+
+
+def test_interactive_docs_work_offline(client):
+    html = client.get("/api/v1/docs").content.decode()
+    assert "/static/ninja/swagger-ui-bundle.js" in html and "cdn." not in html
