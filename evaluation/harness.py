@@ -320,13 +320,12 @@ def _default_model_label(model: str | None) -> str:
         return "embedded"
 
 
-def _check_model(model: str | None) -> None:
-    """Fail fast on an unknown model (before any record is classified); raises ``GuardError``."""
+def _load_model(model: str | None) -> None:
+    """Fail fast on an unknown model, and load it before the clock starts; raises ``GuardError``."""
     from guard import runtime
 
-    resolve = getattr(runtime, "resolve_model", None)
-    if resolve is not None:
-        resolve(model)
+    runtime.resolve_model(model)
+    runtime.get_backend(model)
 
 
 def _classify(requests: list, model: str | None) -> list[Verdict]:
@@ -362,7 +361,7 @@ def evaluate(
         raise EvaluationError(f"batch size must be at least 1 (got {batch_size})")
     files = load_data(data, limit)
     resolver = PolicyResolver(policy)
-    _check_model(model)
+    _load_model(model)
     records = [record for loaded in files for record in loaded.records]
     if not records:
         raise EvaluationError("the data holds no records")
