@@ -368,7 +368,7 @@ def moderate(request: HttpRequest, payload: ModerateIn) -> Status:
             status=Item.Status.RUNNING,
             attempts=1,
         )
-        verdict, _ = store_verdict(item, result, actions, model or "embedded", latency_ms)
+        verdict, _ = store_verdict(item, result, actions, dispatch.model_label(model), latency_ms)
     return Status(200, verdict_json(item, verdict))
 
 

@@ -137,13 +137,25 @@ def classify_items(items: list[Item]) -> BatchOutcome:
             outcome.failed += len(group)
             continue
         per_item_ms = int((time.monotonic() - started) * 1000 / max(1, len(group)))
+        label = model_label(model)
         for item, result in zip(group, results, strict=True):
-            _, created = store_verdict(item, result, actions[item.policy_version_id], model or "embedded", per_item_ms)
+            _, created = store_verdict(item, result, actions[item.policy_version_id], label, per_item_ms)
             if created:
                 outcome.stored += 1
             else:
                 outcome.duplicates += 1
     return outcome
+
+
+def model_label(model: str | None) -> str:
+    """What the verdict records as its model: the registered name, "embedded", or the directory."""
+    from guard.backends.base import GuardError
+    from guard.runtime import resolve_model
+
+    try:
+        return resolve_model(model).label
+    except GuardError:
+        return model or "embedded"
 
 
 def model_name_for(policy: object) -> str | None:

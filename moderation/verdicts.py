@@ -78,7 +78,7 @@ def verdict_fields(result: contract.Verdict, actions: dict[str, str], model_labe
         "explanation": result.explanation,
         "confidence": result.confidence,
         "probabilities": result.probabilities or {},
-        "model_label": model_label,
+        "model_label": model_label[:200],
         "mode": result.mode,
         "latency_ms": max(0, int(latency_ms)),
         "truncated": bool(result.truncated),

@@ -93,6 +93,14 @@ def test_key_over_its_rate_limit_gets_429_with_retry_after(make_key, house_polic
     assert 1 <= int(refused["Retry-After"]) <= 60
 
 
+def test_rate_limit_is_counted_in_the_database_without_redis(make_key, house_policy, settings):
+    settings.CELERY_BROKER_URL = "filesystem://"  # the embedded configuration
+    key, _ = make_key(rate_limit_per_minute=2)
+    decisions = [keys.hit(key, now=120.0 + n) for n in range(3)]
+    assert [d.allowed for d in decisions] == [True, True, False]
+    assert keys.hit(key, now=180.0).allowed  # a new minute
+
+
 def test_rate_limit_counts_each_key_separately(make_key, house_policy):
     _, limited = make_key("limited", rate_limit_per_minute=1)
     _, other = make_key("other")

@@ -36,7 +36,11 @@ def test_worker_killed_mid_batch_loses_nothing_and_produces_no_duplicate_verdict
     assert len(ids) == ITEM_COUNT
 
     # Kill the worker (SIGKILL, parent and child) while a batch is claimed but not finished.
-    wait_for(lambda: counts().get("done", 0) >= 4 and counts().get("running", 0) > 0, timeout=120, interval=0.02, message="a batch in flight")
+    def batch_in_flight() -> bool:
+        now = counts()
+        return 4 <= now.get("done", 0) <= ITEM_COUNT - 8 and now.get("running", 0) > 0
+
+    wait_for(batch_in_flight, timeout=120, interval=0.02, message="a batch in flight")
     first.kill_hard()
     at_kill = counts()
     orphaned = set(Item.objects.filter(status="running").values_list("pk", flat=True))
