@@ -194,7 +194,8 @@ def start_server(port: int, env: dict[str, str], workers: int, threads: int, log
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds per scenario")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per /items scenario")
+    parser.add_argument("--moderate-duration", type=float, default=60.0, help="seconds per /moderate scenario (the guard runs in the request)")
     parser.add_argument("--scenarios", nargs="+", default=DEFAULT_SCENARIOS)
     parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
@@ -234,14 +235,16 @@ def main() -> int:
     server = start_server(port, env, args.workers, args.threads, workdir / "gunicorn.log")
     url = f"http://127.0.0.1:{port}"
     results = []
+    load_before = os.getloadavg()
     try:
         for scenario in args.scenarios:
             endpoint, batch, clients = scenario.split(":")
             out = workdir / f"{endpoint}-{batch}-{clients}.json"
             warmup = args.workers * args.threads if endpoint == "moderate" else 4
-            print(f"running {scenario} for {args.duration:.0f} s ...", flush=True)
+            duration = args.moderate_duration if endpoint == "moderate" else args.duration
+            print(f"running {scenario} for {duration:.0f} s ...", flush=True)
             subprocess.run(
-                [PYTHON, __file__, "--generate", url, secret, endpoint, batch, clients, str(args.duration), str(out), "--warmup", str(warmup)],
+                [PYTHON, __file__, "--generate", url, secret, endpoint, batch, clients, str(duration), str(out), "--warmup", str(warmup)],
                 cwd=REPO, env=env, check=True,
             )
             data = json.loads(out.read_text())
@@ -280,8 +283,13 @@ def main() -> int:
         server.wait(30)
         app.control.purge()  # the wake-up messages for items no worker was started for
 
+    load_after = os.getloadavg()
     print()
-    print(f"{platform.node()} · {os.cpu_count()} CPU · gunicorn {args.workers} workers x {args.threads} threads (gthread) · load generator in a separate process · {args.duration:.0f} s per scenario")
+    print(
+        f"{platform.node()} · {os.cpu_count()} CPU · gunicorn {args.workers} workers x {args.threads} threads (gthread) · "
+        f"load generator in a separate process · {args.duration:.0f} s per /items scenario, {args.moderate_duration:.0f} s for /moderate · "
+        f"1-min load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
+    )
     header = f"{'endpoint':<22} {'batch':>5} {'clients':>7} {'req/s':>8} {'items/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'lost':>5}"
     print(header)
     print("-" * len(header))
@@ -295,7 +303,7 @@ def main() -> int:
             print(f"errors in {r['scenario']}: {r['errors']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"host": platform.node(), "cpus": os.cpu_count(), "workers": args.workers, "threads": args.threads, "results": results}, indent=2))
+        args.json.write_text(json.dumps({"host": platform.node(), "cpus": os.cpu_count(), "workers": args.workers, "threads": args.threads, "load_average": [load_before[0], load_after[0]], "results": results}, indent=2))
     lost = sum(r["lost_items"] for r in results)
     print(f"\nlost items: {lost}")
     return 1 if lost else 0
