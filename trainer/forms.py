@@ -53,6 +53,26 @@ def policy_slugs() -> list[str]:
     return list(Policy.objects.order_by("slug").values_list("slug", flat=True))
 
 
+def adapter_base_mismatch(adapter_dir: str, base: str) -> str:
+    """Why ``adapter_dir`` cannot continue on ``base`` ("" when it can)."""
+    import json
+
+    config_file = Path(adapter_dir) / "adapter_config.json"
+    if not config_file.is_file():
+        return f"The adapter directory {adapter_dir} has no adapter_config.json."
+    trained_on = str(json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path") or "")
+    from guard.embedded import resolve_model_path
+
+    try:
+        wanted = resolve_model_path(base).resolve()
+        trained_path = resolve_model_path(trained_on).resolve() if trained_on == "embedded" else Path(trained_on).expanduser().resolve()
+    except FileNotFoundError as error:
+        return str(error)
+    if trained_on and trained_path != wanted:
+        return f"This adapter was trained on {trained_on}, not on the chosen base model."
+    return ""
+
+
 class StartTrainingForm(forms.Form):
     recipe = forms.ChoiceField(choices=TrainingJob.Recipe.choices, initial="sft", widget=forms.RadioSelect)
     data = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple, label="Benchmark files")
@@ -94,6 +114,10 @@ class StartTrainingForm(forms.Form):
             self.add_error("render_under", "Rendering under a policy needs a policy: start from a policy page.")
         if not cleaned.get("data") and not cleaned.get("reviewed"):
             self.add_error("data", "Choose at least one data source.")
+        if cleaned.get("init_adapter") and cleaned.get("base_model"):
+            problem = adapter_base_mismatch(self.init_adapter_path(), cleaned["base_model"])
+            if problem:
+                self.add_error("init_adapter", problem)
         return cleaned
 
     def data_sources(self) -> list[str]:

@@ -6,6 +6,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
+
+# A cancelling job that has written no progress for this long lost its worker
+# (a message that was never re-delivered): a second cancel ends it at once.
+STALE_AFTER_SECONDS = 15 * 60
 
 
 class TrainingJob(models.Model):
@@ -85,6 +90,10 @@ class TrainingJob(models.Model):
     @property
     def can_resume(self) -> bool:
         return self.status in self.RESUMABLE
+
+    @property
+    def is_stale(self) -> bool:
+        return (timezone.now() - self.updated_at).total_seconds() > STALE_AFTER_SECONDS
 
     @property
     def progress_percent(self) -> int:

@@ -563,6 +563,15 @@ def latest_checkpoint(out_dir: str | Path) -> str | None:
     return str(max(found, key=lambda p: int(p.name.split("-")[-1])))
 
 
+def _name_embedded_base(adapter_dir: Path) -> None:
+    """Record the base as "embedded" (the runtime resolves it), not this machine's cache path,
+    so the adapter works wherever it is copied."""
+    config_file = adapter_dir / "adapter_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = "embedded"
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+
+
 def directory_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -637,6 +646,8 @@ def run(
     else:
         # Only the trained adapter (DPO adds a frozen "ref" copy next to it).
         trained.save_pretrained(str(model_dir), selected_adapters=["default"], safe_serialization=True)
+        if (settings.base or "embedded").strip() == "embedded":
+            _name_embedded_base(model_dir)
     size = directory_size(model_dir)
     first_steps = [e["step"] for e in history if "step" in e]
     trained_steps = steps - (min(first_steps) - 1 if first_steps else 0)

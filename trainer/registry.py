@@ -14,6 +14,7 @@ refusal and rollback is recorded as a ``RegistryEvent``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,11 @@ class PromotionRefused(Exception):
 
 
 def max_regression() -> float:
-    return float(getattr(settings, "TRAINER_PROMOTION_MAX_REGRESSION", DEFAULT_MAX_REGRESSION))
+    """F1 points a suite may drop before promotion is refused (setting, else environment, else 2.0)."""
+    value = getattr(settings, "TRAINER_PROMOTION_MAX_REGRESSION", None)
+    if value is None:
+        value = os.environ.get("TRAINER_PROMOTION_MAX_REGRESSION") or DEFAULT_MAX_REGRESSION
+    return float(value)
 
 
 def current_production() -> ModelVersion | None:

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from guardsite.roles import POLICY_EDITOR, can_edit_policies, role_required
 from trainer.charts import training_charts
 from trainer.forms import StartTrainingForm
-from trainer.models import TrainingJob
+from trainer.models import STALE_AFTER_SECONDS, TrainingJob
 from trainer.tasks import enqueue
 
 JOBS_SHOWN = 100
@@ -119,9 +119,17 @@ def cancel_job(request: HttpRequest, pk: int) -> HttpResponse:
         elif job.status == TrainingJob.Status.RUNNING:
             # The trainer saves a checkpoint and stops at its next step.
             job.status = TrainingJob.Status.CANCELLING
+        elif job.status == TrainingJob.Status.CANCELLING and job.is_stale:
+            # Nobody has written progress for a long time: the worker is gone. Keep its last checkpoint.
+            from trainer.recipes import latest_checkpoint
+
+            job.status = TrainingJob.Status.CANCELLED
+            job.finished_at = timezone.now()
+            job.checkpoint_path = (latest_checkpoint(job.output_dir) if job.output_dir else None) or job.checkpoint_path
+            job.log_tail += f"\n{timezone.now():%H:%M:%S} no progress for {STALE_AFTER_SECONDS // 60} minutes: cancelled without the worker"
         else:
             return HttpResponse(f"Job #{job.pk} is {job.status}: only a queued or running job can be cancelled.", status=409)
-        job.save(update_fields=["status", "finished_at", "updated_at"])
+        job.save(update_fields=["status", "finished_at", "checkpoint_path", "log_tail", "updated_at"])
     return _after_action(request, job)
 
 

@@ -70,6 +70,12 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings) -> None:
+    """Test users are created per test; the production hasher costs about a second each on 2 cores."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def corpus(tmp_path) -> Path:
     """A directory like ../shared/datasets: two JSONL files, taxonomies.json, MANIFEST.md."""

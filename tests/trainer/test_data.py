@@ -162,3 +162,38 @@ def test_reviewed_items_are_rendered_under_the_policy_version_they_were_judged_a
     assert example.gold.categories == ("B1",)
     assert built.reviewed == {"reviewed:house": 1}
     assert "B1 (Bullying)" in example.explanation
+
+
+@pytest.mark.django_db
+def test_with_a_chosen_policy_every_record_is_rendered_under_it_and_unmappable_categories_are_dropped(corpus):
+    from policies.models import Category, Policy
+
+    policy = Policy.objects.create(slug="shop", name="Shop rules")
+    draft = policy.draft()
+    Category.objects.create(version=draft, position=0, code="W", name="Weapons", description="No weapons.")
+    Category.objects.create(version=draft, position=1, code="F", name="Fraud", description="No fraud.")
+    policy.publish(change_note="v1")
+    built = data.build_dataset([str(corpus / "mini.jsonl")], policy="shop", holdout_percent=0, max_examples=None, augment=False)
+    by_id = {e.id: e for e in built.examples}
+    assert {e.policy.name for e in built.examples} == {"Shop rules"}
+    assert by_id["m1"].gold.categories == ("W",) and by_id["m2"].gold.categories == ("F",)
+    assert "m3" not in by_id  # "Hate" is not in the shop policy
+    assert built.files[0].skipped == {"categories not in the chosen policy": 1}
+    with pytest.raises(ValueError, match="unknown policy 'nope'"):
+        data.build_dataset([str(corpus)], policy="nope")
+
+
+@pytest.mark.django_db
+def test_an_unreachable_teacher_falls_back_to_composed_explanations(corpus):
+    import socket
+
+    from trainer.teacher import MAX_CONSECUTIVE_FAILURES, OpenAITeacher
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    teacher = OpenAITeacher(f"http://127.0.0.1:{port}", model="teacher", concurrency=1)
+    built = data.build_dataset([str(corpus / "mini.jsonl")], teacher=teacher, holdout_percent=0, max_examples=None)
+    assert built.mix["explanations"] == {"composed": len(built.examples)}
+    # After a few failures in a row the teacher is not asked again in this run.
+    assert teacher.asked == MAX_CONSECUTIVE_FAILURES

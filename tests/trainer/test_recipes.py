@@ -61,6 +61,23 @@ def test_grpo_logs_every_reward_component(corpus, tiny_model, tmp_path):
     assert names == [f.__name__ for f in rewards.REWARD_FUNCTIONS]
 
 
+def test_full_fine_tuning_saves_a_whole_model_and_grpo_continues_an_sft_adapter(corpus, tiny_model, tmp_path):
+    full = fast_settings(recipe="sft", data=[str(corpus / "mini.jsonl")], base=str(tiny_model), out_dir=str(tmp_path / "full"),
+                         max_steps=1, full=True, max_examples=2)
+    outcome = recipes.run(full, log=lambda _: None)
+    assert outcome.model_dir.name == "model"
+    assert (outcome.model_dir / "config.json").exists() and not (outcome.model_dir / "adapter_config.json").exists()
+
+    sft = fast_settings(recipe="sft", data=[str(corpus / "mini.jsonl")], base=str(tiny_model), out_dir=str(tmp_path / "sft"),
+                        max_steps=1, max_examples=2, lora_rank=2, gradient_checkpointing=True)
+    adapter = recipes.run(sft, log=lambda _: None).model_dir
+    grpo = fast_settings(recipe="grpo", data=[str(corpus / "mini.jsonl")], base=str(tiny_model), out_dir=str(tmp_path / "grpo"),
+                         max_steps=1, init_adapter=str(adapter), max_completion_length=8)
+    outcome = recipes.run(grpo, log=lambda _: None)
+    assert json.loads((outcome.model_dir / "adapter_config.json").read_text())["r"] == 2
+    assert outcome.provenance["init_adapter"] == str(adapter)
+
+
 def test_hard_sample_pairs_keep_prompts_with_right_and_wrong_answers():
     from guard.contract import CategorySpec, PolicySpec
     from trainer.data import spec_to_json

@@ -100,3 +100,36 @@ def test_progress_shows_steps_and_the_loss_and_reward_curves(client_as):
     job.status = "succeeded"
     job.save()
     assert "hx-trigger" not in client_as("viewer").get(f"/training/{job.pk}/progress").content.decode()
+
+
+def test_a_cancelling_job_whose_worker_is_gone_can_be_cancelled_for_good(client_as):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    job = TrainingJob.objects.create(recipe="sft", data_sources=["x.jsonl"], status="cancelling", total_steps=5)
+    client = client_as("policy_editor")
+    assert client.post(f"/training/{job.pk}/cancel").status_code == 409  # still fresh: wait for the worker
+    TrainingJob.objects.filter(pk=job.pk).update(updated_at=timezone.now() - timedelta(hours=1))
+    assert "Cancel without the worker" in client.get(f"/training/{job.pk}/").content.decode()
+    assert client.post(f"/training/{job.pk}/cancel").status_code == 302
+    job.refresh_from_db()
+    assert job.status == "cancelled" and job.can_resume
+
+
+def test_an_init_adapter_trained_on_another_base_is_refused(client_as, tmp_path):
+    import json
+
+    from guard.models import ModelVersion
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tmp_path / "other-base"), "r": 8}))
+    ModelVersion.objects.create(name="old-adapter", adapter_path=str(adapter))
+    response = client_as("policy_editor").post("/training/new", {
+        "recipe": "sft", "data": [shared_file()], "render_under": "auto", "base_model": "embedded",
+        "init_adapter": "old-adapter", "max_steps": "5", "lora_rank": "8", "max_examples": "10", "batch_size": "1",
+        "eval_limit": "5",
+    })
+    assert response.status_code == 400
+    assert f"This adapter was trained on {tmp_path / 'other-base'}, not on the chosen base model." in response.content.decode()

@@ -40,6 +40,8 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--save-steps", type=int, default=50)
         parser.add_argument("--holdout-percent", type=int, default=10)
+        parser.add_argument("--max-categories", type=int, default=16,
+                            help="longer policies are shown as a subset that keeps the gold categories")
         parser.add_argument("--no-augment", action="store_true")
         parser.add_argument("--gradient-checkpointing", action="store_true")
         parser.add_argument("--num-generations", type=int, default=4, help="grpo: answers sampled per prompt")
@@ -62,6 +64,7 @@ class Command(BaseCommand):
                 grad_accum=options["grad_accum"], policy=options["policy"], max_examples=options["max_examples"],
                 max_length=options["max_length"], max_text_tokens=options["max_text_tokens"], seed=options["seed"],
                 save_steps=options["save_steps"], holdout_percent=options["holdout_percent"],
+                max_categories=options["max_categories"],
                 augment=not options["no_augment"], gradient_checkpointing=options["gradient_checkpointing"],
                 num_generations=options["num_generations"], max_completion_length=options["max_completion_length"],
                 dpo_samples=options["dpo_samples"], dpo_prompts=options["dpo_prompts"],

@@ -1,0 +1,84 @@
+"""Training speed: steps/s of each recipe on this machine (CPU or GPU), LoRA by default.
+
+Runs ``trainer.recipes.run`` for a few steps per configuration on a fixed slice of
+the shared corpus and prints a small table: model, recipe, batch, mean tokens per
+training sequence, steps/s, seconds/step, adapter size, peak GPU memory (GPU only)
+and the last loss/reward. The first step includes warm-up; the figure is the mean
+over all steps.
+
+    .venv/bin/python bench/train_speed.py                        # tiny model: sft, grpo, dpo
+    .venv/bin/python bench/train_speed.py --model embedded --recipes sft grpo --steps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "guardsite.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+
+from trainer import recipes  # noqa: E402
+
+DATA = ("jbb_behaviors.jsonl", "toxicchat_train.jsonl", "jbb_artifacts.jsonl")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tiny", help="tiny (the test model), embedded, or a model directory")
+    parser.add_argument("--recipes", nargs="+", default=["sft", "grpo", "dpo"], choices=recipes.RECIPES)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--max-text-tokens", type=int, default=256)
+    parser.add_argument("--num-generations", type=int, default=4)
+    parser.add_argument("--max-completion-length", type=int, default=96)
+    parser.add_argument("--lora-rank", type=int, default=8)
+    args = parser.parse_args()
+
+    if args.model == "tiny":
+        from guard.testing import tiny_model_dir
+
+        base = str(tiny_model_dir())
+    else:
+        base = args.model
+    data = [str(Path(settings.SHARED_DATASETS_DIR) / name) for name in DATA]
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        for recipe in args.recipes:
+            train_settings = recipes.TrainSettings(
+                recipe=recipe, data=data, out_dir=str(Path(work) / recipe), base=base, max_steps=args.steps,
+                batch_size=args.batch_size, max_examples=64, max_text_tokens=args.max_text_tokens,
+                lora_rank=args.lora_rank, num_generations=args.num_generations,
+                max_completion_length=args.max_completion_length, save_steps=10_000, dpo_prompts=4,
+                dpo_samples=args.num_generations, dpo_gold_fallback=True,
+            )
+            outcome = recipes.run(train_settings, log=lambda message: print(message, file=sys.stderr))
+            summary = outcome.summary
+            last = outcome.history[-1] if outcome.history else {}
+            rows.append((
+                args.model, recipe, args.batch_size, summary["steps_per_second"],
+                1 / summary["steps_per_second"] if summary["steps_per_second"] else float("nan"),
+                summary["model_bytes"] / 1e6, summary.get("max_gpu_memory_bytes", 0) / 2**30,
+                last.get("loss"), last.get("reward"),
+            ))
+    device = recipes.device_info()
+    print(f"\ndevice {device['device']} · torch threads {device['threads']} · load average {os.getloadavg()[0]:.1f}")
+    print(f"{'model':10} {'recipe':6} {'batch':>5} {'steps/s':>8} {'s/step':>7} {'adapter MB':>10} {'GPU GiB':>8} {'loss':>8} {'reward':>7}")
+    for model, recipe, batch, sps, sec, mb, gib, loss, reward in rows:
+        loss_text = f"{loss:8.3f}" if isinstance(loss, float) else f"{'-':>8}"
+        reward_text = f"{reward:7.3f}" if isinstance(reward, float) else f"{'-':>7}"
+        print(f"{model:10} {recipe:6} {batch:5d} {sps:8.3f} {sec:7.2f} {mb:10.2f} {gib:8.2f} {loss_text} {reward_text}")
+
+
+if __name__ == "__main__":
+    main()
