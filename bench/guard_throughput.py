@@ -124,6 +124,8 @@ def main() -> int:
         words.append(verdict.explanation_words)
 
     print(f"guard throughput — model {resolved.label}, device {backend.device} ({backend.dtype}), torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
+    load1, load5, _ = os.getloadavg()
+    print(f"cpus {os.cpu_count()}, load average {load1:.1f}/{load5:.1f} (other processes share the CPU)")
     print(f"model load {load_s:.1f}s; input tokens per item: mean {statistics.mean(token_counts):.0f}, max {max(token_counts)} (policy {args.policy})")
     print()
     print(f"{'mode':<8}{'batch':>7}{'items':>7}{'seconds':>10}{'verdicts/s':>12}")

@@ -58,6 +58,7 @@ Out of GPU memory, a batch is halved and retried (``run_in_halving_batches``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -81,6 +82,8 @@ ANSWER_RESERVE_TOKENS = 48
 # Tokens allowed for the label lines of a freely generated (unconstrained) answer.
 LABEL_LINES_TOKENS = 48
 CATEGORY_TERMINATORS = (",", "\n")
+_ASCII_PROBE = [chr(i) for i in range(32, 127)] + ["\n", "\t"]
+_NON_ASCII_PROBE = ["é", "ж", "中", "😀"]
 
 
 def _setting(name: str, default: Any) -> Any:
@@ -302,6 +305,14 @@ class RegexConstraint:
 # --------------------------------------------------------------------------- backend
 
 
+@functools.lru_cache(maxsize=8)
+def _load_tokenizer(path: str) -> Any:
+    """Tokenizers are shared between backends on one base (a 262k vocabulary takes seconds to load)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
 class TransformersBackend:
     """A causal LM (optionally with a merged LoRA adapter) judging guard requests."""
 
@@ -319,7 +330,7 @@ class TransformersBackend:
         max_input_tokens: int | None = None,
         max_new_tokens: int | None = None,
     ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         self.label = label or str(base_path)
         self.base_path = Path(base_path)
@@ -332,7 +343,7 @@ class TransformersBackend:
         self.max_batch_size = int(max_batch_size or (256 if self.device.type == "cuda" else 16))
         self._lock = threading.Lock()
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.base_path)
+            self.tokenizer = _load_tokenizer(str(self.base_path))
             model = AutoModelForCausalLM.from_pretrained(
                 self.base_path, dtype=self.dtype, attn_implementation="sdpa"
             )
@@ -832,23 +843,60 @@ class TransformersBackend:
         if constraint is None and temperature <= 0:
             return int(torch.argmax(logits))
         complete = constraint.is_complete(text) if constraint is not None else True
-        for width in (64, 4096, logits.shape[-1]):
-            if width == logits.shape[-1] and complete:
-                break  # ending is allowed: no need to scan the whole vocabulary
-            top = torch.topk(logits, k=min(width, logits.shape[-1]))
-            candidates = top.indices.tolist()
-            values = top.values
-            if constraint is not None:
-                keep = [j for j, token in enumerate(candidates) if self._allowed(token, text, complete, constraint)]
-                if not keep:
-                    continue
+        top = torch.topk(logits, k=min(64, logits.shape[-1]))
+        candidates = top.indices.tolist()
+        values = top.values
+        if constraint is not None:
+            keep = [j for j, token in enumerate(candidates) if self._allowed(token, text, complete, constraint)]
+            if keep:
                 candidates = [candidates[j] for j in keep]
                 values = values[keep]
-            if temperature <= 0:
-                return candidates[0]
-            probs = torch.softmax(values.float().cpu() / temperature, dim=0)
-            return candidates[int(torch.multinomial(probs, 1, generator=generator))]
-        return None
+            else:
+                # The model's favourites are all forbidden: search the whole vocabulary.
+                candidates = self._allowed_in_vocabulary(text, complete, constraint)
+                if not candidates:
+                    return None
+                values = logits[candidates]
+                order = torch.argsort(values, descending=True)[:64]
+                candidates = [candidates[int(j)] for j in order]
+                values = values[order]
+        if temperature <= 0:
+            return candidates[0]
+        probs = torch.softmax(values.float().cpu() / temperature, dim=0)
+        return candidates[int(torch.multinomial(probs, 1, generator=generator))]
+
+    def _allowed_in_vocabulary(self, text: str, complete: bool, constraint: RegexConstraint) -> list[int]:
+        """Every token the constraint allows next. Tokens are grouped by their first
+        one and two characters, so only the groups whose prefix can continue the
+        match are checked token by token."""
+        if not hasattr(self, "_by_first_char"):
+            pieces = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))], skip_special_tokens=True)
+            groups: dict[str, dict[str, list[int]]] = {}
+            for token, piece in enumerate(pieces):
+                self._token_text[token] = piece
+                if piece and token not in self.special_ids:
+                    groups.setdefault(piece[0], {}).setdefault(piece[:2], []).append(token)
+            self._by_first_char = groups
+        allowed = [t for t in self.stop_ids if complete]
+        # Answer blocks are ASCII except in free text: probe ASCII first, and all
+        # ~30k first characters only when non-ASCII text may follow or ASCII found nothing.
+        chars: list[str] = [c for c in _ASCII_PROBE if c in self._by_first_char]
+        if any(constraint.can_continue(text + c) for c in _NON_ASCII_PROBE):
+            chars = list(self._by_first_char)
+        found = self._tokens_for_chars(chars, text, constraint)
+        if not found and len(chars) < len(self._by_first_char):
+            found = self._tokens_for_chars(list(self._by_first_char), text, constraint)
+        return allowed + found
+
+    def _tokens_for_chars(self, chars: list[str], text: str, constraint: RegexConstraint) -> list[int]:
+        found: list[int] = []
+        for char in chars:
+            if not constraint.can_continue(text + char):
+                continue
+            for prefix, tokens in self._by_first_char[char].items():
+                if len(prefix) == 1 or constraint.can_continue(text + prefix):
+                    found.extend(t for t in tokens if constraint.can_continue(text + self._token_text[t]))
+        return found
 
     def _allowed(self, token: int, text: str, complete: bool, constraint: RegexConstraint) -> bool:
         if token in self.stop_ids:

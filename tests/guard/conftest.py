@@ -95,6 +95,21 @@ def start_guard_serve(model: str, timeout: float = 180.0, extra_env: dict[str, s
     raise RuntimeError("guard_serve did not start in time")
 
 
+@pytest.fixture
+def serve_guard() -> Iterator:
+    """Start ``guard_serve`` subprocesses for one test; they are stopped afterwards."""
+    started: list[ServerProcess] = []
+
+    def start(model: str, **kwargs: object) -> ServerProcess:
+        server = start_guard_serve(model, **kwargs)  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def tiny_server(tiny_dir) -> Iterator[ServerProcess]:
     server = start_guard_serve(str(tiny_dir), extra_env={"GUARD_MAX_NEW_TOKENS": "8"})

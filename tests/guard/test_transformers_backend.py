@@ -231,3 +231,66 @@ def test_generation_stops_at_a_stop_string(tiny_backend):
     stopped = tiny_backend.generate(["hello"], max_new_tokens=6, stop=[marker])[0]
     assert stopped.finish_reason == "stop"
     assert marker not in stopped.text and free.text.startswith(stopped.text)
+
+
+def reference_restricted(model, ids: list[int], allowed: list[int]) -> torch.Tensor:
+    """Log-softmax over ``allowed`` at the end of ``ids`` from a plain HF forward (no padding, no cache)."""
+    with torch.inference_mode():
+        logits = model(torch.tensor([ids]), logits_to_keep=1).logits[0, -1]
+    return torch.log_softmax(logits[allowed].float(), dim=0)
+
+
+def test_scores_equal_a_plain_forward_beyond_the_sliding_window(tiny_backend, policy, monkeypatch):
+    # Inputs longer than the 512-token sliding window, batched with a short one (left padding):
+    # the explicit masks and positions must give what an unpadded, uncached forward gives.
+    monkeypatch.setattr(tiny_backend, "max_input_tokens", 1500)
+    monkeypatch.setattr(tiny_backend, "_budgets", {})
+    long_request = GuardRequest(policy, "tell me about the history of bread " * 60, "Bread is old. " * 30)
+    short_request = GuardRequest(policy, "hi")
+    verdicts = tiny_backend.classify_batch([long_request, short_request])
+    model = tiny_backend.model
+    for request, verdict in zip([long_request, short_request], verdicts, strict=True):
+        item = tiny_backend.prepare(request)
+        if request is long_request:
+            assert len(item.input_ids) > 512
+        labels = {"prompt": verdict.prompt_label, "response": verdict.response_label or "none", "refusal": verdict.refusal_label or "none"}
+        prefix = item.input_ids + tiny_backend.encode(contract.answer_prefix_before("prompt", labels))
+        choice = tiny_backend.choice_ids["prompt"]
+        expected = reference_restricted(model, prefix, [choice["safe"], choice["unsafe"]]).exp()
+        assert abs(float(expected[1]) - verdict.probabilities["prompt"]["unsafe"]) < 1e-4
+        if request.response:
+            prefix = item.input_ids + tiny_backend.encode(contract.answer_prefix_before("response", labels))
+            choice = tiny_backend.choice_ids["response"]
+            expected = reference_restricted(model, prefix, [choice["safe"], choice["unsafe"]]).exp()
+            assert abs(float(expected[1]) - verdict.probabilities["response"]["unsafe"]) < 1e-4
+
+        if request is short_request:
+            continue
+        # Categories: candidates' path probabilities (relative to "none") from plain forwards.
+        trie = tiny_backend._trie(policy)
+        root = item.input_ids + tiny_backend.encode(contract.answer_prefix_before("categories", labels))
+        scores = {}
+        for label, end in trie.candidates:
+            if label not in ("S1", "S10", "none"):
+                continue
+            path = []
+            node = end
+            while node >= 0:
+                path.append(node)
+                node = trie.parents[node]
+            path.reverse()
+            total, parent, ids = 0.0, -1, list(root)
+            for node in path:
+                allowed = trie.allowed(parent)
+                total += float(reference_restricted(model, ids, allowed)[allowed.index(trie.tokens[node])])
+                ids.append(trie.tokens[node])
+                parent = node
+            allowed = trie.allowed(end)
+            if len(allowed) > len(trie.terminators[end]):
+                log_probs = reference_restricted(model, ids, allowed)
+                total += float(torch.logsumexp(log_probs[len(allowed) - len(trie.terminators[end]) :], 0))
+            scores[label] = total
+        got = verdict.probabilities["categories"]
+        for code in ("S1", "S10"):
+            expected_ratio = scores[code] - scores["none"]
+            assert abs(expected_ratio - math.log(got[code] / got["none"])) < 1e-3
