@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -370,6 +371,64 @@ class ApiServer:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         body = {"policy": POLICY, "mode": "fast", "items": [{"prompt": p} for p in prompts]}
         return client.post("/api/v1/items", content=json.dumps(body), headers={"Content-Type": "application/json", **headers})
+
+
+class Submitter(threading.Thread):
+    """A well-behaved client: batches of 3 with an Idempotency-Key; on 503 it waits and
+    retries the same request (same key), so a retry can never create a second batch."""
+
+    def __init__(self, api: ApiServer, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.api = api
+        self.halt = threading.Event()
+        self.accepted: list[int] = []
+        self.answers: list[tuple[float, int, str | None]] = []  # (when, status, Retry-After)
+        self.unexpected: list[str] = []
+
+    def run(self) -> None:
+        with self.api.client(timeout=30) as client:
+            number = 0
+            while not self.halt.is_set():
+                key = f"{self.name}-{number}"
+                prompts = [f"{self.name} request {number} item {i}: how do I sharpen a knife?" for i in range(3)]
+                give_up = time.monotonic() + 90
+                while time.monotonic() < give_up:  # a started request is seen through, even after halt
+                    try:
+                        response = self.api.submit(client, prompts, key)
+                    except httpx.HTTPError as error:
+                        self.answers.append((time.monotonic(), 0, None))
+                        self.unexpected.append(f"{key}: {error!r}")
+                        time.sleep(0.3)
+                        continue
+                    self.answers.append((time.monotonic(), response.status_code, response.headers.get("Retry-After")))
+                    if response.status_code == 202:
+                        self.accepted.extend(response.json()["ids"])
+                        break
+                    if response.status_code == 503:
+                        time.sleep(0.3)  # a real client would honour Retry-After; the test is impatient
+                        continue
+                    self.unexpected.append(f"{key}: {response.status_code} {response.text[:300]}")
+                    break
+                number += 1
+                time.sleep(0.05)
+
+
+def run_submitters(api: ApiServer, prefix: str, count: int = 3) -> list[Submitter]:
+    submitters = [Submitter(api, f"{prefix}{n}") for n in range(count)]
+    for submitter in submitters:
+        submitter.start()
+    return submitters
+
+
+def halt(submitters: list[Submitter]) -> None:
+    for submitter in submitters:
+        submitter.halt.set()
+    for submitter in submitters:
+        submitter.join(120)
+
+
+def accepted(submitters: list[Submitter]) -> list[int]:
+    return [i for s in submitters for i in s.accepted]
 
 
 def seed() -> str:

@@ -9,74 +9,14 @@ bench/faults.py repeats all four faults on this stack with figures.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from tests.ops.stack import ApiServer, Stack
+from tests.ops.stack import Stack, accepted, halt, run_submitters, wait_until
 
 pytestmark = pytest.mark.worker
-
-
-class Submitter(threading.Thread):
-    """A well-behaved client: batches of 3 with an Idempotency-Key; on 503 it waits and
-    retries the same request (same key), so a retry can never create a second batch."""
-
-    def __init__(self, api: ApiServer, name: str) -> None:
-        super().__init__(name=name, daemon=True)
-        self.api = api
-        self.halt = threading.Event()
-        self.accepted: list[int] = []
-        self.answers: list[tuple[float, int, str | None]] = []  # (when, status, Retry-After)
-        self.unexpected: list[str] = []
-
-    def run(self) -> None:
-        with self.api.client(timeout=30) as client:
-            number = 0
-            while not self.halt.is_set():
-                key = f"{self.name}-{number}"
-                prompts = [f"{self.name} request {number} item {i}: how do I sharpen a knife?" for i in range(3)]
-                give_up = time.monotonic() + 90
-                while time.monotonic() < give_up:  # a started request is seen through, even after halt
-                    try:
-                        response = self.api.submit(client, prompts, key)
-                    except httpx.HTTPError as error:
-                        self.answers.append((time.monotonic(), 0, None))
-                        self.unexpected.append(f"{key}: {error!r}")
-                        time.sleep(0.3)
-                        continue
-                    self.answers.append((time.monotonic(), response.status_code, response.headers.get("Retry-After")))
-                    if response.status_code == 202:
-                        self.accepted.extend(response.json()["ids"])
-                        break
-                    if response.status_code == 503:
-                        time.sleep(0.3)  # a real client would honour Retry-After; the test is impatient
-                        continue
-                    self.unexpected.append(f"{key}: {response.status_code} {response.text[:300]}")
-                    break
-                number += 1
-                time.sleep(0.05)
-
-
-def run_submitters(api: ApiServer, prefix: str, count: int = 3) -> list[Submitter]:
-    submitters = [Submitter(api, f"{prefix}{n}") for n in range(count)]
-    for submitter in submitters:
-        submitter.start()
-    return submitters
-
-
-def halt(submitters: list[Submitter]) -> None:
-    for submitter in submitters:
-        submitter.halt.set()
-    for submitter in submitters:
-        submitter.join(120)
-
-
-def accepted(submitters: list[Submitter]) -> list[int]:
-    return [i for s in submitters for i in s.accepted]
 
 
 @pytest.fixture(scope="module")
@@ -91,11 +31,11 @@ def test_postgres_restart_while_accepting_items_answers_503_and_recovers_by_itse
     worker = stack.start_worker()
     try:
         submitters = run_submitters(api, "pg")
-        stack_wait(lambda: len(accepted(submitters)) >= 15, 60, "items accepted before the restart")
+        wait_until(lambda: len(accepted(submitters)) >= 15, 60, "items accepted before the restart")
         down_at = time.monotonic()
         stack.postgres.restart(down_s=2.0)
         up_at = time.monotonic()
-        stack_wait(lambda: any(when > up_at and status == 202 for s in submitters for when, status, _ in s.answers), 60, "an item accepted after the restart")
+        wait_until(lambda: any(when > up_at and status == 202 for s in submitters for when, status, _ in s.answers), 60, "an item accepted after the restart")
         time.sleep(2)
         halt(submitters)
 
@@ -146,12 +86,3 @@ def test_redis_restart_with_items_queued_loses_nothing(stack):
         finally:
             worker.stop()
             api.process.stop()
-
-
-def stack_wait(condition, timeout: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
