@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.metrics import (
+    POSITIVE_CLASS,
     PROMPT_TASK,
     REFUSAL_TASK,
     RESPONSE_TASK,
@@ -403,11 +404,21 @@ def _task_predictions(records: Sequence[EvalRecord], verdicts: Sequence[Verdict]
     out: dict[str, list[Prediction]] = {task: [] for task in TASKS}
     for record, verdict in zip(records, verdicts, strict=True):
         failed = verdict.parse_error is not None
-        out[PROMPT_TASK].append(Prediction(record.prompt_label, verdict.prompt_label, failed))
+        out[PROMPT_TASK].append(Prediction(record.prompt_label, verdict.prompt_label, failed, _score(verdict, PROMPT_TASK)))
         if record.has_response:
-            out[RESPONSE_TASK].append(Prediction(record.response_label, verdict.response_label, failed))
-            out[REFUSAL_TASK].append(Prediction(record.refusal_label, verdict.refusal_label, failed))
+            out[RESPONSE_TASK].append(
+                Prediction(record.response_label, verdict.response_label, failed, _score(verdict, RESPONSE_TASK))
+            )
+            out[REFUSAL_TASK].append(
+                Prediction(record.refusal_label, verdict.refusal_label, failed, _score(verdict, REFUSAL_TASK))
+            )
     return out
+
+
+def _score(verdict: Verdict, task: str) -> float | None:
+    """The verdict's probability of the task's positive class (fast scoring), if it has one."""
+    value = (verdict.probabilities or {}).get(task, {}).get(POSITIVE_CLASS[task])
+    return float(value) if isinstance(value, int | float) else None
 
 
 def build_report(
@@ -462,16 +473,17 @@ def format_summary(report: dict[str, Any]) -> str:
         f"model {report['model']} · mode {report['mode']} · n {report['n']} · "
         f"{report['items_per_second']:.2f} items/s · words/explanation mean {report['words_per_explanation']['mean']:.1f} "
         f"p90 {report['words_per_explanation']['p90']:.0f}",
-        f"{'file':32} {'task':9} {'n':>5} {'F1':>7} {'P':>7} {'R':>7} {'parse!':>6}",
+        f"{'file':32} {'task':9} {'n':>5} {'F1':>7} {'P':>7} {'R':>7} {'AUROC':>7} {'parse!':>6}",
     ]
     rows = [("ALL", report["tasks"])] + sorted(report["files"].items())
     for name, tasks in rows:
         for task in TASKS:
             scores = tasks[task]
             if scores["n"]:
+                auc = scores.get("auroc")
                 lines.append(
                     f"{name[:32]:32} {task:9} {scores['n']:>5} {scores['f1']:>7.2f} {scores['precision']:>7.2f} "
-                    f"{scores['recall']:>7.2f} {scores['parse_failures']:>6}"
+                    f"{scores['recall']:>7.2f} {'-' if auc is None else f'{auc:.2f}':>7} {scores['parse_failures']:>6}"
                 )
     categories = report["categories"]
     lines.append(

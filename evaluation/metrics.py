@@ -53,6 +53,8 @@ class Prediction:
     gold: str | None
     predicted: str | None
     parse_failed: bool = False
+    # The model's probability of the positive class (fast scoring), when the backend gives one.
+    score: float | None = None
 
 
 @dataclass
@@ -111,8 +113,48 @@ def binary_counts(predictions: Iterable[Prediction], positive: str) -> BinaryCou
 
 
 def binary_scores(predictions: Iterable[Prediction], positive: str) -> dict[str, Any]:
-    """``{"f1", "precision", "recall", "n", "parse_failures", "tp", "fp", "fn", "tn"}`` for one task."""
-    return binary_counts(predictions, positive).scores()
+    """``{"f1", "precision", "recall", "n", "parse_failures", "tp", "fp", "fn", "tn", "auroc"}`` for one task."""
+    listed = list(predictions)
+    scores = binary_counts(listed, positive).scores()
+    scores["auroc"] = auroc(listed, positive)
+    return scores
+
+
+def auroc(predictions: Sequence[Prediction], positive: str) -> float | None:
+    """Area under the ROC curve of the positive-class scores, in percent (ties count half).
+
+    Shows whether the scores rank records well even when the decision threshold is off (an
+    untrained model that says "safe" to everything can still rank). A parse failure gets the
+    worst possible score for its gold label. None when a record has no score or a class is empty.
+    """
+    positives: list[float] = []
+    negatives: list[float] = []
+    for prediction in predictions:
+        if prediction.gold is None:
+            continue
+        gold_positive = prediction.gold == positive
+        if prediction.parse_failed:
+            score = 0.0 if gold_positive else 1.0
+        elif prediction.score is None:
+            return None
+        else:
+            score = prediction.score
+        (positives if gold_positive else negatives).append(score)
+    if not positives or not negatives:
+        return None
+    # Mann-Whitney U from ranks (average ranks for ties).
+    values = sorted((score, is_positive) for is_positive, group in ((True, positives), (False, negatives)) for score in group)
+    rank_sum = 0.0
+    index = 0
+    while index < len(values):
+        end = index
+        while end + 1 < len(values) and values[end + 1][0] == values[index][0]:
+            end += 1
+        average_rank = (index + end) / 2 + 1
+        rank_sum += average_rank * sum(1 for k in range(index, end + 1) if values[k][1])
+        index = end + 1
+    u = rank_sum - len(positives) * (len(positives) + 1) / 2
+    return round(100.0 * u / (len(positives) * len(negatives)), DIGITS)
 
 
 def task_scores(predictions: dict[str, Iterable[Prediction]]) -> dict[str, dict[str, Any]]:

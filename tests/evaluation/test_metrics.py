@@ -5,6 +5,7 @@ from __future__ import annotations
 from evaluation.metrics import (
     CategoryPrediction,
     Prediction,
+    auroc,
     binary_scores,
     category_scores,
     percentile,
@@ -95,6 +96,7 @@ def test_all_negative_set_has_no_positive_class_so_f1_is_zero_even_when_all_corr
 def test_an_empty_task_scores_zero_with_n_zero():
     assert binary_scores([], "unsafe") == {
         "f1": 0.0, "precision": 0.0, "recall": 0.0, "n": 0, "parse_failures": 0, "tp": 0, "fp": 0, "fn": 0, "tn": 0,
+        "auroc": None,
     }
 
 
@@ -156,3 +158,23 @@ def test_p90_is_the_nearest_rank_percentile():
     assert percentile([5.0], 90) == 5.0
     assert percentile([], 90) == 0.0
     assert percentile([1.0, 2.0, 3.0], 90) == 3.0
+
+
+def test_auroc_measures_ranking_even_when_every_label_is_safe():
+    # All predicted safe (F1 0), but the unsafe records score higher than the safe ones but one tie.
+    scored = [Prediction("unsafe", "safe", score=0.4), Prediction("unsafe", "safe", score=0.3),
+              Prediction("safe", "safe", score=0.3), Prediction("safe", "safe", score=0.1)]
+    # pairs (pos, neg): (0.4,0.3)=1 (0.4,0.1)=1 (0.3,0.3)=0.5 (0.3,0.1)=1 -> 3.5/4
+    assert auroc(scored, "unsafe") == 87.5
+    assert binary_scores(scored, "unsafe")["f1"] == 0.0
+
+
+def test_auroc_gives_a_parse_failure_the_worst_score():
+    scored = [Prediction("unsafe", "unsafe", score=0.9), Prediction("unsafe", "unsafe", True, score=0.99),
+              Prediction("safe", "safe", score=0.2)]
+    assert auroc(scored, "unsafe") == 50.0
+
+
+def test_auroc_is_none_without_both_classes_or_without_scores():
+    assert auroc([Prediction("unsafe", "unsafe", score=0.9)], "unsafe") is None
+    assert auroc([Prediction("unsafe", "unsafe"), Prediction("safe", "safe", score=0.1)], "unsafe") is None
