@@ -293,8 +293,9 @@ class PolicyResolver:
 
         if reference in self.cache:
             return self.cache[reference]
+        reject_nul(reference, where)
         slug, at, number = reference.strip().partition("@")
-        if at and (not number.isdigit() or int(number) < 1):
+        if at and (not number.isdigit() or len(number) > 9 or int(number) < 1):
             raise ApiError(422, "unknown_policy", f"{where}: version {number!r} of {slug!r} is not a positive number")
         # One query on the hot path: the wanted (or latest published) version with its policy.
         versions = PolicyVersion.objects.select_related("policy__production_model").filter(policy__slug=slug)
@@ -311,8 +312,16 @@ class PolicyResolver:
         return version
 
 
+def reject_nul(value: str | None, where: str) -> None:
+    """PostgreSQL text cannot hold NUL characters: refuse them as bad input, not a 500."""
+    if value is not None and "\x00" in value:
+        raise ApiError(422, "invalid_request", f"{where}: contains a NUL (\\u0000) character")
+
+
 def check_text(prompt: str, response: str | None, where: str) -> None:
     limit = conf.max_text_chars()
+    reject_nul(prompt, f"{where}prompt")
+    reject_nul(response, f"{where}response")
     if not prompt.strip():
         raise ApiError(422, "invalid_request", f"{where}prompt: must not be empty")
     for name, text in (("prompt", prompt), ("response", response)):
@@ -404,6 +413,7 @@ def submit_items(request: HttpRequest, payload: BatchIn, response: HttpResponse)
     for index, entry in enumerate(payload.items):
         where = f"items[{index}]."
         check_text(entry.prompt, entry.response, where)
+        reject_nul(entry.external_id, f"{where}external_id")
         if entry.external_id is not None and len(entry.external_id) > 200:
             raise ApiError(422, "invalid_request", f"{where}external_id: at most 200 characters")
         reference = entry.policy or payload.policy
@@ -471,7 +481,8 @@ def _replay(key: ApiKey, idempotency_key: str, fingerprint: str, response: HttpR
 
 @api.get("/items/{item_id}", auth=AUTH, response={200: ItemOut, **ERRORS}, summary="One item with its verdict")
 def get_item(request: HttpRequest, item_id: int) -> Status:
-    item = _client_items(request.auth).filter(pk=item_id).first()  # type: ignore[arg-type]
+    in_range = 0 < item_id < 2**63  # a bigint; beyond it the database would raise, not answer "none"
+    item = _client_items(request.auth).filter(pk=item_id).first() if in_range else None  # type: ignore[arg-type]
     if item is None:
         raise ApiError(404, "not_found", f"no item {item_id} for this API key")
     return Status(200, item_json(item))
@@ -480,8 +491,13 @@ def get_item(request: HttpRequest, item_id: int) -> Status:
 def _parse_cursor(cursor: str) -> tuple[datetime, int]:
     stamp, _, last_id = cursor.rpartition("|")
     try:
-        return datetime.fromisoformat(stamp), int(last_id)
-    except ValueError:
+        moment, pk = datetime.fromisoformat(stamp), int(last_id)
+        # UTC and a bigint-sized id: anything else would be a database error, not a 4xx.
+        moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        if not 0 <= pk < 2**63:
+            raise ValueError(pk)
+        return moment, pk
+    except (ValueError, OverflowError):
         raise ApiError(422, "invalid_request", f"cursor: {cursor!r} is not a cursor returned by this endpoint") from None
 
 
@@ -492,7 +508,11 @@ def list_items(request: HttpRequest, filters: Query[ItemFilters]) -> Status:
     if filters.status:
         items = items.filter(status=filters.status)
     if filters.since:
-        since = filters.since if filters.since.tzinfo else filters.since.replace(tzinfo=UTC)
+        # Normalised to UTC: PostgreSQL refuses offsets beyond +-15:59 that ISO 8601 allows.
+        try:
+            since = filters.since.astimezone(UTC) if filters.since.tzinfo else filters.since.replace(tzinfo=UTC)
+        except OverflowError:
+            raise ApiError(422, "invalid_request", f"since: {filters.since.isoformat()} is out of range") from None
         items = items.filter(updated_at__gte=since)
     if filters.cursor:
         stamp, last_id = _parse_cursor(filters.cursor)
