@@ -146,7 +146,12 @@ def _json_codes(column: str, empty_as: str | None = None) -> str:
     value = column
     if empty_as is not None:
         value = f"CASE WHEN json_array_length({column}) = 0 THEN '[\"{empty_as}\"]' ELSE {column} END"
-    return f"(SELECT value AS code FROM json_each({value})) AS codes"
+    # SQLite: a table-valued function may read the outer row (a subquery may not); its column is "value".
+    return f"json_each({value}) AS codes"
+
+
+def _code_column() -> str:
+    return "codes.code" if connection.vendor == "postgresql" else "codes.value"
 
 
 def _hour_sql(column: str) -> str:
@@ -168,7 +173,7 @@ def category_counts_per_hour(since: datetime) -> list[tuple[datetime, str, str, 
     version = PolicyVersion._meta.db_table
     policy = Policy._meta.db_table
     sql = (
-        f"SELECT {_hour_sql('v.created_at')} AS hour, p.slug, codes.code, COUNT(*) "
+        f"SELECT {_hour_sql('v.created_at')} AS hour, p.slug, {_code_column()}, COUNT(*) "
         f"FROM {verdict} v JOIN {item} i ON i.id = v.item_id "
         f"JOIN {version} pv ON pv.id = i.policy_version_id JOIN {policy} p ON p.id = pv.policy_id "
         f"CROSS JOIN {_json_codes('v.categories')} "
@@ -293,7 +298,7 @@ def overturns_per_category(since: datetime, limit: int = 12) -> list[OverturnRow
     version = PolicyVersion._meta.db_table
     policy = Policy._meta.db_table
     sql = (
-        "SELECT p.slug, codes.code, COUNT(*), SUM(CASE WHEN d.outcome = %s THEN 1 ELSE 0 END) "
+        f"SELECT p.slug, {_code_column()}, COUNT(*), SUM(CASE WHEN d.outcome = %s THEN 1 ELSE 0 END) "
         f"FROM {decision} d JOIN {verdict} v ON v.item_id = d.item_id JOIN {item} i ON i.id = d.item_id "
         f"JOIN {version} pv ON pv.id = i.policy_version_id JOIN {policy} p ON p.id = pv.policy_id "
         f"CROSS JOIN {_json_codes('v.categories', empty_as='none')} "
