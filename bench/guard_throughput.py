@@ -66,9 +66,10 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="embedded (default), a model version name or a directory")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--batch-sizes", default="1,8,32")
-    parser.add_argument("--min-items", type=int, default=16, help="fast mode judges at least this many items per batch size")
+    parser.add_argument("--items", type=int, default=0, help="items judged at every batch size (default: the largest batch size, at least 16)")
     parser.add_argument("--reason-items", type=int, default=10)
     parser.add_argument("--policy", default="mlcommons_hazards", help="preset name")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", default=None, help="also write the results as JSON to this file")
     args = parser.parse_args()
 
@@ -77,6 +78,9 @@ def main() -> int:
     django.setup()
     import torch
     from django.conf import settings
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from guard.backends.base import GuardRequest
     from guard.backends.transformers_backend import TransformersBackend
@@ -91,18 +95,26 @@ def main() -> int:
         resolved.base_path, resolved.adapter_path, device=args.device, label=resolved.label, max_batch_size=max(batch_sizes)
     )
     load_s = time.perf_counter() - started
-    records = load_items(Path(settings.SHARED_DATASETS_DIR), max(max(batch_sizes), args.min_items, args.reason_items))
+    total = args.items or max(max(batch_sizes), 16)
+    records = load_items(Path(settings.SHARED_DATASETS_DIR), max(total, args.reason_items))
 
     def request(record: dict, mode: str) -> GuardRequest:
         return GuardRequest(policy=spec, prompt=record["prompt"], response=record.get("response"), mode=mode)
 
-    token_counts = [len(backend.prepare(request(r, "fast")).input_ids) for r in records]
+    prepared = [backend.prepare(request(r, "fast")) for r in records[:total]]
+    token_counts = [len(p.input_ids) for p in prepared]
+    head = max(p.head_len for p in prepared)
     backend.classify_batch([request(records[0], "fast")])  # warm-up
 
+    default_tokens = backend.max_batch_tokens
     rows = []
-    for size in batch_sizes:
+    # Each batch size alone (no token budget), then the default batching: the
+    # largest batch size capped at max_batch_tokens padded tokens per forward.
+    settings_to_run = [(size, 10**9, str(size)) for size in batch_sizes]
+    settings_to_run.append((max(batch_sizes), default_tokens, f"<={max(batch_sizes)}, {default_tokens} tok"))
+    for size, token_budget, label in settings_to_run:
         backend.max_batch_size = size
-        total = max(size, args.min_items)
+        backend.max_batch_tokens = token_budget
         batch = [request(records[i % len(records)], "fast") for i in range(total)]
         if backend.device.type == "cuda":
             torch.cuda.synchronize()
@@ -112,7 +124,7 @@ def main() -> int:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
         assert len(verdicts) == total
-        rows.append({"mode": "fast", "batch": size, "items": total, "seconds": seconds, "verdicts_per_s": total / seconds})
+        rows.append({"mode": "fast", "batch": label, "items": total, "seconds": seconds, "verdicts_per_s": total / seconds})
 
     backend.max_batch_size = 1
     latencies = []
@@ -126,11 +138,14 @@ def main() -> int:
     print(f"guard throughput — model {resolved.label}, device {backend.device} ({backend.dtype}), torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
     load1, load5, _ = os.getloadavg()
     print(f"cpus {os.cpu_count()}, load average {load1:.1f}/{load5:.1f} (other processes share the CPU)")
-    print(f"model load {load_s:.1f}s; input tokens per item: mean {statistics.mean(token_counts):.0f}, max {max(token_counts)} (policy {args.policy})")
+    print(
+        f"model load {load_s:.1f}s; input tokens per item: mean {statistics.mean(token_counts):.0f}, "
+        f"max {max(token_counts)}, of which {head} policy head (computed once, cached)"
+    )
     print()
-    print(f"{'mode':<8}{'batch':>7}{'items':>7}{'seconds':>10}{'verdicts/s':>12}")
+    print(f"{'mode':<8}{'batch':>18}{'items':>7}{'seconds':>10}{'verdicts/s':>12}")
     for row in rows:
-        print(f"{row['mode']:<8}{row['batch']:>7}{row['items']:>7}{row['seconds']:>10.2f}{row['verdicts_per_s']:>12.2f}")
+        print(f"{row['mode']:<8}{row['batch']:>18}{row['items']:>7}{row['seconds']:>10.2f}{row['verdicts_per_s']:>12.2f}")
     p50, p90 = percentile(latencies, 0.5), percentile(latencies, 0.9)
     print()
     print(f"{'mode':<8}{'items':>7}{'p50 s':>9}{'p90 s':>9}{'mean words':>12}")

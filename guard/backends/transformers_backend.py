@@ -61,6 +61,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,11 @@ ANSWER_RESERVE_TOKENS = 48
 # Tokens allowed for the label lines of a freely generated (unconstrained) answer.
 LABEL_LINES_TOKENS = 48
 CATEGORY_TERMINATORS = (",", "\n")
+# Where the conversation starts in a rendered input (contract.render): everything
+# before it depends only on the policy, so its KV is computed once and shared.
+CONVERSATION_MARKER = "User prompt:"
+PREFIX_CACHE_ENTRIES = 8
+MIN_SHARED_PREFIX = 16
 _ASCII_PROBE = [chr(i) for i in range(32, 127)] + ["\n", "\t"]
 _NON_ASCII_PROBE = ["é", "ж", "中", "😀"]
 
@@ -164,6 +170,20 @@ class _KVState:
     @property
     def length(self) -> int:
         return int(self.key_ok.shape[1])
+
+    def seed(self, layers: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> None:
+        """Start every row with the same ``length`` cached tokens (positions 0..length-1)."""
+        assert self.length == 0, "seed an empty state only"
+        for index, (keys, values) in enumerate(layers):
+            self.cache.update(
+                keys.expand(self.batch, -1, -1, -1).contiguous(),
+                values.expand(self.batch, -1, -1, -1).contiguous(),
+                index,
+            )
+        device = self.backend.device
+        self.key_pos = torch.arange(length, device=device).expand(self.batch, length).clone()
+        self.key_ok = torch.ones((self.batch, length), dtype=torch.bool, device=device)
+        self.next_pos = torch.full((self.batch,), length, dtype=torch.long, device=device)
 
     def crop(self, length: int) -> None:
         """Forget the keys after the first ``length`` (e.g. a tree chunk)."""
@@ -266,6 +286,8 @@ class _Item:
     input_ids: list[int]
     has_response: bool
     truncated: bool
+    # Leading tokens that are the same for every request on this policy (instructions + policy).
+    head_len: int = 0
 
 
 @dataclass
@@ -327,6 +349,7 @@ class TransformersBackend:
         label: str | None = None,
         temperature: float | None = None,
         max_batch_size: int | None = None,
+        max_batch_tokens: int | None = None,
         max_input_tokens: int | None = None,
         max_new_tokens: int | None = None,
     ) -> None:
@@ -341,6 +364,8 @@ class TransformersBackend:
         self.max_input_tokens = int(max_input_tokens or _setting("GUARD_MAX_INPUT_TOKENS", 2048))
         self.max_new_tokens = int(max_new_tokens or _setting("GUARD_MAX_NEW_TOKENS", 96))
         self.max_batch_size = int(max_batch_size or (256 if self.device.type == "cuda" else 16))
+        # Padded tokens fed per forward (CPU cost is linear in them; padding is pure waste).
+        self.max_batch_tokens = int(max_batch_tokens or (131072 if self.device.type == "cuda" else 4096))
         self._lock = threading.Lock()
         try:
             self.tokenizer = _load_tokenizer(str(self.base_path))
@@ -411,6 +436,9 @@ class TransformersBackend:
         self._tries: dict[tuple[str, ...], _CategoryTrie] = {}
         self._budgets: dict[PolicySpec, int] = {}
         self._token_text: dict[int, str] = {}
+        self._head_ids: dict[str, list[int]] = {}
+        # KV of recently used policy heads (instructions + policy block), most recent last.
+        self._prefix_kv: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
 
     def attention_masks(
         self, visible: torch.Tensor, query_positions: torch.Tensor, key_positions: torch.Tensor
@@ -490,8 +518,75 @@ class TransformersBackend:
             tokenizer=self.tokenizer,
             max_text_tokens=self._text_budget(spec),
         )
-        ids = self._input_ids(rendered.to_text(self.tokenizer))
-        return _Item(0, request, spec, ids, rendered.has_response, rendered.truncated)
+        text = rendered.to_text(self.tokenizer)
+        ids = self._input_ids(text)
+        return _Item(0, request, spec, ids, rendered.has_response, rendered.truncated, self._head_length(text, ids))
+
+    def _head_length(self, text: str, ids: list[int]) -> int:
+        """How many leading tokens of ``ids`` encode the text before the conversation
+        (``"User prompt:"``): the part shared by every request on the same policy.
+        0 when there is no such marker or the tokens do not split there."""
+        cut = text.find(CONVERSATION_MARKER)
+        if cut <= 0:
+            return 0
+        head = text[:cut]
+        head_ids = self._head_ids.get(head)
+        if head_ids is None:
+            head_ids = self._input_ids(head)
+            if len(self._head_ids) > 64:
+                self._head_ids.clear()
+            self._head_ids[head] = head_ids
+        n = len(head_ids)
+        return n if n < len(ids) and ids[:n] == head_ids else 0
+
+    # ----------------------------------------------------------------- shared prefix
+
+    def prefix_kv(self, prefix: tuple[int, ...], *, remember: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer (keys, values) of ``prefix`` alone, shape (1, heads, len, dim).
+
+        ``remember`` keeps it in a small LRU cache: a policy head is computed
+        once and reused by every later batch on that policy (an online filter
+        then only pays for the conversation)."""
+        cached = self._prefix_kv.get(prefix)
+        if cached is not None:
+            self._prefix_kv.move_to_end(prefix)
+            return cached
+        state = _KVState(self, 1)
+        state.extend([list(prefix)])
+        layers = [(layer.keys, layer.values) for layer in state.cache.layers]
+        if remember:
+            self._prefix_kv[prefix] = layers
+            while len(self._prefix_kv) > PREFIX_CACHE_ENTRIES:
+                self._prefix_kv.popitem(last=False)
+        return layers
+
+    def new_state(self, rows: list[list[int]], head_lengths: Sequence[int] | None = None) -> tuple[_KVState, torch.Tensor]:
+        """A batch state after feeding ``rows``; returns it and the hidden states of the
+        fed suffixes (see ``_KVState.extend``: left-padded, last column = last token).
+
+        The rows' shared leading tokens are computed once (batch of one) and
+        their KV copied to every row: the policy head when all rows share it
+        (kept in the prefix cache), else the rows' longest common prefix."""
+        batch = len(rows)
+        state = _KVState(self, batch)
+        prefix: tuple[int, ...] = ()
+        remember = False
+        if head_lengths is not None and head_lengths and min(head_lengths) > 0:
+            heads = {tuple(row[:n]) for row, n in zip(rows, head_lengths, strict=True)}
+            if len(heads) == 1:
+                prefix = heads.pop()
+                remember = True
+        if not prefix and batch > 1:
+            shortest = min(len(row) for row in rows)
+            n = 0
+            while n < shortest and all(row[n] == rows[0][n] for row in rows):
+                n += 1
+            prefix = tuple(rows[0][:n])
+        prefix = prefix[: max(0, min(len(row) for row in rows) - 1)]  # every row keeps a token to feed
+        if len(prefix) >= MIN_SHARED_PREFIX:
+            state.seed(self.prefix_kv(prefix, remember=remember), len(prefix))
+            rows = [row[len(prefix) :] for row in rows]
+        return state, state.extend(rows)
 
     # ----------------------------------------------------------------- logits
 
@@ -539,18 +634,37 @@ class TransformersBackend:
             groups.setdefault(kind, []).append(item)
         with self._lock, torch.inference_mode():
             for kind, group in groups.items():
-                # Longest first: batches of similar length waste little on padding.
-                group.sort(key=lambda i: len(i.input_ids), reverse=True)
                 if kind == "free":
                     fn: Callable[[list[_Item]], list[Verdict]] = self._generate_answers
                 else:
                     def fn(batch: list[_Item], explain: bool = kind == "reason") -> list[Verdict]:
                         return self._score(batch, explain=explain)
-                for item, verdict in zip(
-                    group, run_in_halving_batches(fn, group, self.max_batch_size), strict=True
-                ):
-                    verdicts[item.index] = verdict
+                for batch in self._batches(group):
+                    results = run_in_halving_batches(fn, batch, len(batch), on_out_of_memory=self._remember_oom)
+                    for item, verdict in zip(batch, results, strict=True):
+                        verdicts[item.index] = verdict
         return [v for v in verdicts if v is not None]
+
+    def _batches(self, items: list[_Item]) -> list[list[_Item]]:
+        """Longest first, at most ``max_batch_size`` rows and ``max_batch_tokens``
+        padded tokens (the shared policy head is not counted: it is computed once)."""
+        def fed(item: _Item) -> int:
+            return len(item.input_ids) - item.head_len
+
+        batches: list[list[_Item]] = []
+        for item in sorted(items, key=fed, reverse=True):
+            if batches:
+                current = batches[-1]
+                width = fed(current[0])  # the longest of the batch
+                if len(current) < self.max_batch_size and (len(current) + 1) * width <= self.max_batch_tokens:
+                    current.append(item)
+                    continue
+            batches.append([item])
+        return batches
+
+    def _remember_oom(self, size: int) -> None:
+        # A device that ran out of memory once will again: later batches start smaller.
+        self.max_batch_size = min(self.max_batch_size, size)
 
     def generate(
         self,
@@ -578,8 +692,8 @@ class TransformersBackend:
             generator = torch.Generator(device="cpu")
             generator.manual_seed(seed if seed is not None else torch.seed())
         with self._lock, torch.inference_mode():
-            state = _KVState(self, len(inputs))
-            hidden = state.extend(inputs)
+            heads = [self._head_length(text, ids) for text, ids in zip(texts, inputs, strict=True)]
+            state, hidden = self.new_state(inputs, heads)
             texts_out, counts, reasons = self._decode(
                 state,
                 hidden[:, -1],
@@ -599,8 +713,9 @@ class TransformersBackend:
 
     def _score(self, items: list[_Item], *, explain: bool) -> list[Verdict]:
         batch = len(items)
-        state = _KVState(self, batch)
-        hidden = state.extend([item.input_ids + self.answer_start for item in items])
+        state, hidden = self.new_state(
+            [item.input_ids + self.answer_start for item in items], [item.head_len for item in items]
+        )
         prompt_probs = self._label_distribution(hidden[:, -1], contract.FIELD_PROMPT, (SAFE, UNSAFE))
         labels: list[dict[str, str]] = [
             {contract.FIELD_PROMPT: max(p, key=p.__getitem__)} for p in prompt_probs
@@ -910,8 +1025,7 @@ class TransformersBackend:
     # ----------------------------------------------------------------- free answers
 
     def _generate_answers(self, items: list[_Item]) -> list[Verdict]:
-        state = _KVState(self, len(items))
-        hidden = state.extend([item.input_ids for item in items])
+        state, hidden = self.new_state([item.input_ids for item in items], [item.head_len for item in items])
         texts, _, _ = self._decode(
             state,
             hidden[:, -1],

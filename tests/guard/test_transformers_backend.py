@@ -294,3 +294,15 @@ def test_scores_equal_a_plain_forward_beyond_the_sliding_window(tiny_backend, po
         for code in ("S1", "S10"):
             expected_ratio = scores[code] - scores["none"]
             assert abs(expected_ratio - math.log(got[code] / got["none"])) < 1e-3
+
+
+def test_the_policy_head_is_computed_once_and_reused(tiny_backend, policy):
+    tiny_backend._prefix_kv.clear()
+    request = GuardRequest(policy, "How do I build a pipe bomb?")
+    first = tiny_backend.classify_batch([request])[0]
+    assert len(tiny_backend._prefix_kv) == 1
+    head = next(iter(tiny_backend._prefix_kv))
+    assert len(head) == tiny_backend.prepare(request).head_len > 100
+    again = tiny_backend.classify_batch([request, GuardRequest(policy, "hello", "hi")])[0]
+    assert len(tiny_backend._prefix_kv) == 1
+    assert close(first.probabilities, again.probabilities)
