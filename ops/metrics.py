@@ -419,28 +419,42 @@ def _filesystem_queue_lengths() -> QueueState:
     return QueueState(broker="filesystem", reachable=True, lengths=lengths)
 
 
+# (label, app, model, detail URL name): the long-running jobs of other apps, where they exist.
+JOB_MODELS = (
+    ("training", "trainer", "TrainingJob", "trainer:detail"),
+    ("evaluation", "evaluation", "EvaluationRun", "evaluation:detail"),
+)
+ACTIVE_JOB_STATES = ("queued", "running", "cancelling")
+
+
 def running_jobs() -> list[dict[str, Any]]:
-    """Queued or running training and evaluation jobs (of the apps that define them)."""
+    """Queued, running (or cancelling) training and evaluation jobs."""
+    from django.urls import NoReverseMatch, reverse
+
     jobs: list[dict[str, Any]] = []
-    for label, app_label, model_name in (("training", "trainer", "TrainingJob"), ("evaluation", "evaluation", "EvaluationRun")):
+    for label, app_label, model_name, url_name in JOB_MODELS:
         try:
             model = apps.get_model(app_label, model_name)
         except LookupError:
             continue
         try:
-            active = list(model.objects.filter(status__in=["queued", "running"]).order_by("-pk")[:10])
+            active = list(model.objects.filter(status__in=ACTIVE_JOB_STATES).order_by("-pk")[:10])
         except Exception as error:  # noqa: BLE001 - another app's table in flux must not break the page
             logger.warning("could not list %s jobs: %s", label, error)
             continue
         for job in active:
-            progress = getattr(job, "progress", None)
+            progress = getattr(job, "progress_percent", None)
+            try:
+                url = reverse(url_name, args=[job.pk])
+            except NoReverseMatch:
+                url = ""
             jobs.append(
                 {
                     "kind": label,
                     "name": str(job),
                     "status": job.status,
-                    "progress": round(100 * progress) if isinstance(progress, int | float) else None,
-                    "url": job.get_absolute_url() if hasattr(job, "get_absolute_url") else "",
+                    "progress": int(progress) if isinstance(progress, int | float) else None,
+                    "url": url,
                 }
             )
     return jobs

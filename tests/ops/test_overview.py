@@ -160,15 +160,18 @@ def test_production_model_is_shown_per_policy(house_policy, client_as):
     assert b"kids-v3" in client_as("viewer").get("/").content
 
 
-def test_running_evaluations_are_listed_as_jobs(db):
+def test_running_evaluations_and_training_jobs_are_listed(db):
     from evaluation.models import EvaluationRun
+    from trainer.models import TrainingJob
 
-    EvaluationRun.objects.create(status="running", done=5, total=10)
+    run = EvaluationRun.objects.create(status="running", done=5, total=10)
     EvaluationRun.objects.create(status="done", done=10, total=10)
-    jobs = metrics.running_jobs()
-    evaluations = [job for job in jobs if job["kind"] == "evaluation"]
-    assert len(evaluations) == 1
-    assert evaluations[0]["progress"] == 50
+    job = TrainingJob.objects.create(recipe="sft", status="running", step=30, total_steps=120)
+    TrainingJob.objects.create(recipe="sft", status="succeeded")
+    jobs = {job["kind"]: job for job in metrics.running_jobs()}
+    assert set(jobs) == {"evaluation", "training"}
+    assert (jobs["evaluation"]["progress"], jobs["evaluation"]["url"]) == (50, f"/evaluations/{run.pk}/")
+    assert (jobs["training"]["progress"], jobs["training"]["url"]) == (25, f"/training/{job.pk}/")
 
 
 def test_page_polls_itself_every_ten_seconds_and_the_poll_gets_only_the_panels(client_as, judged):
