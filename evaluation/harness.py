@@ -361,11 +361,11 @@ def evaluate(
     if batch_size < 1:
         raise EvaluationError(f"batch size must be at least 1 (got {batch_size})")
     files = load_data(data, limit)
-    resolver = PolicyResolver(policy)
-    _load_model(model)
     records = [record for loaded in files for record in loaded.records]
     if not records:
         raise EvaluationError("the data holds no records")
+    resolver = PolicyResolver(policy)
+    _load_model(model)
     requests = [
         GuardRequest(
             policy=resolver.spec_for(record),

@@ -181,3 +181,11 @@ def test_files_with_the_same_name_in_two_folders_are_reported_apart(make_jsonl, 
 def test_loaded_file_reports_its_size_before_sampling(make_jsonl):
     loaded: LoadedFile = load_data([make_jsonl("sized.jsonl", _mixed(30, 30))], limit=5)[0]
     assert (len(loaded.records), loaded.total) == (5, 60)
+
+
+def test_data_without_records_is_an_error_before_any_model_is_loaded(make_jsonl):
+    from evaluation.harness import evaluate
+
+    empty = make_jsonl("empty.jsonl", [])
+    with pytest.raises(EvaluationError, match="holds no records"):
+        evaluate([empty], "no-such-model")
