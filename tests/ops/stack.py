@@ -259,14 +259,18 @@ class Stack:
         return env
 
     def start(self) -> Stack:
-        self.postgres.start()
-        self.redis.start()
-        self.postgres.create_database(self.database)
-        env = self.env()
-        subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=REPO, env=env, check=True, timeout=600)
-        seeded = subprocess.run(
-            [PYTHON, "-m", "tests.ops.stack", "seed"], cwd=REPO, env=env, check=True, capture_output=True, text=True, timeout=300
-        )
+        env = self.env()  # first: it may fail (model preparation) before anything runs
+        try:
+            self.postgres.start()
+            self.redis.start()
+            self.postgres.create_database(self.database)
+            subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=REPO, env=env, check=True, timeout=600)
+            seeded = subprocess.run(
+                [PYTHON, "-m", "tests.ops.stack", "seed"], cwd=REPO, env=env, check=True, capture_output=True, text=True, timeout=300
+            )
+        except BaseException:
+            self.stop()  # never leave a cluster or a Redis server behind
+            raise
         self.secret = seeded.stdout.strip().splitlines()[-1]
         return self
 
