@@ -448,15 +448,21 @@ def _taxonomy_path(file: Path) -> str | None:
     return str(beside) if beside.exists() else None
 
 
-def _map_to_policy(policy: PolicySpec, categories: list[str], taxonomy_codes: list[str]) -> list[str] | None:
-    """Gold categories of a benchmark record expressed in a user policy's codes (None if any is unmappable)."""
+def _map_to_policy(policy: PolicySpec, names: list[str]) -> list[str] | None:
+    """Gold categories of a benchmark record in a chosen policy's codes, matched by name.
+
+    ``names`` are the record's source category names and its preset categories'
+    names (never bare codes: "S1" means different things in different policies).
+    None when the record names categories and none of them is in the policy (it
+    may be allowed there, or unsafe for a reason the policy cannot express).
+    """
     mapped: list[str] = []
-    for name in [*categories, *taxonomy_codes]:
+    for name in names:
         wanted = name.strip().casefold()
-        match = next((c.code for c in policy.categories if wanted in (c.code.casefold(), c.name.strip().casefold())), None)
+        match = next((c.code for c in policy.categories if c.name.strip().casefold() == wanted), None)
         if match and match not in mapped:
             mapped.append(match)
-    if categories and not mapped:
+    if names and not mapped:
         return None
     return mapped
 
@@ -482,7 +488,8 @@ def _records_from_file(path: Path, policy_override: PolicySpec | None, report: F
             skipped["unknown taxonomy or category"] += 1
             continue
         if policy_override is not None:
-            mapped = _map_to_policy(policy_override, categories, codes)
+            preset_names = [c.name for c in (spec.category(code) for code in codes) if c is not None]
+            mapped = _map_to_policy(policy_override, [*categories, *preset_names])
             if mapped is None:
                 skipped["categories not in the chosen policy"] += 1
                 continue

@@ -172,7 +172,8 @@ def _run(job: TrainingJob, resume: str | None, progress: JobProgress) -> str:
                           log=progress.log, on_data=on_data)
     job.refresh_from_db()
     summary = {**job.summary, "training": outcome.summary}
-    if callback.stopped or job.status == TrainingJob.Status.CANCELLING:
+    # A cancel that arrives after the last step has nothing left to stop: the job finishes.
+    if callback.stopped:
         checkpoint = outcome.checkpoint or ""
         progress.log(f"cancelled at step {outcome.steps}; checkpoint {checkpoint or 'none'}")
         TrainingJob.objects.filter(pk=job.pk).update(
@@ -233,6 +234,11 @@ def evaluate_candidate(job: TrainingJob, outcome: Any, progress: JobProgress) ->
         logger.exception("evaluation of training job %s failed", job.pk)
         progress.log(f"evaluation failed: {error}")
         return {**info, "error": f"{type(error).__name__}: {error}"}
+    finally:
+        # A training worker serves no traffic: free the evaluated models for the next job.
+        from guard import runtime
+
+        runtime.reset_backends()
     tasks = report.get("tasks", {})
     progress.log("candidate F1: " + ", ".join(f"{t} {v.get('f1')}" for t, v in tasks.items() if v.get("n")))
     return {**info, "report": report, "baseline": {"model": baseline, "report": baseline_report}}
