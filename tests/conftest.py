@@ -31,6 +31,12 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # ----------------------------------------------------------------- users & roles
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hasher(settings) -> None:
+    """Tests create and sign in many users; the production hasher costs seconds each."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def make_user(db) -> Callable[..., User]:
     def make(username: str, *roles: str, password: str = "pw-for-tests-1") -> User:
