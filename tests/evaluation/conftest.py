@@ -68,8 +68,3 @@ def build_small_benchmark(folder: Path) -> Path:
     ])
     return folder
 
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings) -> None:
-    """Test users sign in with a cheap hash (PBKDF2 costs ~0.5 s a user on a busy 2-core box)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
