@@ -86,6 +86,8 @@ class StartTrainingForm(forms.Form):
     init_adapter = forms.ChoiceField(required=False, label="Start from adapter")
     max_steps = forms.IntegerField(min_value=1, max_value=MAX_STEPS, initial=100)
     lora_rank = forms.IntegerField(min_value=1, max_value=256, initial=8, label="LoRA rank")
+    lora_layers = forms.IntegerField(required=False, min_value=0, max_value=1024,
+                                     label="Adapt only the top N layers (empty: all; fewer trains faster on a CPU)")
     full = forms.BooleanField(required=False, label="Full fine-tuning (no LoRA)")
     learning_rate = forms.FloatField(required=False, min_value=1e-8, max_value=1.0, label="Learning rate (empty: recipe default)")
     max_examples = forms.IntegerField(min_value=2, max_value=MAX_EXAMPLES, initial=2000, label="Examples (balanced)")
@@ -147,6 +149,8 @@ class StartTrainingForm(forms.Form):
         }
         if data.get("learning_rate"):
             values["learning_rate"] = data["learning_rate"]
+        if data.get("lora_layers") and not data.get("full"):
+            values["lora_layers"] = data["lora_layers"]
         return values
 
     def render_policy(self) -> str:

@@ -46,6 +46,8 @@ DPO_PAIRS_FILE = "dpo_pairs.jsonl"
 METRICS_FILE = "train_metrics.json"
 # Gemma: <eos> and <end_of_turn> both end an answer.
 END_TOKENS = ("<eos>", "<end_of_turn>")
+# The decoder's linear layers (Gemma/Llama naming), what "all-linear" picks there.
+LINEAR_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DEFAULT_LEARNING_RATES = {("sft", False): 2e-4, ("grpo", False): 2e-5, ("dpo", False): 2e-5,
                           ("sft", True): 2e-5, ("grpo", True): 1e-6, ("dpo", True): 1e-6}
 
@@ -65,6 +67,9 @@ class TrainSettings:
     init_adapter: str = ""
     max_steps: int = 100
     lora_rank: int = 8
+    # LoRA on the top N decoder layers only (0 = all). Autograd then stops at
+    # the lowest adapted layer, which is what makes CPU training affordable.
+    lora_layers: int = 0
     full: bool = False
     learning_rate: float | None = None
     batch_size: int = 4
@@ -97,6 +102,8 @@ class TrainSettings:
             raise TrainingError("max_steps must be at least 1")
         if not self.full and self.lora_rank < 1:
             raise TrainingError("lora_rank must be at least 1 (or use full fine-tuning)")
+        if self.lora_layers < 0:
+            raise TrainingError("lora_layers must be 0 (all layers) or a positive number of top layers")
         if self.batch_size < 1 or self.grad_accum < 1:
             raise TrainingError("batch_size and grad_accum must be at least 1")
         if self.recipe == "grpo" and self.num_generations < 2:
@@ -279,14 +286,25 @@ def load_model(settings: TrainSettings, base_path: Path, tokenizer: Any, log: Lo
     if init:
         log(f"continuing LoRA adapter {init}")
         return PeftModel.from_pretrained(model, init, is_trainable=True)
+    layers = top_layers(model, settings.lora_layers)
     config = LoraConfig(
         r=settings.lora_rank,
         lora_alpha=2 * settings.lora_rank,
         lora_dropout=0.05,
-        target_modules="all-linear",
+        # peft accepts layers_to_transform only with named modules (not "all-linear").
+        target_modules=LINEAR_MODULES if layers else "all-linear",
+        layers_to_transform=layers,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
+
+
+def top_layers(model: Any, count: int) -> list[int] | None:
+    """Indices of the top ``count`` decoder layers (None = every layer)."""
+    total = int(getattr(model.config.get_text_config(), "num_hidden_layers", 0) or 0)
+    if count <= 0 or total == 0 or count >= total:
+        return None
+    return list(range(total - count, total))
 
 
 def score_only_label_positions() -> None:
@@ -395,8 +413,11 @@ def _train_sft(settings: TrainSettings, model: Any, tokenizer: Any, rows: list[d
     if not tokenized:
         raise TrainingError(f"every example is longer than max_length={settings.max_length} tokens")
     log(f"sft: {len(tokenized)} sequences ({dropped} longer than {settings.max_length} tokens dropped)")
+    # Batches of similar length: prompts run from ~250 to ~600 tokens, and padding
+    # a random batch to its longest row wastes about a quarter of every step.
+    sampling = "group_by_length" if settings.batch_size > 1 else "random"
     config = SFTConfig(**_common_args(settings, out), max_length=settings.max_length, completion_only_loss=True,
-                       packing=False, dataset_num_proc=None)
+                       packing=False, dataset_num_proc=None, train_sampling_strategy=sampling)
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(tokenized),
                          processing_class=tokenizer, callbacks=callbacks)
     _quiet(trainer).train(resume_from_checkpoint=resume)
@@ -563,6 +584,19 @@ def latest_checkpoint(out_dir: str | Path) -> str | None:
     return str(max(found, key=lambda p: int(p.name.split("-")[-1])))
 
 
+def checkpoint_history(checkpoint: str | Path | None) -> list[dict[str, Any]]:
+    """The logged steps saved with a checkpoint, so a resumed run keeps its whole curve."""
+    if not checkpoint:
+        return []
+    state_file = Path(checkpoint) / "trainer_state.json"
+    try:
+        logs = json.loads(state_file.read_text(encoding="utf-8")).get("log_history") or []
+    except (OSError, ValueError):
+        return []
+    entries = (metrics_entry(int(log.get("step", 0)), log) for log in logs if isinstance(log, dict))
+    return [entry for entry in entries if entry is not None]
+
+
 def _name_embedded_base(adapter_dir: Path) -> None:
     """Record the base as "embedded" (the runtime resolves it), not this machine's cache path,
     so the adapter works wherever it is copied."""
@@ -605,8 +639,10 @@ def run(
     torch.manual_seed(settings.seed)
     base_path = resolve_base(settings.base)
     info = device_info()
-    log(f"{settings.recipe}: base {settings.base} ({base_path}), device {info['device']}, "
-        f"{'full fine-tuning' if settings.full else f'LoRA r={settings.lora_rank}'}")
+    method = "full fine-tuning" if settings.full else f"LoRA r={settings.lora_rank}"
+    if not settings.full and settings.lora_layers:
+        method += f" on the top {settings.lora_layers} layers"
+    log(f"{settings.recipe}: base {settings.base} ({base_path}), device {info['device']}, {method}")
 
     built = build_dataset(settings.data, policy=settings.policy, max_examples=settings.max_examples, seed=settings.seed,
                           holdout_percent=settings.holdout_percent, augment=settings.augment,
@@ -619,7 +655,8 @@ def run(
     model = load_model(settings, base_path, tokenizer, log)
     rows = build_rows(built.examples, tokenizer, settings)
 
-    history: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = checkpoint_history(resume_from_checkpoint)
+    seeded = len(history)  # entries from before a resume: not timed by this process
 
     def collect(entry: dict[str, Any]) -> None:
         history.append(entry)
@@ -649,13 +686,16 @@ def run(
         if (settings.base or "embedded").strip() == "embedded":
             _name_embedded_base(model_dir)
     size = directory_size(model_dir)
-    first_steps = [e["step"] for e in history if "step" in e]
-    trained_steps = steps - (min(first_steps) - 1 if first_steps else 0)
+    first_steps = [e["step"] for e in history[seeded:] if "step" in e]
+    if first_steps:
+        trained_steps = steps - (min(first_steps) - 1)
+    else:
+        trained_steps = 0 if seeded else steps
     summary = {
         "steps": steps,
         "seconds": round(seconds, 2),
         "train_seconds": round(train_seconds, 2),
-        "steps_per_second": round(trained_steps / train_seconds, 4) if train_seconds > 0 else None,
+        "steps_per_second": round(trained_steps / train_seconds, 4) if train_seconds > 0 and trained_steps else None,
         "model_bytes": size,
         "device": info,
         "recipe": recipe_summary,

@@ -281,6 +281,8 @@ def cli_command(job: TrainingJob) -> str:
         parts.append("--full")
     elif hp.get("lora_rank"):
         parts.append(f"--lora-rank {hp['lora_rank']}")
+        if hp.get("lora_layers"):
+            parts.append(f"--lora-layers {hp['lora_layers']}")
     parts.append(f"--policy {job.policy or 'auto'}")
     for key in ("max_examples", "learning_rate", "batch_size", "seed"):
         if hp.get(key) is not None:

@@ -140,3 +140,33 @@ def test_train_command_rejects_a_base_that_is_not_a_local_model(corpus, tmp_path
     with pytest.raises(CommandError, match="does not exist"):
         call_command("train", "--recipe", "sft", "--data", str(corpus), "--base", str(tmp_path / "missing"),
                      "--out", str(tmp_path / "out"))
+
+
+def test_lora_layers_adapts_only_the_top_decoder_layers(corpus, tiny_model, tmp_path):
+    from safetensors import safe_open
+
+    settings = fast_settings(recipe="sft", data=[str(corpus / "mini.jsonl")], base=str(tiny_model),
+                             out_dir=str(tmp_path / "top"), max_steps=1, max_examples=2, lora_rank=2, lora_layers=1)
+    outcome = recipes.run(settings, log=lambda _: None)
+    total = json.loads((tiny_model / "config.json").read_text())["num_hidden_layers"]
+    with safe_open(str(outcome.model_dir / "adapter_model.safetensors"), "pt") as weights:
+        layers = {int(key.split(".layers.")[1].split(".")[0]) for key in weights.keys()}
+    assert layers == {total - 1}
+    assert json.loads((outcome.model_dir / "adapter_config.json").read_text())["layers_to_transform"] == [total - 1]
+
+
+def test_lora_layers_must_not_be_negative():
+    with pytest.raises(recipes.TrainingError, match="lora_layers"):
+        recipes.TrainSettings(recipe="sft", data=["x"], out_dir="y", lora_layers=-1)
+
+
+def test_a_resumed_run_keeps_the_curve_from_before_its_checkpoint(corpus, tiny_model, tmp_path):
+    common = {"recipe": "sft", "data": [str(corpus / "mini.jsonl")], "base": str(tiny_model),
+              "out_dir": str(tmp_path / "run"), "max_examples": 4, "lora_rank": 2, "save_steps": 2}
+    recipes.run(fast_settings(**common, max_steps=2), log=lambda _: None)
+    checkpoint = recipes.latest_checkpoint(tmp_path / "run")
+    assert checkpoint is not None and checkpoint.endswith("checkpoint-2")
+    outcome = recipes.run(fast_settings(**common, max_steps=3), resume_from_checkpoint=checkpoint, log=lambda _: None)
+    saved = json.loads((outcome.out_dir / recipes.METRICS_FILE).read_text())
+    assert [entry["step"] for entry in saved["history"]] == [1, 2, 3]
+    assert outcome.summary["steps_per_second"] > 0

@@ -29,6 +29,8 @@ class Command(BaseCommand):
         parser.add_argument("--out", required=True, metavar="DIR")
         parser.add_argument("--max-steps", type=int, default=100)
         parser.add_argument("--lora-rank", type=int, default=8)
+        parser.add_argument("--lora-layers", type=int, default=0, metavar="N",
+                            help="adapt only the top N decoder layers (0 = all; fewer is much faster on a CPU)")
         parser.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
         parser.add_argument("--policy", default="auto", help="auto (each record under its own taxonomy) or a policy slug")
         parser.add_argument("--max-examples", type=int, default=2000)
@@ -60,6 +62,7 @@ class Command(BaseCommand):
             settings = TrainSettings(
                 recipe=options["recipe"], data=options["data"], out_dir=options["out"], base=options["base"],
                 init_adapter=options["init"], max_steps=options["max_steps"], lora_rank=options["lora_rank"],
+                lora_layers=options["lora_layers"],
                 full=options["full"], learning_rate=options["learning_rate"], batch_size=options["batch_size"],
                 grad_accum=options["grad_accum"], policy=options["policy"], max_examples=options["max_examples"],
                 max_length=options["max_length"], max_text_tokens=options["max_text_tokens"], seed=options["seed"],
