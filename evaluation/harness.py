@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,12 +220,20 @@ def sample_records(records: Sequence[EvalRecord], limit: int | None, seed_key: s
     return [r for r in shuffled if id(r) in chosen]
 
 
-def load_data(data: Iterable[str | Path], limit: int | None = None) -> list[LoadedFile]:
+def load_data(data: Iterable[str | Path], limit: int | None = None,
+              file_limits: Mapping[str, int | None] | None = None) -> list[LoadedFile]:
+    """Read and sample every file; ``file_limits`` (by file name, with or without
+    ``.jsonl``; None = every record) overrides ``limit`` for the files it names."""
     paths = expand_data_paths(data)
+    overrides = dict(file_limits or {})
+    unknown = set(overrides) - {name for path in paths for name in (path.name, path.stem)}
+    if unknown:
+        raise EvaluationError(f"a per-file limit names no data file: {', '.join(sorted(unknown))}")
     loaded = []
     for path, key in zip(paths, _file_keys(paths), strict=True):
         records = read_jsonl(path, key)
-        loaded.append(LoadedFile(name=key, path=path, records=sample_records(records, limit, path.name), total=len(records)))
+        file_limit = next((overrides[name] for name in (path.name, path.stem) if name in overrides), limit)
+        loaded.append(LoadedFile(name=key, path=path, records=sample_records(records, file_limit, path.name), total=len(records)))
     return loaded
 
 
@@ -346,6 +354,7 @@ def evaluate(
     limit: int | None = None,
     batch_size: int = 16,
     progress: Callable | None = None,
+    file_limits: Mapping[str, int | None] | None = None,
 ) -> dict:
     """Classify the records of ``data`` with ``model`` and return the report (see the module docstring).
 
@@ -360,7 +369,10 @@ def evaluate(
         raise EvaluationError(f"limit must be at least 1 (got {limit})")
     if batch_size < 1:
         raise EvaluationError(f"batch size must be at least 1 (got {batch_size})")
-    files = load_data(data, limit)
+    for name, file_limit in (file_limits or {}).items():
+        if file_limit is not None and file_limit < 1:
+            raise EvaluationError(f"limit for {name} must be at least 1 (got {file_limit})")
+    files = load_data(data, limit, file_limits)
     records = [record for loaded in files for record in loaded.records]
     if not records:
         raise EvaluationError("the data holds no records")
@@ -396,7 +408,7 @@ def evaluate(
         model=_default_model_label(model),
         mode=mode,
         elapsed_seconds=elapsed,
-        extra={"policy": resolver.label(), "limit": limit, "batch_size": batch_size},
+        extra={"policy": resolver.label(), "limit": limit, "file_limits": dict(file_limits or {}), "batch_size": batch_size},
     )
 
 

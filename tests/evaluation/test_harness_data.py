@@ -85,6 +85,19 @@ def test_limit_above_the_file_size_keeps_every_record(make_jsonl):
     assert len(loaded.records) == 3 and loaded.total == 3
 
 
+def test_a_per_file_limit_overrides_the_limit_for_that_file_only(make_jsonl, tmp_path):
+    big = make_jsonl("big.jsonl", _mixed(30, 30), tmp_path)
+    other = make_jsonl("other.jsonl", _mixed(30, 30), tmp_path)
+    loaded = load_data([big, other], limit=5, file_limits={"big": None})
+    assert [len(f.records) for f in loaded] == [60, 5]
+    assert len(load_data([big, other], limit=5, file_limits={"other.jsonl": 9})[1].records) == 9
+
+
+def test_a_per_file_limit_naming_no_data_file_is_an_error(make_jsonl, tmp_path):
+    with pytest.raises(EvaluationError, match="names no data file: toxicchat"):
+        load_data([make_jsonl("big.jsonl", _mixed(3, 3), tmp_path)], limit=5, file_limits={"toxicchat": 3})
+
+
 def test_auto_policy_judges_each_record_under_its_taxonomy_from_the_file_beside_it(small_benchmark):
     resolver = PolicyResolver("auto")
     records = read_jsonl(small_benchmark / "prompts.jsonl")

@@ -122,3 +122,12 @@ def test_cli_refuses_an_output_folder_that_does_not_exist(small_benchmark, tiny_
 def test_cli_refuses_a_limit_below_one(small_benchmark, tiny_model, tmp_path):
     with pytest.raises(CommandError, match="limit must be at least 1"):
         call_command("evaluate", "--data", str(small_benchmark), "--model", tiny_model, "--limit", "0", "--out", str(tmp_path / "r.json"))
+
+
+def test_cli_refuses_a_per_file_limit_that_is_not_file_equals_number(small_benchmark, tiny_model, tmp_path):
+    with pytest.raises(CommandError, match="expected FILE=N or FILE=all"):
+        call_command("evaluate", "--data", str(small_benchmark), "--model", tiny_model, "--limit-for", "prompts",
+                     "--out", str(tmp_path / "r.json"))
+    with pytest.raises(CommandError, match="N must be a whole number or 'all'"):
+        call_command("evaluate", "--data", str(small_benchmark), "--model", tiny_model, "--limit-for", "prompts=many",
+                     "--out", str(tmp_path / "r.json"))

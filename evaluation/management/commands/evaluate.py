@@ -24,6 +24,8 @@ class Command(BaseCommand):
         parser.add_argument("--mode", choices=MODES, default="fast")
         parser.add_argument("--policy", default=AUTO_POLICY, help="'auto' (each record under its own taxonomy), a policy slug or a preset name")
         parser.add_argument("--limit", type=int, default=None, help="at most N records per file (deterministic, label-stratified sample)")
+        parser.add_argument("--limit-for", action="append", default=[], metavar="FILE=N",
+                            help="a different limit for one file (repeatable; N or 'all'), e.g. toxicchat_train=all")
         parser.add_argument("--batch-size", type=int, default=16)
         parser.add_argument("--out", required=True, help="where to write the report (JSON)")
 
@@ -39,6 +41,7 @@ class Command(BaseCommand):
                 last[0] = now
                 self.stderr.write(f"{done}/{total} records")
 
+        file_limits = parse_file_limits(options["limit_for"])
         try:
             report = evaluate(
                 options["data"],
@@ -48,6 +51,7 @@ class Command(BaseCommand):
                 limit=options["limit"],
                 batch_size=options["batch_size"],
                 progress=progress,
+                file_limits=file_limits,
             )
         except EvaluationError as exc:
             raise CommandError(str(exc)) from None
@@ -60,3 +64,21 @@ class Command(BaseCommand):
         out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         self.stdout.write(format_summary(report))
         self.stdout.write(f"report written to {out}")
+
+
+def parse_file_limits(values: list[str]) -> dict[str, int | None]:
+    """``["toxicchat_train=all", "advbench.jsonl=40"]`` -> ``{"toxicchat_train": None, "advbench.jsonl": 40}``."""
+    limits: dict[str, int | None] = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        if not sep or not name.strip():
+            raise CommandError(f"--limit-for {value!r}: expected FILE=N or FILE=all")
+        number = number.strip()
+        if number == "all":
+            limits[name.strip()] = None
+            continue
+        try:
+            limits[name.strip()] = int(number)
+        except ValueError:
+            raise CommandError(f"--limit-for {value!r}: N must be a whole number or 'all'") from None
+    return limits
