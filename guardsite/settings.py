@@ -156,7 +156,12 @@ CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 
 # --- the guard ---
-GUARD_MODEL_DIR = os.environ.get("GUARD_MODEL_DIR") or ""  # empty: the embedded Gemma 3 270M
+# The default guard: GUARD_MODEL_DIR, else the adapter shipped in models/ (see
+# guard/shipped.py), else the embedded base. GUARD_MODEL_DIR=embedded: the untrained base.
+SHIPPED_GUARD_DIR = BASE_DIR / "models" / "guardsite-guard-270m"
+GUARD_MODEL_DIR = os.environ.get("GUARD_MODEL_DIR") or (
+    str(SHIPPED_GUARD_DIR) if (SHIPPED_GUARD_DIR / "adapter_config.json").is_file() else ""
+)
 GUARD_MODEL_CACHE = Path(os.environ.get("GUARD_MODEL_CACHE") or Path.home() / ".cache" / "guardsite" / "models")
 GUARD_DEVICE = os.environ.get("GUARD_DEVICE") or "auto"  # auto | cpu | cuda
 GUARD_MAX_INPUT_TOKENS = env_int("GUARD_MAX_INPUT_TOKENS", 2048)

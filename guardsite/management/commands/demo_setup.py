@@ -41,6 +41,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, no_items: bool = False, **options: Any) -> None:
         self.ensure_admin()
         version = self.ensure_policy()
+        self.ensure_shipped_guard(version.policy)
         if not no_items:
             self.ensure_items(version)
 
@@ -80,6 +81,19 @@ class Command(BaseCommand):
         version = policy.latest_version()
         self.stdout.write(f"policy: {version.label} ({'created' if created else 'exists'})")
         return version
+
+    def ensure_shipped_guard(self, policy: Any) -> None:
+        """The adapter committed under models/ serves the default policy (when this checkout has one)."""
+        from guard.shipped import register_shipped_model
+
+        model = register_shipped_model()
+        if model is None:
+            self.stdout.write("guard: embedded base model (no shipped adapter in models/)")
+            return
+        if policy.production_model_id is None:
+            policy.production_model = model
+            policy.save(update_fields=["production_model"])
+        self.stdout.write(f"guard: {policy.production_model} serves policy {policy.slug!r}")
 
     def ensure_items(self, version: Any) -> None:
         from moderation import dispatch

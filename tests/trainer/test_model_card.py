@@ -1,0 +1,61 @@
+"""scripts/write_model_card.py: the shipped guard's card is generated from the run's own files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+REPORT = REPO / "docs" / "reports" / "embedded-fast-limit30.json"
+
+
+def make_run(root: Path) -> Path:
+    run = root / "run"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "embedded", "r": 16}))
+    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"\0" * 1000)
+    history = [{"step": step, "loss": 3.0 / step} for step in range(1, 21)]
+    files = [{"name": "toxicchat_train.jsonl", "licence": "unknown (not listed in MANIFEST.md)", "path": "/x", "records": 9, "used": 4},
+             {"name": "synthetic_refusal.jsonl", "licence": "unknown (not listed in MANIFEST.md)", "path": "/y", "records": 5, "used": 2}]
+    provenance = {
+        "recipe": "sft", "policy": "auto", "base_model_path": "/cache/gemma", "held_out": [],
+        "hyperparameters": {"lora_rank": 16, "lora_layers": 8, "learning_rate": 3e-4, "batch_size": 4, "seed": 0,
+                            "max_categories": 16, "max_text_tokens": 256},
+        "data": {"files": files, "mix": {"total": 6, "labels": {"safe": 3, "unsafe": 3}, "explanations": {"composed": 6}}},
+    }
+    summary = {"steps": 20, "train_seconds": 400.0, "steps_per_second": 0.05, "device": {"device": "cpu", "threads": 2}}
+    (run / "train_metrics.json").write_text(json.dumps({"summary": summary, "history": history, "provenance": provenance}))
+    reports = root / "reports"
+    reports.mkdir()
+    for name in ("base-fast", "base-reason", "adapter-fast", "adapter-reason"):
+        shutil.copy(REPORT, reports / f"{name}.json")
+    (root / "MANIFEST.md").write_text("| file | licence |\n|---|---|\n| toxicchat_train.jsonl | CC-BY-NC-4.0 |\n"
+                                      "| synthetic_refusal.jsonl | derived: MIT prompts |\n")
+    (root / "commands.txt").write_text("python manage.py train --recipe sft --out run\npython manage.py evaluate --model x\n")
+    return run
+
+
+def test_the_card_gives_targets_data_licences_commands_and_the_loss_curve(tmp_path):
+    run = make_run(tmp_path)
+    out = tmp_path / "card"
+    done = subprocess.run(
+        [sys.executable, "scripts/write_model_card.py", "--run", str(run), "--reports", str(tmp_path / "reports"),
+         "--commands", str(tmp_path / "commands.txt"), "--manifest", str(tmp_path / "MANIFEST.md"),
+         "--compute", "2 CPU cores", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    card = (out / "README.md").read_text()
+    assert "| ToxicChat (prompt) | 72.4 |" in card
+    assert "| toxicchat_train.jsonl | CC-BY-NC-4.0 |" in card
+    assert "python manage.py train --recipe sft --out run" in card
+    assert "2 CPU cores" in card and "top 8 decoder layers" in card
+    assert (out / "training-loss.svg").read_text().startswith("<svg")
+    training = json.loads((out / "training.json").read_text())
+    assert [f["licence"] for f in training["provenance"]["data"]["files"]] == ["CC-BY-NC-4.0", "derived: MIT prompts"]
+    assert "base_model_path" not in training["provenance"]  # no machine-specific paths in the shipped record
+    assert sorted(p.name for p in (out / "reports").iterdir()) == [
+        "adapter-fast.json", "adapter-reason.json", "base-fast.json", "base-reason.json"]
