@@ -34,7 +34,6 @@ order are taken. The same data and N always give the same sample.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -56,10 +55,10 @@ from evaluation.metrics import (
     task_scores,
 )
 from guard.contract import MODES, PolicySpec, Verdict
+from policies.datasets import TAXONOMIES_FILE, DatasetLineError, iter_jsonl, taxonomies_beside
 
 AUTO_POLICY = "auto"
 SAMPLE_SEED = "guardsite-eval-v1"
-TAXONOMIES_FILE = "taxonomies.json"
 REPORT_VERSION = 1
 
 ProgressCallback = Callable[[int, int], None]
@@ -176,20 +175,16 @@ def _parse_record(raw: dict[str, Any], key: str, path: Path, line: int, taxonomi
 
 def read_jsonl(path: Path, key: str | None = None) -> list[EvalRecord]:
     """Every record of one file; a malformed line raises ``EvaluationError`` naming file and line."""
-    beside = path.parent / TAXONOMIES_FILE
-    taxonomies_path = str(beside) if beside.is_file() else None
+    beside = taxonomies_beside(path)
+    taxonomies_path = str(beside) if beside else None
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                raw = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise EvaluationError(f"{path.name}:{number}: not valid JSON ({exc.msg})") from None
+    try:
+        for number, raw in iter_jsonl(path):
             if not isinstance(raw, dict):
                 raise EvaluationError(f"{path.name}:{number}: expected a JSON object")
             records.append(_parse_record(raw, key or path.name, path, number, taxonomies_path))
+    except DatasetLineError as exc:
+        raise EvaluationError(str(exc)) from None
     return records
 
 

@@ -28,7 +28,11 @@ import hashlib
 import json
 import random
 import shutil
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from trainer.data import read_jsonl as read_objects  # noqa: E402 - the one corpus reader
 
 SKIP = {"xsafety.jsonl"}
 REFUSAL_SOURCES = ("advbench.jsonl", "strongreject.jsonl", "jbb_behaviors.jsonl")
@@ -53,8 +57,7 @@ def held_out(record_id: str, percent: int) -> bool:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    return list(read_objects(path))
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:

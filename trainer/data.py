@@ -52,6 +52,7 @@ from guard.contract import (
     parse,
     render,
 )
+from policies.datasets import TAXONOMIES_FILE, iter_jsonl, taxonomies_beside
 
 REVIEWED_PREFIX = "reviewed"
 # Safety margin under the 40-word budget for composed explanations.
@@ -237,16 +238,14 @@ def expand_paths(sources: Iterable[str]) -> tuple[list[Path], list[str]]:
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path.name} line {number}: not JSON ({error.msg})") from error
-            if isinstance(record, dict):
-                yield record
+    """The JSON objects of one file; a line that is not JSON raises ``DatasetLineError`` (a ``ValueError``).
+
+    Lines that are JSON but not objects are skipped: training takes what it can use
+    (the evaluation harness, which must score every line, refuses them instead).
+    """
+    for _, record in iter_jsonl(path):
+        if isinstance(record, dict):
+            yield record
 
 
 def shared_dataset_files(directory: Path | None = None) -> list[Path]:
@@ -438,14 +437,9 @@ class BuiltData:
                 for record in records:
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             written.append(target)
-        taxonomies = next((Path(f.path).parent / "taxonomies.json" for f in self.files if (Path(f.path).parent / "taxonomies.json").exists()), BUNDLED_TAXONOMIES)
-        (directory / "taxonomies.json").write_text(Path(taxonomies).read_text(encoding="utf-8"), encoding="utf-8")
+        taxonomies = next((found for f in self.files if (found := taxonomies_beside(Path(f.path)))), BUNDLED_TAXONOMIES)
+        (directory / TAXONOMIES_FILE).write_text(Path(taxonomies).read_text(encoding="utf-8"), encoding="utf-8")
         return written
-
-
-def _taxonomy_path(file: Path) -> str | None:
-    beside = file.parent / "taxonomies.json"
-    return str(beside) if beside.exists() else None
 
 
 def _map_to_policy(policy: PolicySpec, names: list[str]) -> list[str] | None:
@@ -471,7 +465,8 @@ def _records_from_file(path: Path, policy_override: PolicySpec | None, report: F
                        holdout_percent: int, held_out: list[dict[str, Any]]) -> Iterator[tuple[PolicySpec, dict, GoldLabels]]:
     from policies import presets
 
-    taxonomy_path = _taxonomy_path(path)
+    beside = taxonomies_beside(path)
+    taxonomy_path = str(beside) if beside else None
     skipped: Counter[str] = Counter()
     for record in read_jsonl(path):
         report.records += 1
