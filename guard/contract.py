@@ -439,3 +439,27 @@ def answer_prefix_before(field_name: str, labels: dict[str, str], codes: Iterabl
             value = labels.get(name, NONE)
         parts.append(f"{name}: {value}")
     raise ValueError(f"unknown answer field {field_name!r}")
+
+
+# Where a fast-mode generation is stopped: every label line has been written.
+FAST_STOP = f"\n{FIELD_EXPLANATION}:"
+
+
+def verdict_from_generation(text: str, policy: PolicySpec | SupportsPolicySpec, rendered: GuardInput) -> Verdict:
+    """The verdict of a generated answer (the HTTP and vLLM backends generate; transformers scores).
+
+    A fast-mode answer cut at ``FAST_STOP`` gets the stop string back so it
+    parses; an unparseable answer becomes ``failed_verdict`` (raw text kept).
+    """
+    if rendered.mode == "fast" and FIELD_EXPLANATION not in text:
+        text = text.rstrip("\n") + FAST_STOP
+    parsed = parse(text, policy, rendered.has_response)
+    if parsed.verdict is None:
+        assert parsed.error is not None
+        verdict = failed_verdict(parsed.error, rendered.has_response, mode=rendered.mode)
+    else:
+        verdict = parsed.verdict
+    verdict.mode = rendered.mode
+    verdict.raw_output = text
+    verdict.truncated = rendered.truncated
+    return verdict

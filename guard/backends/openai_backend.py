@@ -33,7 +33,6 @@ STRUCTURED_OWNERS = ("vllm", "guardsite")
 # Room for the four label lines on top of the explanation budget.
 LABEL_LINES_TOKENS = 48
 # Fast mode stops generating where the explanation would begin.
-FAST_STOP = f"\n{contract.FIELD_EXPLANATION}:"
 
 
 def _setting(name: str, default: Any) -> Any:
@@ -163,7 +162,7 @@ class OpenAIBackend:
         }
         if request.mode == "fast":
             # Fast mode over HTTP: the answer block without its explanation (no logits to score).
-            payload["stop"] = [FAST_STOP]
+            payload["stop"] = [contract.FAST_STOP]
         if request.adapter_path:
             # vLLM serves LoRA adapters under their registered name; the caller passes it.
             payload["model"] = request.adapter_path
@@ -184,18 +183,7 @@ class OpenAIBackend:
             text = response.json()["choices"][0]["message"]["content"] or ""
         except (ValueError, KeyError, IndexError, TypeError) as error:
             raise GuardError(f"guard server {self.base_url} sent an unexpected body: {response.text[:300]}") from error
-        if request.mode == "fast" and contract.FIELD_EXPLANATION not in text:
-            text = text.rstrip("\n") + FAST_STOP
-        parsed = contract.parse(text, spec, rendered.has_response)
-        if parsed.verdict is None:
-            assert parsed.error is not None
-            verdict = contract.failed_verdict(parsed.error, rendered.has_response, mode=request.mode)
-        else:
-            verdict = parsed.verdict
-        verdict.mode = request.mode
-        verdict.raw_output = text
-        verdict.truncated = rendered.truncated
-        return verdict
+        return contract.verdict_from_generation(text, spec, rendered)
 
     def close(self) -> None:
         self._client.close()

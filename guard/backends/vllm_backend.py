@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from guard.runtime import ResolvedModel
 
 LABEL_LINES_TOKENS = 48
-FAST_STOP = f"\n{contract.FIELD_EXPLANATION}:"
 TOP_LOGPROBS = 20
 
 
@@ -129,7 +128,7 @@ class VLLMBackend:
                 self._SamplingParams(
                     temperature=0.0,
                     max_tokens=LABEL_LINES_TOKENS + (0 if fast else self.max_new_tokens),
-                    stop=[FAST_STOP] if fast else [],
+                    stop=[contract.FAST_STOP] if fast else [],
                     logprobs=TOP_LOGPROBS,
                     structured_outputs=self._StructuredOutputsParams(
                         regex=contract.answer_regex(spec, rendered.has_response)
@@ -141,21 +140,11 @@ class VLLMBackend:
             loras.append(self._lora(request.adapter_path or self.resolved.adapter_path))
         outputs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
         verdicts = []
-        for request, (spec, rendered), output in zip(requests, rendered_all, outputs, strict=True):
+        for (spec, rendered), output in zip(rendered_all, outputs, strict=True):
             completion = output.outputs[0]
-            text = completion.text
-            if request.mode == "fast" and contract.FIELD_EXPLANATION not in text:
-                text = text.rstrip("\n") + FAST_STOP
-            parsed = contract.parse(text, spec, rendered.has_response)
-            if parsed.verdict is None:
-                assert parsed.error is not None
-                verdict = contract.failed_verdict(parsed.error, rendered.has_response, mode=request.mode)
-            else:
-                verdict = parsed.verdict
+            verdict = contract.verdict_from_generation(completion.text, spec, rendered)
+            if verdict.parse_error is None:
                 verdict.confidence = self._confidence(completion, rendered.has_response)
-            verdict.mode = request.mode
-            verdict.raw_output = text
-            verdict.truncated = rendered.truncated
             verdicts.append(verdict)
         return verdicts
 
