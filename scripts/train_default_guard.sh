@@ -27,19 +27,28 @@ run() {
 }
 
 if [ "$PROFILE" = cpu ]; then
-  # Sized for about 80 minutes on 2 cores: LoRA on the top 8 layers, batch 4, one pass over 800 examples.
-  STEPS_SFT=${STEPS_SFT:-200}; EXAMPLES=${EXAMPLES:-1200}; BATCH=${BATCH:-4}; LAYERS=${LAYERS:-8}; LR=${LR:-3e-4}
+  # Sized for about 30 minutes on 2 cores: LoRA on the top 8 layers, batch 4, 400 examples seen once.
+  STEPS_SFT=${STEPS_SFT:-100}; EXAMPLES=${EXAMPLES:-1200}; BATCH=${BATCH:-4}; LAYERS=${LAYERS:-8}; LR=${LR:-2e-4}
+  TEXT_TOKENS=160
+  # Evaluation samples (records per file; ToxicChat, OpenAI Moderation), base model on the smaller one.
+  FAST_LIMITS="--limit 20 --limit-for toxicchat_train=120 --limit-for openai_moderation_train=80"
+  REASON_LIMITS="--limit 8 --limit-for toxicchat_train=32 --limit-for openai_moderation_train=32"
+  BASE_LIMITS=$REASON_LIMITS
   export GUARD_DEVICE=cpu
 else
   STEPS_SFT=${STEPS_SFT:-600}; EXAMPLES=${EXAMPLES:-12000}; BATCH=${BATCH:-16}; LAYERS=${LAYERS:-0}; LR=${LR:-2e-4}
+  TEXT_TOKENS=256
   STEPS_GRPO=${STEPS_GRPO:-200}
+  FAST_LIMITS="--limit 300 --limit-for toxicchat_train=all --limit-for openai_moderation_train=all"
+  REASON_LIMITS=$FAST_LIMITS
+  BASE_LIMITS=$FAST_LIMITS
   export GUARD_DEVICE=${GUARD_DEVICE:-auto}
 fi
 
 run $PY scripts/build_guard_data.py --out var/data
 run $PY manage.py train --recipe sft --data var/data/train --base embedded --out "$OUT/sft" \
   --max-steps "$STEPS_SFT" --max-examples "$EXAMPLES" --holdout-percent 0 --batch-size "$BATCH" \
-  --lora-rank 16 --lora-layers "$LAYERS" --max-text-tokens 256 --save-steps 50 --learning-rate "$LR"
+  --lora-rank 16 --lora-layers "$LAYERS" --max-text-tokens "$TEXT_TOKENS" --save-steps 25 --learning-rate "$LR"
 FINAL="$OUT/sft"
 if [ "$PROFILE" != cpu ]; then
   run $PY manage.py train --recipe grpo --data var/data/train --base embedded --init "$FINAL/adapter" --out "$OUT/grpo" \
@@ -57,12 +66,11 @@ fi
 # whole; the others by a label-stratified sample.
 FILES=(toxicchat_train openai_moderation_train jbb_behaviors jbb_artifacts synthetic_refusal advbench strongreject ailuminate_demo)
 DATA=("${FILES[@]/#/$HELDOUT/}"); DATA=("${DATA[@]/%/.jsonl}")
-for MODEL in embedded "$FINAL/adapter"; do
-  NAME=adapter; [ "$MODEL" = embedded ] && NAME=base
-  run $PY manage.py evaluate --model "$MODEL" --mode fast --data "${DATA[@]}" --limit 40 \
-    --limit-for toxicchat_train=all --limit-for openai_moderation_train=all --out "$OUT/reports/$NAME-fast.json"
-  run $PY manage.py evaluate --model "$MODEL" --mode reason --data "${DATA[@]}" --limit 20 \
-    --limit-for toxicchat_train=80 --limit-for openai_moderation_train=80 --out "$OUT/reports/$NAME-reason.json"
+# shellcheck disable=SC2086 # the *_LIMITS are lists of options
+run $PY manage.py evaluate --model "$FINAL/adapter" --mode fast --data "${DATA[@]}" $FAST_LIMITS --batch-size 16 --out "$OUT/reports/adapter-fast.json"
+run $PY manage.py evaluate --model "$FINAL/adapter" --mode reason --data "${DATA[@]}" $REASON_LIMITS --batch-size 16 --out "$OUT/reports/adapter-reason.json"
+for MODE in fast reason; do
+  run $PY manage.py evaluate --model embedded --mode $MODE --data "${DATA[@]}" $BASE_LIMITS --batch-size 16 --out "$OUT/reports/base-$MODE.json"
 done
 
 $PY scripts/write_model_card.py --run "$FINAL" --reports "$OUT/reports" --commands "$OUT/commands.txt" \

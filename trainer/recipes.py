@@ -413,11 +413,12 @@ def _train_sft(settings: TrainSettings, model: Any, tokenizer: Any, rows: list[d
     if not tokenized:
         raise TrainingError(f"every example is longer than max_length={settings.max_length} tokens")
     log(f"sft: {len(tokenized)} sequences ({dropped} longer than {settings.max_length} tokens dropped)")
-    # Batches of similar length: prompts run from ~250 to ~600 tokens, and padding
-    # a random batch to its longest row wastes about a quarter of every step.
-    sampling = "group_by_length" if settings.batch_size > 1 else "random"
+    # Random batches, not grouped by length: in this data length predicts the label
+    # (short AdvBench-style requests are unsafe, long chat logs mostly safe), so
+    # length-grouped batches are nearly single-label and the model learned the last
+    # batches' label prior instead of the content (measured: every held-out prompt "safe").
     config = SFTConfig(**_common_args(settings, out), max_length=settings.max_length, completion_only_loss=True,
-                       packing=False, dataset_num_proc=None, train_sampling_strategy=sampling)
+                       packing=False, dataset_num_proc=None)
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(tokenized),
                          processing_class=tokenizer, callbacks=callbacks)
     _quiet(trainer).train(resume_from_checkpoint=resume)
