@@ -46,19 +46,13 @@ def read(path: Path) -> Any:
 
 
 def f1_cell(report: dict[str, Any] | None, file: str, task: str) -> str:
+    """``F1 (n)`` of one file and task in a report, or – when it has no such records."""
     if not report or not file:
         return "–"
     scores = report.get("files", {}).get(file, {}).get(task)
     if not scores or not scores.get("n"):
         return "–"
-    return f"{100 * scores['f1']:.1f}"
-
-
-def n_cell(report: dict[str, Any] | None, file: str, task: str) -> str:
-    if not report or not file:
-        return "0"
-    scores = report.get("files", {}).get(file, {}).get(task) or {}
-    return str(scores.get("n", 0))
+    return f"{100 * scores['f1']:.1f} ({scores['n']})"
 
 
 def taxonomy_f1(report: dict[str, Any]) -> dict[str, tuple[float, float, int]]:
@@ -119,8 +113,8 @@ def markdown_card(training: dict[str, Any], reports: dict[str, dict[str, Any]], 
         "Guardsite's own `manage.py train` and evaluated with `manage.py evaluate`.",
         "",
         "**Read this first:** it was trained on **2 CPU cores, no GPU**, so it saw only",
-        f"{prov['data']['mix']['total']} examples once (SFT only; no GRPO, no DPO). It is the best adapter",
-        "that CPU budget gave, not the recipe's intended result; the full GPU recipe is",
+        f"{summary['steps'] * hp['batch_size'] * hp.get('grad_accum', 1)} examples (of {prov['data']['mix']['total']} built), SFT only: no GRPO, no DPO. It is the best",
+        "adapter that CPU budget gave, not the recipe's intended result; the full GPU recipe is",
         "`scripts/train_default_guard.sh` (SFT → GRPO → optional hard-sample DPO).",
         "",
         "## Recipe",
@@ -174,13 +168,16 @@ def markdown_card(training: dict[str, Any], reports: dict[str, dict[str, Any]], 
         "(it writes ~210 words per item); ours are measured on the held-out data named in the last column,",
         "which is the same benchmark only for ToxicChat and OpenAI Moderation.",
         "",
-        "| benchmark | GuardReasoner-1B | base fast | base reason | **ours fast** | ours reason | n (fast/reason) | our data |",
-        "|---|---|---|---|---|---|---|---|",
+        "Each cell: F1 (records). Samples are label-stratified and fixed (`--limit`, `--limit-for`); the base",
+        "model was run on smaller samples to save CPU time.",
+        "",
+        "| benchmark | GuardReasoner-1B | base fast | base reason | **ours fast** | ours reason | our data |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, target, file, task, note in TARGETS:
         lines.append(
             f"| {name} ({task}) | {target} | {f1_cell(base_fast, file, task)} | {f1_cell(base_reason, file, task)} | "
-            f"**{f1_cell(fast, file, task)}** | {f1_cell(reason, file, task)} | {n_cell(fast, file, task)}/{n_cell(reason, file, task)} | {note} |"
+            f"**{f1_cell(fast, file, task)}** | {f1_cell(reason, file, task)} | {note} |"
         )
     lines += ["", "Every held-out file (fast mode, adapter):", "", "| file | task | n | F1 | precision | recall | AUROC |", "|---|---|---|---|---|---|---|"]
     for file, tasks in fast["files"].items():
@@ -206,6 +203,10 @@ def markdown_card(training: dict[str, Any], reports: dict[str, dict[str, Any]], 
     lines += [
         "", "Reports: `reports/*.json` (full per-file, per-task and per-category figures).", "",
         "## Limits", "",
+        *[f"- Over all held-out {task} records (fast): precision {100 * t['precision']:.1f}, recall {100 * t['recall']:.1f}, "
+          f"AUROC {t['auroc'] if t.get('auroc') is not None else '–'}. High precision with low recall and a good AUROC means the "
+          "scores rank well but the fixed 0.5 threshold is biased to `safe`: more training (the GPU recipe) or a calibrated "
+          "threshold is the next step." for task, t in fast["tasks"].items() if t.get("n") and t["recall"] < 0.5 <= t["precision"]],
         "- Fast and reason mode give the same labels by construction (the answer is label-first; reason mode",
         "  keeps the label tokens fast mode scores and then writes the explanation), so their F1 are equal on",
         "  the same records; reason mode was run on a smaller sample because it costs more on a CPU.",
