@@ -52,11 +52,11 @@ def f1_cell(report: dict[str, Any] | None, file: str, task: str) -> str:
     scores = report.get("files", {}).get(file, {}).get(task)
     if not scores or not scores.get("n"):
         return "–"
-    return f"{100 * scores['f1']:.1f} ({scores['n']})"
+    return f"{scores['f1']:.1f} ({scores['n']})"
 
 
 def taxonomy_f1(report: dict[str, Any]) -> dict[str, tuple[float, float, int]]:
-    """taxonomy -> (micro F1, macro F1, categories) from the per-category counts."""
+    """taxonomy -> (micro F1 %, macro F1 %, categories) from the per-category counts (report F1 are in %)."""
     grouped: dict[str, list[dict[str, Any]]] = {}
     for key, scores in (report.get("categories", {}).get("per_category") or {}).items():
         taxonomy = key.split(":", 1)[0]
@@ -66,7 +66,7 @@ def taxonomy_f1(report: dict[str, Any]) -> dict[str, tuple[float, float, int]]:
         tp = sum(r["tp"] for r in rows)
         fp = sum(r["fp"] for r in rows)
         fn = sum(r["fn"] for r in rows)
-        micro = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+        micro = 200 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
         macro = sum(r["f1"] for r in rows) / len(rows)
         out[taxonomy] = (micro, macro, len(rows))
     return out
@@ -163,7 +163,7 @@ def markdown_card(training: dict[str, Any], reports: dict[str, dict[str, Any]], 
         lines.append("(no evaluation reports)")
         return "\n".join(lines) + "\n"
     lines += [
-        "F1 in %, unsafe (or refusal) is the positive class. `reason` rows are scored from the same",
+        "F1 in % (as the reports store it), unsafe (or refusal) is the positive class. `reason` rows are scored from the same",
         "answer lines as `fast` plus the generated explanation. Targets: GuardReasoner-1B's published F1",
         "(it writes ~210 words per item); ours are measured on the held-out data named in the last column,",
         "which is the same benchmark only for ToxicChat and OpenAI Moderation.",
@@ -184,8 +184,8 @@ def markdown_card(training: dict[str, Any], reports: dict[str, dict[str, Any]], 
         for task, scores in tasks.items():
             if scores.get("n"):
                 auroc = scores.get("auroc")
-                lines.append(f"| {file} | {task} | {scores['n']} | {100 * scores['f1']:.1f} | {100 * scores['precision']:.1f} | "
-                             f"{100 * scores['recall']:.1f} | {'–' if auroc is None else f'{auroc:.1f}'} |")
+                lines.append(f"| {file} | {task} | {scores['n']} | {scores['f1']:.1f} | {scores['precision']:.1f} | "
+                             f"{scores['recall']:.1f} | {'–' if auroc is None else f'{auroc:.1f}'} |")
     lines += ["", "| | base fast | base reason | ours fast | ours reason |", "|---|---|---|---|---|"]
 
     def row(label: str, value: Any) -> str:
@@ -195,18 +195,18 @@ def markdown_card(training: dict[str, Any], reports: dict[str, dict[str, Any]], 
     lines.append(row("parse failures", lambda r: str(r["parse_failures"])))
     lines.append(row("words per explanation, mean / p90", lambda r: f"{r['words_per_explanation']['mean']} / {r['words_per_explanation']['p90']}"))
     lines.append(row("items/s (2 CPU cores)", lambda r: f"{r['items_per_second']}"))
-    lines.append(row("category micro / macro F1 (all)", lambda r: f"{100 * r['categories']['micro_f1']:.1f} / {100 * r['categories']['macro_f1']:.1f}"))
+    lines.append(row("category micro / macro F1 (all)", lambda r: f"{r['categories']['micro_f1']:.1f} / {r['categories']['macro_f1']:.1f}"))
     lines += ["", "Category F1 under each benchmark's own taxonomy (adapter, fast mode):", "",
               "| taxonomy | categories | micro F1 | macro F1 |", "|---|---|---|---|"]
     for taxonomy, (micro, macro, count) in taxonomy_f1(fast).items():
-        lines.append(f"| {taxonomy} | {count} | {100 * micro:.1f} | {100 * macro:.1f} |")
+        lines.append(f"| {taxonomy} | {count} | {micro:.1f} | {macro:.1f} |")
     lines += [
         "", "Reports: `reports/*.json` (full per-file, per-task and per-category figures).", "",
         "## Limits", "",
-        *[f"- Over all held-out {task} records (fast): precision {100 * t['precision']:.1f}, recall {100 * t['recall']:.1f}, "
+        *[f"- Over all held-out {task} records (fast): precision {t['precision']:.1f}, recall {t['recall']:.1f}, "
           f"AUROC {t['auroc'] if t.get('auroc') is not None else '–'}. High precision with low recall and a good AUROC means the "
           "scores rank well but the fixed 0.5 threshold is biased to `safe`: more training (the GPU recipe) or a calibrated "
-          "threshold is the next step." for task, t in fast["tasks"].items() if t.get("n") and t["recall"] < 0.5 <= t["precision"]],
+          "threshold is the next step." for task, t in fast["tasks"].items() if t.get("n") and t["recall"] < 50 <= t["precision"]],
         "- Fast and reason mode give the same labels by construction (the answer is label-first; reason mode",
         "  keeps the label tokens fast mode scores and then writes the explanation), so their F1 are equal on",
         "  the same records; reason mode was run on a smaller sample because it costs more on a CPU.",

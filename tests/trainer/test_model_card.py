@@ -49,7 +49,7 @@ def test_the_card_gives_targets_data_licences_commands_and_the_loss_curve(tmp_pa
     )
     assert done.returncode == 0, done.stderr
     card = (out / "README.md").read_text()
-    assert "| ToxicChat (prompt) | 72.4 |" in card
+    assert "| ToxicChat (prompt) | 72.4 | 0.0 (30) |" in card
     assert "| toxicchat_train.jsonl | CC-BY-NC-4.0 |" in card
     assert "python manage.py train --recipe sft --out run" in card
     assert "2 CPU cores" in card and "top 8 decoder layers" in card
