@@ -22,7 +22,8 @@ REPORTS_DIR = "reports"
 
 
 def shipped_dir() -> Path:
-    return Path(settings.BASE_DIR) / "models" / SHIPPED_NAME
+    # One definition of the place: settings needs it first, for the GUARD_MODEL_DIR default.
+    return Path(settings.SHIPPED_GUARD_DIR)
 
 
 def shipped_adapter_dir() -> Path | None:
