@@ -8,17 +8,39 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import server_error
 
+# SQLSTATE classes that mean "the server went away or cannot serve now":
+# 08 connection exception, 57 operator intervention (admin/crash shutdown,
+# cannot connect now), 53 insufficient resources (too many connections).
+OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "57", "53"})
+
 
 def database_is_down(exc: BaseException | None) -> bool:
-    """True when ``exc`` is a database error AND the database does not answer now.
+    """True when ``exc`` comes from a database outage rather than from a bug.
 
-    An SQL mistake is also an ``OperationalError`` (on SQLite); that is a bug
-    (500), not an outage (503), so the database is probed before answering.
+    A lost PostgreSQL connection is recognised from the driver's error itself:
+    probing afterwards is not enough, because a request that failed in the
+    last moment of a restart would find the database back up and be answered
+    500. Anything else that Django reports as ``OperationalError`` (an SQL
+    mistake on SQLite, say) is an outage only if the database does not answer now.
     """
     while exc is not None:
         if isinstance(exc, OperationalError | InterfaceError):
-            return not database_answers()
+            return lost_connection(exc) or not database_answers()
         exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def lost_connection(exc: BaseException) -> bool:
+    """True when ``exc`` (or the psycopg error under it) says the connection failed."""
+    import psycopg
+
+    if isinstance(exc, InterfaceError):
+        return True  # "connection already closed" and the like: never an SQL mistake
+    cause = exc.__cause__
+    if isinstance(cause, psycopg.OperationalError):
+        sqlstate = cause.sqlstate
+        # No SQLSTATE: the client lost the server mid-query or could not connect.
+        return sqlstate is None or sqlstate[:2] in OUTAGE_SQLSTATE_CLASSES
     return False
 
 

@@ -120,3 +120,41 @@ def test_every_main_page_renders_on_the_embedded_sqlite_configuration(tmp_path):
     run = subprocess.run([sys.executable, "-c", SQLITE_PAGES_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "pages ok" in run.stdout
+
+
+def _django_error_from(driver_error: Exception) -> Exception:
+    """The exception Django raises for ``driver_error``: its own class, the driver's as cause."""
+    from django.db import connection
+
+    try:
+        with connection.wrap_database_errors:
+            raise driver_error
+    except Exception as wrapped:  # noqa: BLE001 - that is the point
+        return wrapped
+    raise AssertionError("not wrapped")
+
+
+def test_connection_lost_at_the_end_of_a_restart_is_an_outage_although_the_database_answers_again(transactional_db):
+    import psycopg
+
+    from guardsite.errors import database_answers, database_is_down
+
+    assert database_answers()  # the race: by the time the error is handled, the database is back
+    lost = _django_error_from(psycopg.OperationalError("server closed the connection unexpectedly"))
+    assert database_is_down(lost)
+
+
+def test_server_shutting_down_is_an_outage(db):
+    import psycopg.errors
+
+    from guardsite.errors import database_is_down
+
+    assert database_is_down(_django_error_from(psycopg.errors.AdminShutdown("terminating connection due to administrator command")))
+
+
+def test_sql_mistake_while_the_database_answers_is_not_an_outage(db):
+    import psycopg.errors
+
+    from guardsite.errors import database_is_down
+
+    assert not database_is_down(_django_error_from(psycopg.errors.UndefinedTable('relation "nope" does not exist')))
