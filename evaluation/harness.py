@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,9 +216,12 @@ def sample_records(records: Sequence[EvalRecord], limit: int | None, seed_key: s
 
 
 def load_data(data: Iterable[str | Path], limit: int | None = None,
-              file_limits: Mapping[str, int | None] | None = None) -> list[LoadedFile]:
+              file_limits: Mapping[str, int | None] | None = None,
+              exclude_ids: Collection[str] = ()) -> list[LoadedFile]:
     """Read and sample every file; ``file_limits`` (by file name, with or without
-    ``.jsonl``; None = every record) overrides ``limit`` for the files it names."""
+    ``.jsonl``; None = every record) overrides ``limit`` for the files it names.
+    Records whose id is in ``exclude_ids`` (e.g. what a model was trained on) are
+    dropped before sampling."""
     paths = expand_data_paths(data)
     overrides = dict(file_limits or {})
     unknown = set(overrides) - {name for path in paths for name in (path.name, path.stem)}
@@ -227,6 +230,8 @@ def load_data(data: Iterable[str | Path], limit: int | None = None,
     loaded = []
     for path, key in zip(paths, _file_keys(paths), strict=True):
         records = read_jsonl(path, key)
+        if exclude_ids:
+            records = [record for record in records if record.id not in exclude_ids]
         file_limit = next((overrides[name] for name in (path.name, path.stem) if name in overrides), limit)
         loaded.append(LoadedFile(name=key, path=path, records=sample_records(records, file_limit, path.name), total=len(records)))
     return loaded
@@ -350,10 +355,14 @@ def evaluate(
     batch_size: int = 16,
     progress: Callable | None = None,
     file_limits: Mapping[str, int | None] | None = None,
+    exclude_ids: Collection[str] = (),
+    keep_scores: bool = False,
 ) -> dict:
     """Classify the records of ``data`` with ``model`` and return the report (see the module docstring).
 
     ``progress(done, total)`` is called after every batch (and once with 0 at the start).
+    ``keep_scores`` adds ``report["scores"]``: per task, ``[P(positive), gold is positive]``
+    of every scored record (what ``manage.py calibrate`` fits thresholds on).
     Bad input raises ``EvaluationError``; an unknown model raises the guard's ``GuardError``.
     """
     from guard.backends.base import GuardRequest
@@ -367,7 +376,7 @@ def evaluate(
     for name, file_limit in (file_limits or {}).items():
         if file_limit is not None and file_limit < 1:
             raise EvaluationError(f"limit for {name} must be at least 1 (got {file_limit})")
-    files = load_data(data, limit, file_limits)
+    files = load_data(data, limit, file_limits, exclude_ids)
     records = [record for loaded in files for record in loaded.records]
     if not records:
         raise EvaluationError("the data holds no records")
@@ -395,7 +404,7 @@ def evaluate(
         if progress:
             progress(len(verdicts), total)
     elapsed = time.perf_counter() - started
-    return build_report(
+    report = build_report(
         records=records,
         verdicts=verdicts,
         gold_categories=gold_categories,
@@ -405,6 +414,23 @@ def evaluate(
         elapsed_seconds=elapsed,
         extra={"policy": resolver.label(), "limit": limit, "file_limits": dict(file_limits or {}), "batch_size": batch_size},
     )
+    if exclude_ids:
+        report["excluded_ids"] = len(exclude_ids)
+    if keep_scores:
+        report["scores"] = task_score_pairs(records, verdicts)
+    return report
+
+
+def task_score_pairs(records: Sequence[EvalRecord], verdicts: Sequence[Verdict]) -> dict[str, list[list[Any]]]:
+    """``{task: [[P(positive), gold is positive], ...]}`` for the records with a gold label and a score."""
+    return {
+        task: [
+            [round(p.score, 6), p.gold == POSITIVE_CLASS[task]]
+            for p in predictions
+            if p.gold is not None and p.score is not None and not p.parse_failed
+        ]
+        for task, predictions in _task_predictions(records, verdicts).items()
+    }
 
 
 def _task_predictions(records: Sequence[EvalRecord], verdicts: Sequence[Verdict]) -> dict[str, list[Prediction]]:

@@ -9,9 +9,11 @@ Public functions:
 ``resolve_model(name_or_path)`` -> ``ResolvedModel``
     ``"embedded"``/None/"" -> the embedded base (or the ``GUARD_MODEL_DIR``
     setting when nothing is named); a registered ``ModelVersion`` name -> its
-    base + adapter (+ calibration temperature); a local directory: a base model
-    (``config.json``) or a PEFT adapter (``adapter_config.json`` naming its base,
-    ``"embedded"`` allowed). Anything else -> ``GuardError`` saying why.
+    base + adapter (+ its calibration, ``metrics["calibration"]``); a local
+    directory: a base model (``config.json``) or a PEFT adapter
+    (``adapter_config.json`` naming its base, ``"embedded"`` allowed), with the
+    calibration stored in it (``calibration.json``, see ``guard.calibration``).
+    Anything else -> ``GuardError`` saying why.
 
 ``get_backend(model=None)`` -> ``GuardBackend`` (cached per process; the
     ``GUARD_BACKEND`` setting picks transformers | vllm | openai).
@@ -33,6 +35,7 @@ from django.conf import settings
 
 from guard import embedded
 from guard.backends.base import GuardBackend, GuardError, GuardRequest
+from guard.calibration import Calibration, read_directory
 from guard.contract import Verdict
 
 logger = logging.getLogger(__name__)
@@ -47,8 +50,12 @@ class ResolvedModel:
     label: str
     base_path: Path
     adapter_path: Path | None = None
-    # Calibration temperature for fast-mode probabilities (from evaluation), if any.
-    temperature: float | None = None
+    # How label probabilities become labels (temperature, per-field thresholds).
+    calibration: Calibration = Calibration()
+
+    @property
+    def temperature(self) -> float | None:
+        return self.calibration.temperature
 
 
 def _embedded_base() -> Path:
@@ -84,18 +91,18 @@ def _resolve_directory(path: Path, label: str) -> ResolvedModel:
             if candidate.is_dir():
                 base_name = str(candidate)
         base = _resolve_base(base_name, f"adapter {path}")
-        return ResolvedModel(label=label, base_path=base, adapter_path=path)
+        return ResolvedModel(label=label, base_path=base, adapter_path=path, calibration=read_directory(path))
     if (path / "config.json").is_file():
-        return ResolvedModel(label=label, base_path=path)
+        return ResolvedModel(label=label, base_path=path, calibration=read_directory(path))
     raise GuardError(f"model directory {str(path)!r} has neither config.json (a model) nor adapter_config.json (a LoRA adapter)")
 
 
-def _temperature(metrics: Any) -> float | None:
-    try:
-        value = float(metrics["calibration"]["temperature"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return value if value > 0 else None
+def _calibration(metrics: Any, adapter: Path | None) -> Calibration:
+    """A version's own calibration; else the one stored with its adapter."""
+    stored = metrics.get("calibration") if isinstance(metrics, dict) else None
+    if stored is not None:
+        return Calibration.from_json(stored)
+    return read_directory(adapter)
 
 
 def _model_version(name: str) -> Any:
@@ -130,7 +137,7 @@ def resolve_model(name_or_path: str | None) -> ResolvedModel:
                     "does not exist or has no adapter_config.json"
                 )
         return ResolvedModel(
-            label=version.name, base_path=base, adapter_path=adapter, temperature=_temperature(version.metrics)
+            label=version.name, base_path=base, adapter_path=adapter, calibration=_calibration(version.metrics, adapter)
         )
     raise GuardError(
         f"unknown model {value!r}: not 'embedded', not a registered model version, and not a local model directory"
@@ -166,7 +173,9 @@ def get_backend(model: str | None = None) -> GuardBackend:
             _backends[key] = backend
     if resolved is not None and hasattr(backend, "temperature"):
         # A re-calibrated model version takes effect without reloading the weights.
-        backend.temperature = resolved.temperature
+        backend.temperature = resolved.calibration.temperature
+        if hasattr(backend, "thresholds"):
+            backend.thresholds = dict(resolved.calibration.thresholds)
     return backend
 
 
@@ -184,7 +193,11 @@ def _create(kind: str, model: str | None, resolved: ResolvedModel | None) -> Gua
 
     logger.info("loading guard model %s (base %s, adapter %s)", resolved.label, resolved.base_path, resolved.adapter_path)
     return TransformersBackend(
-        resolved.base_path, resolved.adapter_path, label=resolved.label, temperature=resolved.temperature
+        resolved.base_path,
+        resolved.adapter_path,
+        label=resolved.label,
+        temperature=resolved.calibration.temperature,
+        thresholds=resolved.calibration.thresholds,
     )
 
 

@@ -8,8 +8,9 @@
 # 2. reasoning SFT cold start (composed rationales; a teacher through GUARD_OPENAI_BASE_URL if set)
 # 3. GPU profile: GRPO with the rule-based rewards of trainer/rewards.py from the SFT adapter; DPO=1 adds
 #    hard-sample DPO
-# 4. evaluate the base and the trained adapter on the held-out split, fast and reason modes
-# 5. package the adapter, the model card, the training record and the reports (scripts/write_model_card.py)
+# 4. calibrate: thresholds fitted on training-split records the runs did not train on (manage.py calibrate)
+# 5. evaluate the base and the trained adapter (before and after calibration) on the held-out split
+# 6. package the adapter, the model card, the training record and the reports (scripts/write_model_card.py)
 #
 # Every command run is also written to $OUT/commands.txt, which the model card quotes.
 set -euo pipefail
@@ -32,6 +33,7 @@ if [ "$PROFILE" = cpu ]; then
   TEXT_TOKENS=160
   # Evaluation samples (records per file; ToxicChat, OpenAI Moderation), base model on the smaller one.
   FAST_LIMITS="--limit 20 --limit-for toxicchat_train=120 --limit-for openai_moderation_train=80"
+  CALIBRATION_LIMITS="--limit 30 --limit-for toxicchat_train=160 --limit-for openai_moderation_train=120"
   REASON_LIMITS="--limit 8 --limit-for toxicchat_train=32 --limit-for openai_moderation_train=32"
   BASE_LIMITS=$REASON_LIMITS
   export GUARD_DEVICE=cpu
@@ -42,6 +44,7 @@ else
   FAST_LIMITS="--limit 300 --limit-for toxicchat_train=all --limit-for openai_moderation_train=all"
   REASON_LIMITS=$FAST_LIMITS
   BASE_LIMITS=$FAST_LIMITS
+  CALIBRATION_LIMITS="--limit 400 --limit-for toxicchat_train=all --limit-for openai_moderation_train=all"
   export GUARD_DEVICE=${GUARD_DEVICE:-auto}
 fi
 
@@ -66,7 +69,14 @@ fi
 # whole; the others by a label-stratified sample.
 FILES=(toxicchat_train openai_moderation_train jbb_behaviors jbb_artifacts synthetic_refusal advbench strongreject ailuminate_demo)
 DATA=("${FILES[@]/#/$HELDOUT/}"); DATA=("${DATA[@]/%/.jsonl}")
+# Calibration data: the same files' TRAINING split, less every record any stage trained on.
+CALIBRATION=("${FILES[@]/#/var/data/train/}"); CALIBRATION=("${CALIBRATION[@]/%/.jsonl}")
+EXCLUDE=(); for ids in "$OUT"/*/training_ids.txt; do EXCLUDE+=(--exclude-ids "$ids"); done
 # shellcheck disable=SC2086 # the *_LIMITS are lists of options
+run $PY manage.py evaluate --model "$FINAL/adapter" --mode fast --data "${DATA[@]}" $FAST_LIMITS --batch-size 16 --out "$OUT/reports/uncalibrated-fast.json"
+# shellcheck disable=SC2086
+run $PY manage.py calibrate --model "$FINAL/adapter" --data "${CALIBRATION[@]}" "${EXCLUDE[@]}" $CALIBRATION_LIMITS
+# shellcheck disable=SC2086
 run $PY manage.py evaluate --model "$FINAL/adapter" --mode fast --data "${DATA[@]}" $FAST_LIMITS --batch-size 16 --out "$OUT/reports/adapter-fast.json"
 run $PY manage.py evaluate --model "$FINAL/adapter" --mode reason --data "${DATA[@]}" $REASON_LIMITS --batch-size 16 --out "$OUT/reports/adapter-reason.json"
 for MODE in fast reason; do

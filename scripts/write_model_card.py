@@ -4,9 +4,11 @@
     python scripts/write_model_card.py --run var/default-guard/sft \
         --reports var/default-guard/reports --out models/guardsite-guard-270m
 
-Copies the adapter, writes ``training.json`` (provenance, hyperparameters, loss
+Copies the adapter (with its ``calibration.json`` when ``manage.py calibrate`` wrote
+one, and the run's ``training_ids.txt``), writes ``training.json`` (provenance, hyperparameters, loss
 history, timing), ``training-loss.svg`` (the training curve), ``reports/*.json``
-(the evaluation reports: ``base-<mode>.json`` and ``adapter-<mode>.json``) and
+(the evaluation reports: ``base-<mode>.json``, ``adapter-<mode>.json`` and, before
+calibration, ``uncalibrated-fast.json``) and
 ``README.md``: the model card, generated from those files so it never disagrees
 with them. Commands and compute notes come from ``--commands`` and ``--compute``.
 """
@@ -23,8 +25,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from guard.calibration import CALIBRATION_FILE  # noqa: E402
 from trainer.charts import line_chart  # noqa: E402
-from trainer.data import parse_manifest  # noqa: E402
+from trainer.data import TRAINING_IDS_FILE, parse_manifest  # noqa: E402
 
 # GuardReasoner-1B's published F1 (unsafe/refusal positive), and the held-out data of
 # ours that is closest to each benchmark. The benchmarks themselves are kept aside.
@@ -76,6 +79,47 @@ def copy_adapter(run: Path, out: Path) -> None:
     adapter = run / "adapter"
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         shutil.copy(adapter / name, out / name)
+    calibration = adapter / CALIBRATION_FILE
+    if calibration.is_file():
+        shutil.copy(calibration, out / CALIBRATION_FILE)
+    else:
+        (out / CALIBRATION_FILE).unlink(missing_ok=True)  # a stale fit must not outlive its adapter
+    if (run / TRAINING_IDS_FILE).is_file():
+        shutil.copy(run / TRAINING_IDS_FILE, out / TRAINING_IDS_FILE)
+
+
+def calibration_lines(calibration: dict[str, Any] | None, uncalibrated: dict[str, Any] | None,
+                      calibrated: dict[str, Any] | None) -> list[str]:
+    """The card's calibration section: what was fitted, on what, and what it changed on held-out data."""
+    if not calibration:
+        return ["## Calibration", "", "None: labels are the argmax of the label probabilities.", ""]
+    lines = [
+        "## Calibration", "",
+        "A small guard ranks better than it decides: before calibration this adapter's P(unsafe) rarely",
+        "reached 0.5. `manage.py calibrate` fitted, on labelled training-split records it was **not** trained on",
+        f"({calibration.get('records')} records; the {calibration.get('excluded_ids')} training ids excluded) and never on",
+        "the held-out split, a temperature (log-loss) and per-field F1-maximising thresholds, stored in",
+        "`calibration.json` and applied by the backend to the label probabilities (`guard/calibration.py`).",
+        "",
+        f"Temperature: {calibration.get('temperature') or 1.0}.",
+        "",
+        "| field | records | positives | F1 at 0.5 | threshold | F1 at threshold |", "|---|---|---|---|---|---|",
+    ]
+    for name, entry in (calibration.get("fitted") or {}).items():
+        threshold = entry.get("threshold")
+        lines.append(f"| {name} | {entry['n']} | {entry['positives']} | {entry['f1_at_half']:.1f} | "
+                     + (f"{threshold:.4f} | {entry['f1_at_threshold']:.1f} |" if threshold is not None else "– | – |"))
+    lines += ["", "Those F1 are on the calibration records themselves (optimistic). On the held-out split:", ""]
+    if uncalibrated and calibrated:
+        lines += ["| held-out task (fast) | F1 before | F1 after | precision after | recall after |", "|---|---|---|---|---|"]
+        for task, after in calibrated["tasks"].items():
+            before = uncalibrated["tasks"].get(task) or {}
+            if after.get("n"):
+                lines.append(f"| {task} ({after['n']}) | {before.get('f1', 0):.1f} | {after['f1']:.1f} | "
+                             f"{after['precision']:.1f} | {after['recall']:.1f} |")
+    else:
+        lines.append("(no uncalibrated report to compare with)")
+    return [*lines, ""]
 
 
 def training_record(run: Path, manifest: Path, commands: list[str], compute: str) -> dict[str, Any]:
@@ -100,7 +144,8 @@ def loss_chart(history: list[dict[str, Any]]) -> str:
     return str(line_chart("SFT loss (answer tokens), per step and 10-step mean", [("loss", points), ("mean", smooth)]))
 
 
-def markdown_card(training: dict[str, Any], reports: dict[str, dict[str, Any]], adapter_bytes: int) -> str:
+def markdown_card(training: dict[str, Any], reports: dict[str, dict[str, Any]], adapter_bytes: int,
+                  calibration: dict[str, Any] | None = None) -> str:
     prov, summary = training["provenance"], training["summary"]
     hp = prov["hyperparameters"]
     base_fast, base_reason = reports.get("base-fast"), reports.get("base-reason")
@@ -129,6 +174,7 @@ def markdown_card(training: dict[str, Any], reports: dict[str, dict[str, Any]], 
         f"- Each record is rendered under its own benchmark's taxonomy (`--policy {prov['policy']}`).",
         f"- Adapter size: {adapter_bytes / 1e6:.1f} MB.",
         "",
+        *calibration_lines(calibration, reports.get("uncalibrated-fast"), fast),
         "## Exact commands",
         "",
         "```",
@@ -205,8 +251,8 @@ def markdown_card(training: dict[str, Any], reports: dict[str, dict[str, Any]], 
         "## Limits", "",
         *[f"- Over all held-out {task} records (fast): precision {t['precision']:.1f}, recall {t['recall']:.1f}, "
           f"AUROC {t['auroc'] if t.get('auroc') is not None else '–'}. High precision with low recall and a good AUROC means the "
-          "scores rank well but the fixed 0.5 threshold is biased to `safe`: more training (the GPU recipe) or a calibrated "
-          "threshold is the next step." for task, t in fast["tasks"].items() if t.get("n") and t["recall"] < 50 <= t["precision"]],
+          "scores rank well but the decision is biased to `safe`: more training (the GPU recipe) is the next step."
+          for task, t in fast["tasks"].items() if t.get("n") and t["recall"] < 50 <= t["precision"]],
         "- Fast and reason mode give the same labels by construction (the answer is label-first; reason mode",
         "  keeps the label tokens fast mode scores and then writes the explanation), so their F1 are equal on",
         "  the same records; reason mode was run on a smaller sample because it costs more on a CPU.",
@@ -243,7 +289,8 @@ def main() -> None:
         reports[path.stem] = read(path)
         shutil.copy(path, reports_out / path.name)
     size = sum(p.stat().st_size for p in (args.out / "adapter_model.safetensors", args.out / "adapter_config.json"))
-    (args.out / "README.md").write_text(markdown_card(training, reports, size), encoding="utf-8")
+    calibration = read(args.out / CALIBRATION_FILE) if (args.out / CALIBRATION_FILE).is_file() else None
+    (args.out / "README.md").write_text(markdown_card(training, reports, size, calibration), encoding="utf-8")
     print(f"wrote {args.out} (adapter {size / 1e6:.1f} MB, {len(reports)} reports)")
 
 

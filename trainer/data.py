@@ -55,6 +55,9 @@ from guard.contract import (
 from policies.datasets import TAXONOMIES_FILE, iter_jsonl, taxonomies_beside
 
 REVIEWED_PREFIX = "reviewed"
+# The ids of every example a run was built from (one per line, in the run directory):
+# what calibration and evaluation must leave out to measure the model on data it never saw.
+TRAINING_IDS_FILE = "training_ids.txt"
 # Safety margin under the 40-word budget for composed explanations.
 COMPOSED_WORD_LIMIT = EXPLANATION_WORD_BUDGET - 2
 # Policies longer than this are always shown as a subset (aart_crime has 70

@@ -30,6 +30,7 @@ from typing import Any
 from trainer import rewards
 from trainer.data import (
     ANSWER_END,
+    TRAINING_IDS_FILE,
     BuiltData,
     Teacher,
     TrainingExample,
@@ -649,6 +650,7 @@ def run(
                           holdout_percent=settings.holdout_percent, augment=settings.augment,
                           max_categories=settings.max_categories, teacher=teacher, log=log)
     held_out = [str(p) for p in built.write_held_out(out / HELD_OUT_DIR)]
+    (out / TRAINING_IDS_FILE).write_text("".join(f"{example.id}\n" for example in built.examples), encoding="utf-8")
     if on_data is not None:
         on_data(built)
 

@@ -23,7 +23,10 @@ How a batch is judged
    ``refusal|compliance`` when there is an AI response, and forced to
    ``none`` — unscored — when there is none). This is exactly the
    distribution a constrained decoder samples from, divided by an optional
-   calibration temperature (``ModelVersion.metrics["calibration"]["temperature"]``).
+   calibration temperature. The field's label is the argmax, or, when the
+   model is calibrated with a threshold for the field, the positive label
+   (``unsafe``/``refusal``) as soon as its probability reaches the threshold
+   (``guard.calibration``).
    Each following field is scored by one cached step: the argmax label of the
    previous field is teacher-forced, i.e. the text between the two field
    names (``" unsafe\\nresponse:"``, taken from ``contract.answer_prefix_before``)
@@ -62,7 +65,7 @@ import functools
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -71,6 +74,7 @@ import torch
 
 from guard import contract
 from guard.backends.base import GuardError, GuardRequest
+from guard.calibration import Calibration
 from guard.contract import NONE, SAFE, UNSAFE, PolicySpec, Verdict
 
 logger = logging.getLogger(__name__)
@@ -348,6 +352,7 @@ class TransformersBackend:
         device: str | None = None,
         label: str | None = None,
         temperature: float | None = None,
+        thresholds: Mapping[str, float] | None = None,
         max_batch_size: int | None = None,
         max_batch_tokens: int | None = None,
         max_input_tokens: int | None = None,
@@ -361,6 +366,7 @@ class TransformersBackend:
         self.device = self._pick_device(device or _setting("GUARD_DEVICE", "auto"))
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.temperature = temperature
+        self.thresholds: dict[str, float] = dict(thresholds or {})
         self.max_input_tokens = int(max_input_tokens or _setting("GUARD_MAX_INPUT_TOKENS", 2048))
         self.max_new_tokens = int(max_new_tokens or _setting("GUARD_MAX_NEW_TOKENS", 96))
         self.max_batch_size = int(max_batch_size or (256 if self.device.type == "cuda" else 16))
@@ -615,6 +621,9 @@ class TransformersBackend:
         probs = torch.softmax(logits, dim=-1).cpu().tolist()
         return [dict(zip(choices, row, strict=True)) for row in probs]
 
+    def _choose(self, field_name: str, distribution: dict[str, float]) -> str:
+        return Calibration(self.temperature, self.thresholds).choose(field_name, distribution)
+
     # ----------------------------------------------------------------- public
 
     def classify_batch(self, requests: list[GuardRequest], *, constrained: bool = True) -> list[Verdict]:
@@ -718,7 +727,7 @@ class TransformersBackend:
         )
         prompt_probs = self._label_distribution(hidden[:, -1], contract.FIELD_PROMPT, (SAFE, UNSAFE))
         labels: list[dict[str, str]] = [
-            {contract.FIELD_PROMPT: max(p, key=p.__getitem__)} for p in prompt_probs
+            {contract.FIELD_PROMPT: self._choose(contract.FIELD_PROMPT, p)} for p in prompt_probs
         ]
         probabilities: list[dict[str, dict[str, float]]] = [{contract.FIELD_PROMPT: p} for p in prompt_probs]
         categories_hidden: list[torch.Tensor | None] = [None] * batch
@@ -748,7 +757,7 @@ class TransformersBackend:
                 chunks = [[] for _ in items]
                 for i, dist in zip(with_response, dists, strict=True):
                     probabilities[i][field_name] = dist
-                    labels[i][field_name] = max(dist, key=dist.__getitem__)
+                    labels[i][field_name] = self._choose(field_name, dist)
                     chunks[i] = self._between(field_name, next_field, labels[i])
                 hidden = state.extend(chunks)
             for i in with_response:

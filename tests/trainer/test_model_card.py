@@ -59,3 +59,24 @@ def test_the_card_gives_targets_data_licences_commands_and_the_loss_curve(tmp_pa
     assert "base_model_path" not in training["provenance"]  # no machine-specific paths in the shipped record
     assert sorted(p.name for p in (out / "reports").iterdir()) == [
         "adapter-fast.json", "adapter-reason.json", "base-fast.json", "base-reason.json"]
+
+
+def test_a_calibrated_run_ships_its_calibration_and_the_card_shows_before_and_after(tmp_path):
+    run = make_run(tmp_path)
+    fitted = {"prompt": {"n": 300, "positives": 90, "f1_at_half": 20.0, "threshold": 0.1234, "f1_at_threshold": 61.5}}
+    (run / "adapter" / "calibration.json").write_text(json.dumps(
+        {"temperature": 1.5, "thresholds": {"prompt": 0.1234}, "fitted": fitted, "records": 300, "excluded_ids": 6}))
+    (run / "training_ids.txt").write_text("a\nb\n")
+    shutil.copy(REPORT, tmp_path / "reports" / "uncalibrated-fast.json")
+    out = tmp_path / "card"
+    done = subprocess.run(
+        [sys.executable, "scripts/write_model_card.py", "--run", str(run), "--reports", str(tmp_path / "reports"),
+         "--commands", str(tmp_path / "commands.txt"), "--manifest", str(tmp_path / "MANIFEST.md"), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    card = (out / "README.md").read_text()
+    assert "## Calibration" in card and "| prompt | 300 | 90 | 20.0 | 0.1234 | 61.5 |" in card
+    assert "| held-out task (fast) | F1 before | F1 after |" in card
+    assert json.loads((out / "calibration.json").read_text())["thresholds"] == {"prompt": 0.1234}
+    assert (out / "training_ids.txt").read_text() == "a\nb\n"

@@ -9,7 +9,7 @@ from django.core.management import call_command
 
 from tests.trainer.conftest import fast_settings
 from trainer import recipes, rewards
-from trainer.data import ANSWER_END
+from trainer.data import ANSWER_END, TRAINING_IDS_FILE
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +31,9 @@ def test_sft_loss_falls_and_saves_a_small_lora_adapter(corpus, tiny_model, tmp_p
     saved = json.loads((outcome.out_dir / recipes.METRICS_FILE).read_text())
     assert saved["provenance"]["data"]["files"][0]["licence"] == "MIT"
     assert saved["provenance"]["recipe"] == "sft"
+    # What it was trained on, id by id: calibration and evaluation leave these out.
+    trained_ids = (outcome.out_dir / TRAINING_IDS_FILE).read_text().split()
+    assert len(trained_ids) == 4 and len(set(trained_ids)) == 4
 
 
 def test_sft_trains_only_on_the_answer(tiny_model):

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from argparse import ArgumentParser
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from evaluation.harness import AUTO_POLICY, EvaluationError, evaluate
+from evaluation.management.commands.evaluate import parse_file_limits
+from guard import calibration
+
+
+class Command(BaseCommand):
+    help = (
+        "Fit a guard model's decision thresholds (and temperature) on labelled records it was not trained on, "
+        "and store them with the model: calibration.json in a model/adapter directory, or the registered "
+        "version's metrics. See guard/calibration.py."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--model", required=True, help="a local model/adapter directory or a registered model name")
+        parser.add_argument("--data", nargs="+", required=True, metavar="PATH",
+                            help="labelled JSONL files or directories: NOT the held-out evaluation split")
+        parser.add_argument("--exclude-ids", action="append", default=[], metavar="FILE",
+                            help="a file of record ids to leave out, one per line (repeatable), e.g. the run's training_ids.txt")
+        parser.add_argument("--policy", default=AUTO_POLICY)
+        parser.add_argument("--limit", type=int, default=None, help="at most N records per file (label-stratified sample)")
+        parser.add_argument("--limit-for", action="append", default=[], metavar="FILE=N")
+        parser.add_argument("--min-per-class", type=int, default=10,
+                            help="a field gets a threshold only with at least this many positive and negative records")
+        parser.add_argument("--batch-size", type=int, default=16)
+        parser.add_argument("--dry-run", action="store_true", help="print the fit, store nothing")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from guard import runtime
+        from guard.backends.base import GuardError
+
+        model = options["model"]
+        try:
+            resolved = runtime.resolve_model(model)
+        except GuardError as exc:
+            raise CommandError(f"--model {model!r}: {exc}") from None
+        exclude = read_id_files(options["exclude_ids"])
+        last = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            now = time.monotonic()
+            if done in (0, total) or now - last[0] >= 5:
+                last[0] = now
+                self.stderr.write(f"{done}/{total} records")
+
+        try:
+            report = evaluate(
+                options["data"], model, mode="fast", policy=options["policy"], limit=options["limit"],
+                batch_size=options["batch_size"], progress=progress,
+                file_limits=parse_file_limits(options["limit_for"]), exclude_ids=exclude, keep_scores=True,
+            )
+        except EvaluationError as exc:
+            raise CommandError(str(exc)) from None
+        fitted, summary = calibration.fit(report["scores"], resolved.calibration, min_per_class=options["min_per_class"])
+        stored = {
+            **fitted.to_json(),
+            "fitted": summary,
+            "data": report["data"],
+            "records": report["n"],
+            "excluded_ids": len(exclude),
+            "command": "python manage.py calibrate " + shlex.join(sys.argv[2:]),
+        }
+        self.stdout.write(format_fit(fitted, summary))
+        if options["dry_run"]:
+            return
+        self.stdout.write(f"stored in {store(model, resolved, stored)}")
+
+
+def read_id_files(paths: list[str]) -> set[str]:
+    ids: set[str] = set()
+    for name in paths:
+        try:
+            text = Path(name).expanduser().read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CommandError(f"--exclude-ids {name!r}: {exc.strerror or exc}") from None
+        ids.update(line.strip() for line in text.splitlines() if line.strip())
+    return ids
+
+
+def store(model: str, resolved: Any, stored: dict[str, Any]) -> str:
+    """Into the directory ``model`` names, else into the registered version's metrics."""
+    directory = Path(model).expanduser()
+    if directory.is_dir():
+        target = directory / calibration.CALIBRATION_FILE
+        target.write_text(json.dumps(stored, indent=1) + "\n", encoding="utf-8")
+        return str(target)
+    from guard.models import ModelVersion
+
+    version = ModelVersion.objects.get(name=resolved.label)
+    version.metrics = {**(version.metrics or {}), "calibration": stored}
+    version.save(update_fields=["metrics"])
+    return f"model version {version.name!r} (metrics.calibration)"
+
+
+def format_fit(fitted: calibration.Calibration, summary: dict[str, Any]) -> str:
+    lines = [f"temperature {fitted.temperature or 1.0}", f"{'field':<10}{'n':>6}{'pos':>6}{'F1@0.5':>9}{'threshold':>11}{'F1@thr':>8}"]
+    for name, entry in summary.items():
+        threshold = entry.get("threshold")
+        lines.append(
+            f"{name:<10}{entry['n']:>6}{entry['positives']:>6}{entry['f1_at_half']:>9.1f}"
+            + (f"{threshold:>11.4f}{entry['f1_at_threshold']:>8.1f}" if threshold is not None else f"{'-':>11}{'-':>8}")
+        )
+    return "\n".join(lines)

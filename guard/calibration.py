@@ -1,0 +1,192 @@
+"""Calibration of a guard model: how its label probabilities become labels.
+
+A small guard ranks well before it decides well: the shipped 270M adapter put
+unsafe prompts above safe ones (AUROC 86 on the held-out prompts) while its
+P(unsafe) rarely reached 0.5, so the argmax rule called almost everything
+safe. Calibration fixes the decision without touching the weights:
+
+* ``temperature`` divides the label logits (softer or sharper probabilities);
+* ``thresholds[field]`` is the probability of the field's *positive* label
+  (``unsafe`` for prompt/response, ``refusal`` for refusal) at which that
+  label is chosen. A field without a threshold keeps the argmax (0.5).
+
+Both are fitted by ``manage.py calibrate`` on labelled records that were
+neither trained on nor held out for evaluation, and stored with the model: in
+``calibration.json`` inside a model/adapter directory, or in
+``ModelVersion.metrics["calibration"]`` for a registered version. The
+transformers backend applies them in its one scoring pass, so fast and reason
+modes keep the same labels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from guard import contract
+
+CALIBRATION_FILE = "calibration.json"
+# The label a threshold is about, per answer field.
+POSITIVE_LABEL = {
+    contract.FIELD_PROMPT: contract.UNSAFE,
+    contract.FIELD_RESPONSE: contract.UNSAFE,
+    contract.FIELD_REFUSAL: contract.REFUSAL,
+}
+TEMPERATURE_GRID = tuple(round(0.25 * step, 2) for step in range(1, 25))  # 0.25 .. 6.0
+
+
+@dataclass(frozen=True)
+class Calibration:
+    temperature: float | None = None
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Calibration:
+        """From a stored ``{"temperature": ..., "thresholds": {...}}``; anything malformed is ignored."""
+        if not isinstance(data, Mapping):
+            return cls()
+        temperature: float | None
+        try:
+            temperature = float(data["temperature"])
+        except (KeyError, TypeError, ValueError):
+            temperature = None
+        if temperature is not None and not (temperature > 0 and math.isfinite(temperature)):
+            temperature = None
+        thresholds: dict[str, float] = {}
+        raw = data.get("thresholds")
+        if isinstance(raw, Mapping):
+            for name, value in raw.items():
+                if name in POSITIVE_LABEL and isinstance(value, int | float) and 0.0 < float(value) < 1.0:
+                    thresholds[name] = float(value)
+        return cls(temperature=temperature, thresholds=thresholds)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "thresholds": dict(self.thresholds)}
+
+    def choose(self, field_name: str, distribution: Mapping[str, float]) -> str:
+        """The label of ``field_name`` given its (temperature-scaled) distribution."""
+        threshold = self.thresholds.get(field_name)
+        positive = POSITIVE_LABEL.get(field_name)
+        if threshold is None or positive not in distribution:
+            return max(distribution, key=distribution.__getitem__)
+        if distribution[positive] >= threshold:
+            return positive
+        others = {label: p for label, p in distribution.items() if label != positive}
+        return max(others, key=others.__getitem__)
+
+
+def read_directory(path: Path | None) -> Calibration:
+    """The calibration stored in a model or adapter directory (none: the identity)."""
+    if path is None:
+        return Calibration()
+    try:
+        return Calibration.from_json(json.loads((path / CALIBRATION_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return Calibration()
+
+
+# ------------------------------------------------------------------ fitting
+
+
+def _sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+def _log_odds(p: float) -> float:
+    p = min(max(p, 1e-12), 1 - 1e-12)
+    return math.log(p / (1 - p))
+
+
+def rescale(p: float, temperature: float) -> float:
+    """P(positive) of a two-way softmax whose logits are divided by ``temperature``."""
+    return _sigmoid(_log_odds(p) / temperature)
+
+
+def fit_temperature(scores: Sequence[float], positives: Sequence[bool], grid: Sequence[float] = TEMPERATURE_GRID) -> float:
+    """The temperature (from ``grid``) with the lowest log-loss; 1.0 without data."""
+    if not scores:
+        return 1.0
+
+    def log_loss(temperature: float) -> float:
+        total = 0.0
+        for score, positive in zip(scores, positives, strict=True):
+            p = min(max(rescale(score, temperature), 1e-12), 1 - 1e-12)
+            total -= math.log(p if positive else 1 - p)
+        return total / len(scores)
+
+    return min(grid, key=lambda t: (log_loss(t), abs(t - 1.0)))
+
+
+def f1_at(scores: Sequence[float], positives: Sequence[bool], threshold: float) -> float:
+    tp = sum(1 for s, g in zip(scores, positives, strict=True) if g and s >= threshold)
+    fp = sum(1 for s, g in zip(scores, positives, strict=True) if not g and s >= threshold)
+    fn = sum(1 for s, g in zip(scores, positives, strict=True) if g and s < threshold)
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def best_threshold(scores: Sequence[float], positives: Sequence[bool]) -> tuple[float, float]:
+    """(threshold, F1) maximising F1 of "positive when score >= threshold".
+
+    Candidates are the midpoints between consecutive distinct scores (in log-odds,
+    so a threshold generalises between two tightly packed scores rather than
+    sitting on one); ties prefer the threshold nearest 0.5.
+    """
+    distinct = sorted(set(scores))
+    candidates = [0.5]
+    for low, high in zip(distinct, distinct[1:], strict=False):
+        candidates.append(_sigmoid((_log_odds(low) + _log_odds(high)) / 2))
+    best = max(candidates, key=lambda t: (f1_at(scores, positives, t), -abs(_log_odds(t))))
+    return best, f1_at(scores, positives, best)
+
+
+def fit(
+    scores: Mapping[str, Sequence[Sequence[Any]]],
+    scored_with: Calibration = Calibration(),
+    *,
+    min_per_class: int = 10,
+) -> tuple[Calibration, dict[str, Any]]:
+    """Fit a calibration from ``{field: [[P(positive), gold is positive], ...]}``.
+
+    ``scored_with`` is the calibration the scores were produced under: its
+    temperature is undone first, so refitting a calibrated model starts from
+    its raw probabilities. The temperature is fitted on the pooled fields
+    (log-loss); each field with at least ``min_per_class`` positive and
+    negative records gets its F1-maximising threshold on the rescaled
+    probabilities; the others keep the argmax. Returns the calibration and a
+    per-field summary (records, positives, threshold, F1 at 0.5 and at the threshold).
+    """
+    undo = scored_with.temperature or 1.0
+    raw = {
+        name: [(rescale(float(score), 1.0 / undo), bool(gold)) for score, gold in pairs]
+        for name, pairs in scores.items()
+        if name in POSITIVE_LABEL
+    }
+    pooled = [pair for pairs in raw.values() for pair in pairs]
+    temperature = fit_temperature([s for s, _ in pooled], [g for _, g in pooled])
+    thresholds: dict[str, float] = {}
+    summary: dict[str, Any] = {}
+    for name, pairs in raw.items():
+        probabilities = [rescale(s, temperature) for s, _ in pairs]
+        golds = [g for _, g in pairs]
+        positives = sum(golds)
+        entry: dict[str, Any] = {
+            "n": len(pairs),
+            "positives": positives,
+            "f1_at_half": round(100 * f1_at(probabilities, golds, 0.5), 2),
+        }
+        if positives >= min_per_class and len(pairs) - positives >= min_per_class:
+            threshold, f1 = best_threshold(probabilities, golds)
+            thresholds[name] = round(threshold, 6)
+            entry.update(threshold=round(threshold, 6), f1_at_threshold=round(100 * f1, 2))
+        else:
+            entry["threshold"] = None
+            entry["why_not"] = f"fewer than {min_per_class} positive or negative records"
+        summary[name] = entry
+    return Calibration(temperature=None if temperature == 1.0 else temperature, thresholds=thresholds), summary
