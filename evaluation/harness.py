@@ -54,6 +54,7 @@ from evaluation.metrics import (
     percentile,
     task_scores,
 )
+from guard.calibration import Calibration
 from guard.contract import MODES, PolicySpec, Verdict
 from policies.datasets import TAXONOMIES_FILE, DatasetLineError, iter_jsonl, taxonomies_beside
 
@@ -337,10 +338,10 @@ def _load_model(model: str | None) -> None:
     runtime.get_backend(model)
 
 
-def _classify(requests: list, model: str | None) -> list[Verdict]:
+def _classify(requests: list, model: str | None, calibration: Calibration | None = None) -> list[Verdict]:
     from guard import runtime
 
-    verdicts = runtime.classify(requests, model)
+    verdicts = runtime.classify(requests, model, calibration=calibration)
     if len(verdicts) != len(requests):
         raise RuntimeError(f"the guard returned {len(verdicts)} verdicts for {len(requests)} requests")
     return verdicts
@@ -357,12 +358,15 @@ def evaluate(
     file_limits: Mapping[str, int | None] | None = None,
     exclude_ids: Collection[str] = (),
     keep_scores: bool = False,
+    calibration: Calibration | None = None,
+    record_filter: Callable[[EvalRecord], bool] | None = None,
 ) -> dict:
     """Classify the records of ``data`` with ``model`` and return the report (see the module docstring).
 
     ``progress(done, total)`` is called after every batch (and once with 0 at the start).
     ``keep_scores`` adds ``report["scores"]``: per task, ``[P(positive), gold is positive]``
-    of every scored record (what ``manage.py calibrate`` fits thresholds on).
+    of every scored record (what ``manage.py calibrate`` fits thresholds on); ``calibration``
+    replaces the model's own for this run; ``record_filter`` keeps only the sampled records it accepts.
     Bad input raises ``EvaluationError``; an unknown model raises the guard's ``GuardError``.
     """
     from guard.backends.base import GuardRequest
@@ -377,6 +381,9 @@ def evaluate(
         if file_limit is not None and file_limit < 1:
             raise EvaluationError(f"limit for {name} must be at least 1 (got {file_limit})")
     files = load_data(data, limit, file_limits, exclude_ids)
+    if record_filter is not None:
+        for loaded in files:
+            loaded.records = [record for record in loaded.records if record_filter(record)]
     records = [record for loaded in files for record in loaded.records]
     if not records:
         raise EvaluationError("the data holds no records")
@@ -400,7 +407,7 @@ def evaluate(
     verdicts: list[Verdict] = []
     started = time.perf_counter()
     for start in range(0, total, batch_size):
-        verdicts.extend(_classify(requests[start : start + batch_size], model))
+        verdicts.extend(_classify(requests[start : start + batch_size], model, calibration))
         if progress:
             progress(len(verdicts), total)
     elapsed = time.perf_counter() - started

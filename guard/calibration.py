@@ -11,7 +11,10 @@ safe. Calibration fixes the decision without touching the weights:
   label is chosen. A field without a threshold keeps the argmax (0.5).
 
 Both are fitted by ``manage.py calibrate`` on labelled records that were
-neither trained on nor held out for evaluation, and stored with the model: in
+neither trained on nor held out for evaluation. The fields are fitted in
+answer order (prompt, response, refusal), each under the thresholds already
+fitted: a later field is scored after the earlier labels are written, so its
+probabilities depend on them. The fit is stored with the model: in
 ``calibration.json`` inside a model/adapter directory, or in
 ``ModelVersion.metrics["calibration"]`` for a registered version. The
 transformers backend applies them in its one scoring pass, so fast and reason
@@ -146,47 +149,25 @@ def best_threshold(scores: Sequence[float], positives: Sequence[bool]) -> tuple[
     return best, f1_at(scores, positives, best)
 
 
-def fit(
-    scores: Mapping[str, Sequence[Sequence[Any]]],
-    scored_with: Calibration = Calibration(),
-    *,
-    min_per_class: int = 10,
-) -> tuple[Calibration, dict[str, Any]]:
-    """Fit a calibration from ``{field: [[P(positive), gold is positive], ...]}``.
 
-    ``scored_with`` is the calibration the scores were produced under: its
-    temperature is undone first, so refitting a calibrated model starts from
-    its raw probabilities. The temperature is fitted on the pooled fields
-    (log-loss); each field with at least ``min_per_class`` positive and
-    negative records gets its F1-maximising threshold on the rescaled
-    probabilities; the others keep the argmax. Returns the calibration and a
-    per-field summary (records, positives, threshold, F1 at 0.5 and at the threshold).
-    """
-    undo = scored_with.temperature or 1.0
-    raw = {
-        name: [(rescale(float(score), 1.0 / undo), bool(gold)) for score, gold in pairs]
-        for name, pairs in scores.items()
-        if name in POSITIVE_LABEL
-    }
-    pooled = [pair for pairs in raw.values() for pair in pairs]
+def pooled_temperature(scores: Mapping[str, Sequence[Sequence[Any]]]) -> float | None:
+    """The log-loss temperature over every field's ``[P(positive), gold]`` pairs (None: 1.0, no change)."""
+    pooled = [(float(score), bool(gold)) for name, pairs in scores.items() if name in POSITIVE_LABEL for score, gold in pairs]
     temperature = fit_temperature([s for s, _ in pooled], [g for _, g in pooled])
-    thresholds: dict[str, float] = {}
-    summary: dict[str, Any] = {}
-    for name, pairs in raw.items():
-        probabilities = [rescale(s, temperature) for s, _ in pairs]
-        golds = [g for _, g in pairs]
-        positives = sum(golds)
-        entry: dict[str, Any] = {
-            "n": len(pairs),
-            "positives": positives,
-            "f1_at_half": round(100 * f1_at(probabilities, golds, 0.5), 2),
-        }
-        if positives >= min_per_class and len(pairs) - positives >= min_per_class:
-            threshold, f1 = best_threshold(probabilities, golds)
-            thresholds[name] = round(threshold, 6)
-            entry.update(threshold=round(threshold, 6), f1_at_threshold=round(100 * f1, 2))
-        else:
-            entry["threshold"] = None
-            entry["why_not"] = f"fewer than {min_per_class} positive or negative records"
-        summary[name] = entry
-    return Calibration(temperature=None if temperature == 1.0 else temperature, thresholds=thresholds), summary
+    return None if temperature == 1.0 else temperature
+
+
+def fit_threshold(pairs: Sequence[Sequence[Any]], *, min_per_class: int = 10) -> tuple[float | None, dict[str, Any]]:
+    """The F1-maximising threshold of one field's ``[P(positive), gold]`` pairs, with a summary
+    (records, positives, F1 at 0.5 and at the threshold); None when either class has fewer
+    than ``min_per_class`` records (the field keeps the argmax)."""
+    probabilities = [float(score) for score, _ in pairs]
+    golds = [bool(gold) for _, gold in pairs]
+    positives = sum(golds)
+    entry: dict[str, Any] = {"n": len(pairs), "positives": positives, "f1_at_half": round(100 * f1_at(probabilities, golds, 0.5), 2)}
+    if positives < min_per_class or len(pairs) - positives < min_per_class:
+        entry.update(threshold=None, why_not=f"fewer than {min_per_class} positive or negative records")
+        return None, entry
+    threshold, f1 = best_threshold(probabilities, golds)
+    entry.update(threshold=round(threshold, 6), f1_at_threshold=round(100 * f1, 2))
+    return round(threshold, 6), entry

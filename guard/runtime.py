@@ -157,8 +157,10 @@ def backend_kind() -> str:
     return kind
 
 
-def get_backend(model: str | None = None) -> GuardBackend:
-    """The backend serving ``model`` in this process (created on first use)."""
+def get_backend(model: str | None = None, calibration: Calibration | None = None) -> GuardBackend:
+    """The backend serving ``model`` in this process (created on first use).
+
+    ``calibration`` replaces the model's own (``manage.py calibrate`` fitting field by field)."""
     kind = backend_kind()
     if kind == "openai":
         key: Hashable = ("openai", settings.GUARD_OPENAI_BASE_URL, model or "")
@@ -173,9 +175,10 @@ def get_backend(model: str | None = None) -> GuardBackend:
             _backends[key] = backend
     if resolved is not None and hasattr(backend, "temperature"):
         # A re-calibrated model version takes effect without reloading the weights.
-        backend.temperature = resolved.calibration.temperature
+        applied = calibration if calibration is not None else resolved.calibration
+        backend.temperature = applied.temperature
         if hasattr(backend, "thresholds"):
-            backend.thresholds = dict(resolved.calibration.thresholds)
+            backend.thresholds = dict(applied.thresholds)
     return backend
 
 
@@ -207,8 +210,15 @@ def reset_backends() -> None:
         _backends.clear()
 
 
-def classify(requests: list[GuardRequest], model: str | None = None, *, constrained: bool = True) -> list[Verdict]:
-    """Judge ``requests`` with ``model`` (default: the configured/embedded model).
+def classify(
+    requests: list[GuardRequest],
+    model: str | None = None,
+    *,
+    constrained: bool = True,
+    calibration: Calibration | None = None,
+) -> list[Verdict]:
+    """Judge ``requests`` with ``model`` (default: the configured/embedded model), under
+    ``calibration`` instead of the model's own when one is given.
 
     A request's ``adapter_path`` overrides the model's adapter: with the vLLM
     backend it becomes a per-request LoRA; otherwise those requests are served
@@ -217,13 +227,13 @@ def classify(requests: list[GuardRequest], model: str | None = None, *, constrai
     if not requests:
         return []
     if backend_kind() == "vllm" or not any(r.adapter_path for r in requests):
-        return _call(get_backend(model), requests, constrained)
+        return _call(get_backend(model, calibration), requests, constrained)
     verdicts: list[Verdict | None] = [None] * len(requests)
     groups: dict[str | None, list[int]] = {}
     for index, request in enumerate(requests):
         groups.setdefault(request.adapter_path or None, []).append(index)
     for adapter, indexes in groups.items():
-        backend = get_backend(adapter or model)
+        backend = get_backend(adapter or model, calibration)
         for index, verdict in zip(indexes, _call(backend, [requests[i] for i in indexes], constrained), strict=True):
             verdicts[index] = verdict
     return [v for v in verdicts if v is not None]

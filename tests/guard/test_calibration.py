@@ -45,24 +45,17 @@ def test_the_best_threshold_separates_separable_scores():
     assert 0.03 < threshold <= 0.2 and f1 == 1.0
 
 
-def test_fit_gives_thresholds_only_to_fields_with_enough_of_both_classes():
-    scores = {
-        "prompt": [[0.01 * i, i >= 12] for i in range(1, 25)],
-        "refusal": [[0.9, True], [0.1, False]],
-    }
-    fitted, summary = calibration.fit(scores, min_per_class=10)
-    assert set(fitted.thresholds) == {"prompt"}
-    assert summary["prompt"]["f1_at_threshold"] == 100.0
-    assert summary["refusal"]["threshold"] is None and "fewer than 10" in summary["refusal"]["why_not"]
+def test_a_field_gets_a_threshold_only_with_enough_of_both_classes():
+    threshold, summary = calibration.fit_threshold([[0.01 * i, i >= 12] for i in range(1, 25)], min_per_class=10)
+    assert threshold is not None and summary["f1_at_threshold"] == 100.0 and summary["positives"] == 13
+    threshold, summary = calibration.fit_threshold([[0.9, True], [0.1, False]], min_per_class=10)
+    assert threshold is None and "fewer than 10" in summary["why_not"]
 
 
-def test_fit_undoes_the_temperature_the_scores_were_produced_under():
-    raw = [[0.2, False], [0.3, False], [0.6, True], [0.7, True]] * 5
-    softened = [[calibration.rescale(p, 2.0), g] for p, g in raw]
-    from_raw, _ = calibration.fit({"prompt": raw}, min_per_class=1)
-    from_softened, _ = calibration.fit({"prompt": softened}, Calibration(temperature=2.0), min_per_class=1)
-    assert from_raw.temperature == from_softened.temperature
-    assert from_raw.thresholds["prompt"] == pytest.approx(from_softened.thresholds["prompt"], rel=1e-4)
+def test_overconfident_scores_get_a_temperature_above_one():
+    # Confident and often wrong: 0.99/0.01 with one mistake in four.
+    pairs = [[0.99, True], [0.99, True], [0.99, False], [0.01, False]] * 10
+    assert calibration.pooled_temperature({"prompt": pairs}) > 1.0
 
 
 def test_a_threshold_changes_the_backend_label_and_both_modes_follow_it(tiny_backend, policy, monkeypatch):

@@ -10,9 +10,13 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from evaluation.harness import AUTO_POLICY, EvaluationError, evaluate
+from evaluation.harness import AUTO_POLICY, EvalRecord, EvaluationError, evaluate
 from evaluation.management.commands.evaluate import parse_file_limits
-from guard import calibration
+from guard import calibration, contract
+from guard.calibration import Calibration
+
+# Answer order: each field is fitted under the thresholds of the fields before it.
+FIELDS = (contract.FIELD_PROMPT, contract.FIELD_RESPONSE, contract.FIELD_REFUSAL)
 
 
 class Command(BaseCommand):
@@ -46,6 +50,50 @@ class Command(BaseCommand):
         except GuardError as exc:
             raise CommandError(f"--model {model!r}: {exc}") from None
         exclude = read_id_files(options["exclude_ids"])
+        file_limits = parse_file_limits(options["limit_for"])
+
+        def scores(under: Calibration, *, responses_only: bool) -> dict[str, Any]:
+            self.stderr.write(f"scoring {'records with a response' if responses_only else 'every record'} under {under.to_json()}")
+            try:
+                return evaluate(
+                    options["data"], model, mode="fast", policy=options["policy"], limit=options["limit"],
+                    batch_size=options["batch_size"], progress=self._progress(), file_limits=file_limits,
+                    exclude_ids=exclude, keep_scores=True, calibration=under,
+                    record_filter=with_response if responses_only else None,
+                )
+            except EvaluationError as exc:
+                raise CommandError(str(exc)) from None
+
+        # Pass 1, raw probabilities of every record: the temperature, then the prompt threshold.
+        first = scores(Calibration(), responses_only=False)
+        temperature = calibration.pooled_temperature(first["scores"])
+        fitted = Calibration(temperature=temperature)
+        summary: dict[str, Any] = {}
+        for name in FIELDS:
+            if name == contract.FIELD_PROMPT:
+                pairs = [[calibration.rescale(p, temperature or 1.0), gold] for p, gold in first["scores"][name]]
+            elif any(first["scores"].get(name) or ()):
+                # Later passes: only the records with a response, under what is fitted so far.
+                pairs = scores(fitted, responses_only=True)["scores"][name]
+            else:
+                pairs = []
+            threshold, summary[name] = calibration.fit_threshold(pairs, min_per_class=options["min_per_class"])
+            if threshold is not None:
+                fitted = Calibration(fitted.temperature, {**fitted.thresholds, name: threshold})
+        stored = {
+            **fitted.to_json(),
+            "fitted": summary,
+            "data": first["data"],
+            "records": first["n"],
+            "excluded_ids": len(exclude),
+            "command": "python manage.py calibrate " + shlex.join(sys.argv[2:]),
+        }
+        self.stdout.write(format_fit(fitted, summary))
+        if options["dry_run"]:
+            return
+        self.stdout.write(f"stored in {store(model, resolved, stored)}")
+
+    def _progress(self) -> Any:
         last = [0.0]
 
         def progress(done: int, total: int) -> None:
@@ -54,27 +102,11 @@ class Command(BaseCommand):
                 last[0] = now
                 self.stderr.write(f"{done}/{total} records")
 
-        try:
-            report = evaluate(
-                options["data"], model, mode="fast", policy=options["policy"], limit=options["limit"],
-                batch_size=options["batch_size"], progress=progress,
-                file_limits=parse_file_limits(options["limit_for"]), exclude_ids=exclude, keep_scores=True,
-            )
-        except EvaluationError as exc:
-            raise CommandError(str(exc)) from None
-        fitted, summary = calibration.fit(report["scores"], resolved.calibration, min_per_class=options["min_per_class"])
-        stored = {
-            **fitted.to_json(),
-            "fitted": summary,
-            "data": report["data"],
-            "records": report["n"],
-            "excluded_ids": len(exclude),
-            "command": "python manage.py calibrate " + shlex.join(sys.argv[2:]),
-        }
-        self.stdout.write(format_fit(fitted, summary))
-        if options["dry_run"]:
-            return
-        self.stdout.write(f"stored in {store(model, resolved, stored)}")
+        return progress
+
+
+def with_response(record: EvalRecord) -> bool:
+    return record.has_response
 
 
 def read_id_files(paths: list[str]) -> set[str]:
@@ -103,7 +135,7 @@ def store(model: str, resolved: Any, stored: dict[str, Any]) -> str:
     return f"model version {version.name!r} (metrics.calibration)"
 
 
-def format_fit(fitted: calibration.Calibration, summary: dict[str, Any]) -> str:
+def format_fit(fitted: Calibration, summary: dict[str, Any]) -> str:
     lines = [f"temperature {fitted.temperature or 1.0}", f"{'field':<10}{'n':>6}{'pos':>6}{'F1@0.5':>9}{'threshold':>11}{'F1@thr':>8}"]
     for name, entry in summary.items():
         threshold = entry.get("threshold")
