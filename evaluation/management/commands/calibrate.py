@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-import time
 from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from evaluation.harness import AUTO_POLICY, EvalRecord, EvaluationError, evaluate
-from evaluation.management.commands.evaluate import parse_file_limits
+from evaluation.management.commands.evaluate import parse_file_limits, progress_printer
 from guard import calibration, contract
 from guard.calibration import Calibration
 
@@ -57,7 +56,7 @@ class Command(BaseCommand):
             try:
                 return evaluate(
                     options["data"], model, mode="fast", policy=options["policy"], limit=options["limit"],
-                    batch_size=options["batch_size"], progress=self._progress(), file_limits=file_limits,
+                    batch_size=options["batch_size"], progress=progress_printer(self.stderr.write), file_limits=file_limits,
                     exclude_ids=exclude, keep_scores=True, calibration=under,
                     record_filter=with_response if responses_only else None,
                 )
@@ -92,17 +91,6 @@ class Command(BaseCommand):
         if options["dry_run"]:
             return
         self.stdout.write(f"stored in {store(model, resolved, stored)}")
-
-    def _progress(self) -> Any:
-        last = [0.0]
-
-        def progress(done: int, total: int) -> None:
-            now = time.monotonic()
-            if done in (0, total) or now - last[0] >= 5:
-                last[0] = now
-                self.stderr.write(f"{done}/{total} records")
-
-        return progress
 
 
 def with_response(record: EvalRecord) -> bool:

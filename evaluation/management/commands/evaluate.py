@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import time
 from argparse import ArgumentParser
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,7 @@ class Command(BaseCommand):
         out = Path(options["out"]).expanduser()
         if not out.parent.is_dir():
             raise CommandError(f"--out: directory {str(out.parent)!r} does not exist")
-        last = [0.0]
-
-        def progress(done: int, total: int) -> None:
-            now = time.monotonic()
-            if done in (0, total) or now - last[0] >= 5:
-                last[0] = now
-                self.stderr.write(f"{done}/{total} records")
-
+        progress = progress_printer(self.stderr.write)
         file_limits = parse_file_limits(options["limit_for"])
         try:
             report = evaluate(
@@ -64,6 +58,19 @@ class Command(BaseCommand):
         out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         self.stdout.write(format_summary(report))
         self.stdout.write(f"report written to {out}")
+
+
+def progress_printer(write: Callable[[str], Any], every_s: float = 5.0) -> Callable[[int, int], None]:
+    """A harness progress callback writing ``done/total records`` at most every ``every_s`` seconds."""
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done in (0, total) or now - last[0] >= every_s:
+            last[0] = now
+            write(f"{done}/{total} records")
+
+    return progress
 
 
 def parse_file_limits(values: list[str]) -> dict[str, int | None]:
