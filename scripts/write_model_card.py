@@ -75,6 +75,16 @@ def taxonomy_f1(report: dict[str, Any]) -> dict[str, tuple[float, float, int]]:
     return out
 
 
+def write_training_ids(runs: list[Path], out: Path) -> None:
+    """Every record id any stage trained on (what calibration and evaluation must leave out)."""
+    ids: set[str] = set()
+    for run in runs:
+        if (run / TRAINING_IDS_FILE).is_file():
+            ids.update((run / TRAINING_IDS_FILE).read_text(encoding="utf-8").split())
+    if ids:
+        (out / TRAINING_IDS_FILE).write_text("".join(f"{i}\n" for i in sorted(ids)), encoding="utf-8")
+
+
 def copy_adapter(run: Path, out: Path) -> None:
     adapter = run / "adapter"
     for name in ("adapter_config.json", "adapter_model.safetensors"):
@@ -84,8 +94,6 @@ def copy_adapter(run: Path, out: Path) -> None:
         shutil.copy(calibration, out / CALIBRATION_FILE)
     else:
         (out / CALIBRATION_FILE).unlink(missing_ok=True)  # a stale fit must not outlive its adapter
-    if (run / TRAINING_IDS_FILE).is_file():
-        shutil.copy(run / TRAINING_IDS_FILE, out / TRAINING_IDS_FILE)
 
 
 def calibration_lines(calibration: dict[str, Any] | None, uncalibrated: dict[str, Any] | None,
@@ -122,18 +130,47 @@ def calibration_lines(calibration: dict[str, Any] | None, uncalibrated: dict[str
     return [*lines, ""]
 
 
-def training_record(run: Path, manifest: Path, commands: list[str], compute: str) -> dict[str, Any]:
-    metrics = read(run / "train_metrics.json")
-    provenance = metrics["provenance"]
-    # Licences as the data's MANIFEST states them (also fills runs made before the split carried one).
+def training_record(runs: list[Path], manifest: Path, commands: list[str], compute: str) -> dict[str, Any]:
+    """The record of the training stages (each ``--init`` the one before): the last stage's summary and
+    provenance, every stage's own, and one loss history with steps counted from the first stage."""
     licences = parse_manifest(manifest)
-    for entry in provenance["data"]["files"]:
-        entry["licence"] = licences.get(entry["name"], entry["licence"])
-        entry.pop("path", None)
-    provenance.pop("base_model_path", None)
-    provenance.pop("held_out", None)
-    return {"summary": metrics["summary"], "history": metrics["history"], "provenance": provenance,
-            "commands": commands, "compute": compute}
+    stages: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []
+    for number, run in enumerate(runs, start=1):
+        metrics = read(run / "train_metrics.json")
+        provenance = metrics["provenance"]
+        # Licences as the data's MANIFEST states them (also fills runs made before the split carried one).
+        for entry in provenance["data"]["files"]:
+            entry["licence"] = licences.get(entry["name"], entry["licence"])
+            entry.pop("path", None)
+        provenance.pop("base_model_path", None)
+        provenance.pop("held_out", None)
+        offset = max((entry["step"] for entry in history if "step" in entry), default=0)
+        history += [{**entry, "step": entry["step"] + offset, "stage": number} if "step" in entry else entry
+                    for entry in metrics["history"]]
+        stages.append({"stage": number, "summary": metrics["summary"], "provenance": provenance})
+    record: dict[str, Any] = {"summary": stages[-1]["summary"], "history": history, "provenance": stages[-1]["provenance"],
+                              "commands": commands, "compute": compute}
+    if len(stages) > 1:
+        record["stages"] = stages
+    return record
+
+
+def examples_seen(training: dict[str, Any]) -> int:
+    stages = training.get("stages") or [{"summary": training["summary"], "provenance": training["provenance"]}]
+    return sum(st["summary"]["steps"] * st["provenance"]["hyperparameters"]["batch_size"]
+               * st["provenance"]["hyperparameters"].get("grad_accum", 1) for st in stages)
+
+
+def stage_lines(training: dict[str, Any]) -> list[str]:
+    """One line per training stage, when there was more than one."""
+    lines = []
+    for stage in training.get("stages") or []:
+        hp, summary, prov = stage["provenance"]["hyperparameters"], stage["summary"], stage["provenance"]
+        start = f"continuing stage {stage['stage'] - 1}" if prov.get("init_adapter") else "from the base"
+        lines.append(f"- Stage {stage['stage']} ({start}): {prov['recipe']}, {summary['steps']} steps at batch {hp['batch_size']}, "
+                     f"learning rate {hp['learning_rate']}, seed {hp['seed']}, {summary['train_seconds']:.0f} s.")
+    return lines
 
 
 def loss_chart(history: list[dict[str, Any]]) -> str:
@@ -158,7 +195,7 @@ def markdown_card(training: dict[str, Any], reports: dict[str, dict[str, Any]], 
         "Guardsite's own `manage.py train` and evaluated with `manage.py evaluate`.",
         "",
         "**Read this first:** it was trained on **2 CPU cores, no GPU**, so it saw only",
-        f"{summary['steps'] * hp['batch_size'] * hp.get('grad_accum', 1)} examples (of {prov['data']['mix']['total']} built), SFT only: no GRPO, no DPO. It is the best",
+        f"{examples_seen(training)} examples, SFT only: no GRPO, no DPO. It is the best",
         "adapter that CPU budget gave, not the recipe's intended result; the full GPU recipe is",
         "`scripts/train_default_guard.sh` (SFT → GRPO → optional hard-sample DPO).",
         "",
@@ -172,6 +209,7 @@ def markdown_card(training: dict[str, Any], reports: dict[str, dict[str, Any]], 
         f"  batch {hp['batch_size']}, {summary['steps']} steps, seed {hp['seed']}; policies augmented (category subsets and",
         f"  order shuffled, at most {hp['max_categories']} categories shown), text clipped to {hp['max_text_tokens']} tokens.",
         f"- Each record is rendered under its own benchmark's taxonomy (`--policy {prov['policy']}`).",
+        *stage_lines(training),
         f"- Adapter size: {adapter_bytes / 1e6:.1f} MB.",
         "",
         *calibration_lines(calibration, reports.get("uncalibrated-fast"), fast),
@@ -197,6 +235,9 @@ def markdown_card(training: dict[str, Any], reports: dict[str, dict[str, Any]], 
     ]
     for entry in prov["data"]["files"]:
         lines.append(f"| {entry['name']} | {entry['licence']} | {entry.get('records', entry.get('candidates', ''))} | {entry.get('used', '')} |")
+    if training.get("stages"):
+        lines += ["", "`used`: the last stage's draw; each stage draws its own balanced sample (its seed),"
+                  " and `training_ids.txt` lists every id any stage used."]
     lines += ["", f"Label mix used: {prov['data']['mix']['labels']}.", "", "## Training curve", "",
               "![loss](training-loss.svg)", ""]
     first = [e["loss"] for e in training["history"][:10] if "loss" in e]
@@ -267,7 +308,8 @@ def markdown_card(training: dict[str, Any], reports: dict[str, dict[str, Any]], 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, required=True, help="the `manage.py train --out` directory")
+    parser.add_argument("--run", type=Path, nargs="+", required=True,
+                        help="the `manage.py train --out` directory; several: the stages in order, each --init the one before")
     parser.add_argument("--reports", type=Path, required=True, help="directory of base-<mode>.json / adapter-<mode>.json")
     parser.add_argument("--out", type=Path, default=ROOT / "models" / "guardsite-guard-270m")
     parser.add_argument("--manifest", type=Path, default=ROOT / "var" / "data" / "train" / "MANIFEST.md",
@@ -277,7 +319,8 @@ def main() -> None:
     args = parser.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
-    copy_adapter(args.run, args.out)
+    copy_adapter(args.run[-1], args.out)
+    write_training_ids(args.run, args.out)
     commands = [line for line in args.commands.read_text(encoding="utf-8").splitlines() if line.strip()]
     training = training_record(args.run, args.manifest, commands, args.compute)
     (args.out / "training.json").write_text(json.dumps(training, indent=1) + "\n", encoding="utf-8")

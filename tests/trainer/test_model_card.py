@@ -80,3 +80,28 @@ def test_a_calibrated_run_ships_its_calibration_and_the_card_shows_before_and_af
     assert "| held-out task (fast) | F1 before | F1 after |" in card
     assert json.loads((out / "calibration.json").read_text())["thresholds"] == {"prompt": 0.1234}
     assert (out / "training_ids.txt").read_text() == "a\nb\n"
+
+
+def test_a_two_stage_run_records_both_stages_one_curve_and_every_trained_id(tmp_path):
+    first = make_run(tmp_path)
+    (first / "training_ids.txt").write_text("a\nb\n")
+    second = tmp_path / "run2"
+    shutil.copytree(first, second)
+    metrics = json.loads((second / "train_metrics.json").read_text())
+    metrics["provenance"]["init_adapter"] = str(first / "adapter")
+    metrics["provenance"]["hyperparameters"]["seed"] = 1
+    (second / "train_metrics.json").write_text(json.dumps(metrics))
+    (second / "training_ids.txt").write_text("b\nc\n")
+    out = tmp_path / "card"
+    done = subprocess.run(
+        [sys.executable, "scripts/write_model_card.py", "--run", str(first), str(second), "--reports", str(tmp_path / "reports"),
+         "--commands", str(tmp_path / "commands.txt"), "--manifest", str(tmp_path / "MANIFEST.md"), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    training = json.loads((out / "training.json").read_text())
+    assert [stage["stage"] for stage in training["stages"]] == [1, 2]
+    assert [entry["step"] for entry in training["history"]] == list(range(1, 41))
+    assert (out / "training_ids.txt").read_text().split() == ["a", "b", "c"]
+    card = (out / "README.md").read_text()
+    assert "Stage 2 (continuing stage 1)" in card and "160 examples" in card
