@@ -92,6 +92,14 @@ def read_directory(path: Path | None) -> Calibration:
         return Calibration()
 
 
+def of_version(metrics: Any, adapter_path: Path | None) -> Calibration:
+    """A registered version's calibration: its own (``metrics["calibration"]``), else its adapter's file."""
+    stored = metrics.get("calibration") if isinstance(metrics, Mapping) else None
+    if stored is not None:
+        return Calibration.from_json(stored)
+    return read_directory(adapter_path)
+
+
 # ------------------------------------------------------------------ fitting
 
 

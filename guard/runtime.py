@@ -35,7 +35,7 @@ from django.conf import settings
 
 from guard import embedded
 from guard.backends.base import GuardBackend, GuardError, GuardRequest
-from guard.calibration import Calibration, read_directory
+from guard.calibration import Calibration, of_version, read_directory
 from guard.contract import Verdict
 
 logger = logging.getLogger(__name__)
@@ -97,14 +97,6 @@ def _resolve_directory(path: Path, label: str) -> ResolvedModel:
     raise GuardError(f"model directory {str(path)!r} has neither config.json (a model) nor adapter_config.json (a LoRA adapter)")
 
 
-def _calibration(metrics: Any, adapter: Path | None) -> Calibration:
-    """A version's own calibration; else the one stored with its adapter."""
-    stored = metrics.get("calibration") if isinstance(metrics, dict) else None
-    if stored is not None:
-        return Calibration.from_json(stored)
-    return read_directory(adapter)
-
-
 def _model_version(name: str) -> Any:
     from guard.models import ModelVersion
 
@@ -137,7 +129,7 @@ def resolve_model(name_or_path: str | None) -> ResolvedModel:
                     "does not exist or has no adapter_config.json"
                 )
         return ResolvedModel(
-            label=version.name, base_path=base, adapter_path=adapter, calibration=_calibration(version.metrics, adapter)
+            label=version.name, base_path=base, adapter_path=adapter, calibration=of_version(version.metrics, adapter)
         )
     raise GuardError(
         f"unknown model {value!r}: not 'embedded', not a registered model version, and not a local model directory"

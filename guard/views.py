@@ -7,6 +7,7 @@ The decisions themselves live in ``trainer.registry``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.contrib import messages
@@ -14,6 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from guard.calibration import of_version
 from guard.models import ModelVersion
 from guardsite.roles import ADMIN, is_admin, role_required
 from trainer import registry
@@ -88,6 +90,7 @@ def _detail_context(request: HttpRequest, version: ModelVersion, **extra: Any) -
         "others": ModelVersion.objects.exclude(pk=version.pk).order_by("-created_at")[:50],
         "is_admin": is_admin(request.user),
         "headline": _headline(version),
+        "calibration": of_version(version.metrics, Path(version.adapter_path) if version.adapter_path else None),
         **extra,
     }
 

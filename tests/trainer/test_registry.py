@@ -53,6 +53,16 @@ def test_the_detail_page_compares_per_file_task_and_category(client_as, policy):
     assert "MIT" in text  # provenance: data files with their licences
 
 
+def test_the_detail_page_shows_the_decision_thresholds_the_model_runs_with(client_as, policy):
+    version = candidate("sft-job1", report("c", 80, 70, 90), None)
+    uncalibrated = client_as("viewer").get(f"/models/{version.name}/").content.decode()
+    assert "none: the most probable label wins" in uncalibrated
+    version.metrics = {**version.metrics, "calibration": {"temperature": 3.0, "thresholds": {"prompt": 0.3435}}}
+    version.save()
+    calibrated = client_as("viewer").get(f"/models/{version.name}/").content.decode()
+    assert "temperature 3.0" in calibrated and "prompt positive at P ≥ 0.344" in calibrated
+
+
 def test_promotion_switches_the_policies_on_the_default_and_records_the_event(client_as, policy):
     version = candidate("sft-job1", report("c", 80, 70, 90), report("embedded", 60, 65, 50))
     response = client_as("admin").post(f"/models/{version.name}/promote", {"note": "better"})
