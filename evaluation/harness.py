@@ -330,12 +330,14 @@ def _default_model_label(model: str | None) -> str:
         return "embedded"
 
 
-def _load_model(model: str | None) -> None:
-    """Fail fast on an unknown model, and load it before the clock starts; raises ``GuardError``."""
+def _load_model(model: str | None) -> Calibration:
+    """Fail fast on an unknown model, and load it before the clock starts; raises ``GuardError``.
+    Returns the model's own calibration."""
     from guard import runtime
 
-    runtime.resolve_model(model)
+    resolved = runtime.resolve_model(model)
     runtime.get_backend(model)
+    return resolved.calibration
 
 
 def _classify(requests: list, model: str | None, calibration: Calibration | None = None) -> list[Verdict]:
@@ -388,7 +390,7 @@ def evaluate(
     if not records:
         raise EvaluationError("the data holds no records")
     resolver = PolicyResolver(policy)
-    _load_model(model)
+    own = _load_model(model)
     requests = [
         GuardRequest(
             policy=resolver.spec_for(record),
@@ -421,6 +423,7 @@ def evaluate(
         elapsed_seconds=elapsed,
         extra={"policy": resolver.label(), "limit": limit, "file_limits": dict(file_limits or {}), "batch_size": batch_size},
     )
+    report["calibration"] = (own if calibration is None else calibration).to_json()
     if exclude_ids:
         report["excluded_ids"] = len(exclude_ids)
     if keep_scores:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from io import StringIO
 
 import pytest
@@ -42,3 +43,13 @@ def test_a_missing_id_file_is_a_clear_error(tiny_version, small_benchmark):
 def test_an_unknown_model_is_a_clear_error(db, small_benchmark):
     with pytest.raises(CommandError, match="--model 'nope'"):
         call_command("calibrate", "--model", "nope", "--data", str(small_benchmark))
+
+
+def test_a_report_records_the_calibration_it_ran_under_and_uncalibrated_ignores_it(tiny_version, small_benchmark, tmp_path):
+    tiny_version.metrics = {"calibration": {"temperature": 2.0, "thresholds": {"prompt": 0.3}}}
+    tiny_version.save()
+    calibrated, uncalibrated = tmp_path / "calibrated.json", tmp_path / "uncalibrated.json"
+    call_command("evaluate", "--model", "tiny-cal", "--data", str(small_benchmark), "--out", str(calibrated))
+    call_command("evaluate", "--model", "tiny-cal", "--data", str(small_benchmark), "--uncalibrated", "--out", str(uncalibrated))
+    assert json.loads(calibrated.read_text())["calibration"] == {"temperature": 2.0, "thresholds": {"prompt": 0.3}}
+    assert json.loads(uncalibrated.read_text())["calibration"] == {"temperature": None, "thresholds": {}}

@@ -10,6 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from evaluation.harness import AUTO_POLICY, EvaluationError, evaluate, format_summary
+from guard.calibration import Calibration
 from guard.contract import MODES
 
 
@@ -28,6 +29,8 @@ class Command(BaseCommand):
         parser.add_argument("--limit-for", action="append", default=[], metavar="FILE=N",
                             help="a different limit for one file (repeatable; N or 'all'), e.g. toxicchat_train=all")
         parser.add_argument("--batch-size", type=int, default=16)
+        parser.add_argument("--uncalibrated", action="store_true",
+                            help="ignore the model's calibration: the most probable label wins (what calibration changed)")
         parser.add_argument("--out", required=True, help="where to write the report (JSON)")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -46,6 +49,7 @@ class Command(BaseCommand):
                 batch_size=options["batch_size"],
                 progress=progress,
                 file_limits=file_limits,
+                calibration=Calibration() if options["uncalibrated"] else None,
             )
         except EvaluationError as exc:
             raise CommandError(str(exc)) from None
