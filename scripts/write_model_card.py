@@ -103,11 +103,14 @@ def calibration_lines(calibration: dict[str, Any] | None, uncalibrated: dict[str
         return ["## Calibration", "", "None: labels are the argmax of the label probabilities.", ""]
     lines = [
         "## Calibration", "",
-        "A small guard ranks better than it decides: before calibration this adapter's P(unsafe) rarely",
-        "reached 0.5. `manage.py calibrate` fitted, on labelled training-split records it was **not** trained on",
+        "A small guard ranks better than it decides: the most probable label is not the best decision.",
+        "`manage.py calibrate` fitted, on labelled training-split records it was **not** trained on",
         f"({calibration.get('records')} records; the {calibration.get('excluded_ids')} training ids excluded) and never on",
         "the held-out split, a temperature (log-loss) and per-field F1-maximising thresholds, stored in",
         "`calibration.json` and applied by the backend to the label probabilities (`guard/calibration.py`).",
+        "Fields are fitted in answer order (prompt, response, refusal), each under the thresholds before it.",
+        "One threshold per field serves every source, so it is a compromise between attack-style prompts",
+        "(AdvBench, StrongREJECT: scores near 1) and chat logs (ToxicChat, OpenAI Moderation: scores in between).",
         "",
         f"Temperature: {calibration.get('temperature') or 1.0}.",
         "",
@@ -125,6 +128,14 @@ def calibration_lines(calibration: dict[str, Any] | None, uncalibrated: dict[str
             if after.get("n"):
                 lines.append(f"| {task} ({after['n']}) | {before.get('f1', 0):.1f} | {after['f1']:.1f} | "
                              f"{after['precision']:.1f} | {after['recall']:.1f} |")
+        lowered = [
+            f"{file} {task} {before['f1']:.1f} → {after['f1']:.1f}"
+            for file, tasks in calibrated["files"].items()
+            for task, after in tasks.items()
+            if after.get("n") and (before := uncalibrated["files"].get(file, {}).get(task)) and before["f1"] - after["f1"] > 5
+        ]
+        if lowered:
+            lines += ["", "The shared threshold costs some files F1 (before → after): " + "; ".join(lowered) + "."]
     else:
         lines.append("(no uncalibrated report to compare with)")
     return [*lines, ""]
@@ -181,8 +192,17 @@ def loss_chart(history: list[dict[str, Any]]) -> str:
     return str(line_chart("SFT loss (answer tokens), per step and 10-step mean", [("loss", points), ("mean", smooth)]))
 
 
+def lora_description(config: dict[str, Any]) -> str:
+    """From the shipped adapter_config.json itself: a continued stage's hyperparameters do not describe
+    the adapter (``--init`` keeps the first stage's rank and layers)."""
+    layers = config.get("layers_to_transform")
+    where = f"the top {len(layers)} decoder layers" if layers else "every decoder layer"
+    return f"LoRA rank {config.get('r')} (alpha {config.get('lora_alpha')}), all linear layers of {where}"
+
+
 def markdown_card(training: dict[str, Any], reports: dict[str, dict[str, Any]], adapter_bytes: int,
-                  calibration: dict[str, Any] | None = None) -> str:
+                  calibration: dict[str, Any] | None = None, adapter_config: dict[str, Any] | None = None) -> str:
+    adapter_config = adapter_config or {}
     prov, summary = training["provenance"], training["summary"]
     hp = prov["hyperparameters"]
     base_fast, base_reason = reports.get("base-fast"), reports.get("base-reason")
@@ -204,8 +224,7 @@ def markdown_card(training: dict[str, Any], reports: dict[str, dict[str, Any]], 
         f"- Recipe: reasoning SFT (`{prov['recipe']}`), completion-only loss on the five-line answer of",
         "  `guard/contract.py` (labels first, then an explanation of at most 40 words). Explanations are",
         f"  composed from the gold labels and the policy text ({prov['data']['mix'].get('explanations')}); no teacher model.",
-        f"- LoRA rank {hp['lora_rank']} (alpha {2 * hp['lora_rank']}), all linear layers of the top"
-        f" {hp.get('lora_layers') or 'all'} decoder layers; learning rate {hp['learning_rate']}, constant after warm-up;",
+        f"- {lora_description(adapter_config)}; learning rate {hp['learning_rate']}, constant after warm-up;",
         f"  batch {hp['batch_size']}, {summary['steps']} steps, seed {hp['seed']}; policies augmented (category subsets and",
         f"  order shuffled, at most {hp['max_categories']} categories shown), text clipped to {hp['max_text_tokens']} tokens.",
         f"- Each record is rendered under its own benchmark's taxonomy (`--policy {prov['policy']}`).",
@@ -333,7 +352,8 @@ def main() -> None:
         shutil.copy(path, reports_out / path.name)
     size = sum(p.stat().st_size for p in (args.out / "adapter_model.safetensors", args.out / "adapter_config.json"))
     calibration = read(args.out / CALIBRATION_FILE) if (args.out / CALIBRATION_FILE).is_file() else None
-    (args.out / "README.md").write_text(markdown_card(training, reports, size, calibration), encoding="utf-8")
+    card = markdown_card(training, reports, size, calibration, read(args.out / "adapter_config.json"))
+    (args.out / "README.md").write_text(card, encoding="utf-8")
     print(f"wrote {args.out} (adapter {size / 1e6:.1f} MB, {len(reports)} reports)")
 
 

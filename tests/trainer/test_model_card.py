@@ -15,7 +15,7 @@ REPORT = REPO / "docs" / "reports" / "embedded-fast-limit30.json"
 def make_run(root: Path) -> Path:
     run = root / "run"
     (run / "adapter").mkdir(parents=True)
-    (run / "adapter" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "embedded", "r": 16}))
+    (run / "adapter" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "embedded", "r": 16, "lora_alpha": 32, "layers_to_transform": [10, 11, 12, 13, 14, 15, 16, 17]}))
     (run / "adapter" / "adapter_model.safetensors").write_bytes(b"\0" * 1000)
     history = [{"step": step, "loss": 3.0 / step} for step in range(1, 21)]
     files = [{"name": "toxicchat_train.jsonl", "licence": "unknown (not listed in MANIFEST.md)", "path": "/x", "records": 9, "used": 4},
