@@ -23,7 +23,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +298,15 @@ def load_model(settings: TrainSettings, base_path: Path, tokenizer: Any, log: Lo
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
+
+
+def adopt_init_adapter_shape(settings: TrainSettings) -> TrainSettings:
+    """A continued LoRA keeps the init adapter's rank and layers, whatever the options said:
+    record those, so the run's provenance describes the adapter it saves."""
+    config = json.loads((Path(settings.init_adapter.strip()) / "adapter_config.json").read_text(encoding="utf-8"))
+    layers = config.get("layers_to_transform")
+    return replace(settings, lora_rank=int(config.get("r") or settings.lora_rank),
+                   lora_layers=len(layers) if isinstance(layers, list) else 0)
 
 
 def top_layers(model: Any, count: int) -> list[int] | None:
@@ -656,6 +665,8 @@ def run(
 
     tokenizer = load_tokenizer(base_path)
     model = load_model(settings, base_path, tokenizer, log)
+    if settings.init_adapter.strip() and not settings.full:
+        settings = adopt_init_adapter_shape(settings)
     rows = build_rows(built.examples, tokenizer, settings)
 
     history: list[dict[str, Any]] = checkpoint_history(resume_from_checkpoint)

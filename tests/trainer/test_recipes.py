@@ -134,6 +134,8 @@ def test_train_command_continues_an_init_adapter(corpus, tiny_model, tmp_path, c
     call_command("train", "--recipe", "sft", "--out", str(tmp_path / "second"), "--init", str(first), *common)
     metrics = json.loads((tmp_path / "second" / recipes.METRICS_FILE).read_text())
     assert metrics["provenance"]["init_adapter"] == str(first)
+    # The continued adapter is still rank 4: the provenance says so, not the option defaults.
+    assert metrics["provenance"]["hyperparameters"]["lora_rank"] == 4
     assert "sft: 2 steps" in capsys.readouterr().out
 
 
