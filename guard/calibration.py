@@ -72,14 +72,20 @@ class Calibration:
 
     def choose(self, field_name: str, distribution: Mapping[str, float]) -> str:
         """The label of ``field_name`` given its (temperature-scaled) distribution."""
-        threshold = self.thresholds.get(field_name)
-        positive = POSITIVE_LABEL.get(field_name)
-        if threshold is None or positive not in distribution:
-            return max(distribution, key=distribution.__getitem__)
-        if distribution[positive] >= threshold:
-            return positive
-        others = {label: p for label, p in distribution.items() if label != positive}
-        return max(others, key=others.__getitem__)
+        return choose_label(self.thresholds, field_name, distribution)
+
+
+def choose_label(thresholds: Mapping[str, float], field_name: str, distribution: Mapping[str, float]) -> str:
+    """The argmax of ``distribution``, unless ``thresholds`` has one for the field: then the
+    positive label as soon as its probability reaches it (the backend's per-row decision)."""
+    threshold = thresholds.get(field_name)
+    positive = POSITIVE_LABEL.get(field_name)
+    if threshold is None or positive not in distribution:
+        return max(distribution, key=distribution.__getitem__)
+    if distribution[positive] >= threshold:
+        return positive
+    others = {label: p for label, p in distribution.items() if label != positive}
+    return max(others, key=others.__getitem__)
 
 
 def read_directory(path: Path | None) -> Calibration:
@@ -155,7 +161,6 @@ def best_threshold(scores: Sequence[float], positives: Sequence[bool]) -> tuple[
         candidates.append(_sigmoid((_log_odds(low) + _log_odds(high)) / 2))
     best = max(candidates, key=lambda t: (f1_at(scores, positives, t), -abs(_log_odds(t))))
     return best, f1_at(scores, positives, best)
-
 
 
 def pooled_temperature(scores: Mapping[str, Sequence[Sequence[Any]]]) -> float | None:

@@ -27,7 +27,7 @@ How a batch is judged
    model is calibrated with a threshold for the field, the positive label
    (``unsafe``/``refusal``) as soon as its probability reaches the threshold
    (``guard.calibration``).
-   Each following field is scored by one cached step: the argmax label of the
+   Each following field is scored by one cached step: the chosen label of the
    previous field is teacher-forced, i.e. the text between the two field
    names (``" unsafe\\nresponse:"``, taken from ``contract.answer_prefix_before``)
    is appended to the KV cache of every row in one small forward, and the next
@@ -74,7 +74,7 @@ import torch
 
 from guard import contract
 from guard.backends.base import GuardError, GuardRequest
-from guard.calibration import Calibration
+from guard.calibration import choose_label
 from guard.contract import NONE, SAFE, UNSAFE, PolicySpec, Verdict
 
 logger = logging.getLogger(__name__)
@@ -621,9 +621,6 @@ class TransformersBackend:
         probs = torch.softmax(logits, dim=-1).cpu().tolist()
         return [dict(zip(choices, row, strict=True)) for row in probs]
 
-    def _choose(self, field_name: str, distribution: dict[str, float]) -> str:
-        return Calibration(self.temperature, self.thresholds).choose(field_name, distribution)
-
     # ----------------------------------------------------------------- public
 
     def classify_batch(self, requests: list[GuardRequest], *, constrained: bool = True) -> list[Verdict]:
@@ -727,7 +724,7 @@ class TransformersBackend:
         )
         prompt_probs = self._label_distribution(hidden[:, -1], contract.FIELD_PROMPT, (SAFE, UNSAFE))
         labels: list[dict[str, str]] = [
-            {contract.FIELD_PROMPT: self._choose(contract.FIELD_PROMPT, p)} for p in prompt_probs
+            {contract.FIELD_PROMPT: choose_label(self.thresholds, contract.FIELD_PROMPT, p)} for p in prompt_probs
         ]
         probabilities: list[dict[str, dict[str, float]]] = [{contract.FIELD_PROMPT: p} for p in prompt_probs]
         categories_hidden: list[torch.Tensor | None] = [None] * batch
@@ -757,7 +754,7 @@ class TransformersBackend:
                 chunks = [[] for _ in items]
                 for i, dist in zip(with_response, dists, strict=True):
                     probabilities[i][field_name] = dist
-                    labels[i][field_name] = self._choose(field_name, dist)
+                    labels[i][field_name] = choose_label(self.thresholds, field_name, dist)
                     chunks[i] = self._between(field_name, next_field, labels[i])
                 hidden = state.extend(chunks)
             for i in with_response:

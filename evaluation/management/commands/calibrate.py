@@ -51,6 +51,14 @@ class Command(BaseCommand):
         exclude = read_id_files(options["exclude_ids"])
         file_limits = parse_file_limits(options["limit_for"])
 
+        last_pass: list[tuple[Calibration, dict[str, Any]]] = []
+
+        def response_scores(under: Calibration) -> dict[str, Any]:
+            """The response records scored under ``under``; an unchanged calibration reuses the last pass."""
+            if not (last_pass and last_pass[0][0] == under):
+                last_pass[:] = [(under, scores(under, responses_only=True)["scores"])]
+            return last_pass[0][1]
+
         def scores(under: Calibration, *, responses_only: bool) -> dict[str, Any]:
             self.stderr.write(f"scoring {'records with a response' if responses_only else 'every record'} under {under.to_json()}")
             try:
@@ -71,9 +79,9 @@ class Command(BaseCommand):
         for name in FIELDS:
             if name == contract.FIELD_PROMPT:
                 pairs = [[calibration.rescale(p, temperature or 1.0), gold] for p, gold in first["scores"][name]]
-            elif any(first["scores"].get(name) or ()):
+            elif first["scores"].get(name):
                 # Later passes: only the records with a response, under what is fitted so far.
-                pairs = scores(fitted, responses_only=True)["scores"][name]
+                pairs = response_scores(fitted)[name]
             else:
                 pairs = []
             threshold, summary[name] = calibration.fit_threshold(pairs, min_per_class=options["min_per_class"])
