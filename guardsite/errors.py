@@ -68,4 +68,9 @@ def service_unavailable() -> JsonResponse:
 def handler500(request: HttpRequest) -> HttpResponse:
     if database_is_down(sys.exc_info()[1]):
         return service_unavailable()
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"error": "internal_error", "detail": "the server failed to answer this request; it has been logged"},
+            status=500,
+        )
     return server_error(request)

@@ -6,7 +6,16 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 HOST=${DEMO_HOST:-127.0.0.1}
 PORT=${DEMO_PORT:-8000}
-export DEBUG=${DEBUG:-1}
+# DEBUG stays off, as in production: visitors see the app's own 404/500 pages and the API answers
+# JSON errors; whitenoise serves the static files. DEMO_DEBUG=1 turns Django's debug pages on.
+export DEBUG=${DEMO_DEBUG:-${DEBUG:-0}}
+if [ -z "${ALLOWED_HOSTS:-}" ]; then
+  case "$HOST" in
+    127.0.0.1|localhost|::1) ;;
+    0.0.0.0|::) export ALLOWED_HOSTS="*" ;;  # reachable on every interface: any Host header
+    *) export ALLOWED_HOSTS="localhost,127.0.0.1,[::1],$HOST" ;;
+  esac
+fi
 step() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
 t0=$(date +%s)
 
