@@ -161,8 +161,19 @@ def panel_context(task: ReviewTask | None, error: str = "") -> dict[str, Any]:
         refusal_choices=(contract.REFUSAL, contract.COMPLIANCE),
         guard_response_label=verdict.response_label or contract.SAFE,
         guard_refusal_label=verdict.refusal_label or contract.COMPLIANCE,
+        category_field=category_field(item, verdict),
     )
     return context
+
+
+def category_field(item: Item, verdict: Verdict) -> str:
+    """The text the reviewer's category choices start out applying to: the one the guard
+    found unsafe (the response first), else the response when there is one."""
+    if item.has_response and verdict.response_label == contract.UNSAFE:
+        return "response"
+    if verdict.prompt_label == contract.UNSAFE or not item.has_response:
+        return "prompt"
+    return "response"
 
 
 @role_required(REVIEWER)

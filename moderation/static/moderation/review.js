@@ -1,0 +1,199 @@
+// The review panel, driven by the keyboard (see the shortcut table on /review/).
+//
+// Rules: a key changes only what it names, and every change it causes shows where it
+// happened (the field is outlined, marked "changed" against the guard's label, and the
+// status line says what changed). Choosing a category marks the *highlighted* text
+// (prompt or response, shown in the category legend) unsafe; p / r / t move the
+// highlight. After a submit the focus goes back to the page, never into a text field.
+(() => {
+  const form = () => document.getElementById("decision-form");
+  const panel = () => document.getElementById("review-panel");
+  const FIELD_NAMES = { prompt: "prompt", response: "response" };
+
+  const say = (text) => {
+    const status = document.getElementById("review-status");
+    if (status) status.textContent = text;
+  };
+  const flash = (element) => {
+    if (!element) return;
+    element.classList.remove("flash");
+    void element.offsetWidth; // restart the animation
+    element.classList.add("flash");
+    element.addEventListener("animationend", () => element.classList.remove("flash"), { once: true });
+  };
+  const setOutcome = (value) => {
+    const f = form(); if (!f) return;
+    f.querySelector("#outcome").value = value;
+    f.querySelector("#outcome-label").textContent = value;
+  };
+  const checked = (group) => form()?.querySelector(`input[name=${group}]:checked`)?.value;
+  const fieldset = (field) => form()?.querySelector(`fieldset[data-field=${field}]`);
+
+  const activeField = () => form()?.dataset.activeField || "prompt";
+  const setActiveField = (field) => {
+    const f = form(); if (!f || !fieldset(field)) return;
+    f.dataset.activeField = field;
+    f.querySelectorAll("fieldset[data-field]").forEach((set) => set.classList.toggle("active-field", set.dataset.field === field));
+    const target = f.querySelector("#category-target");
+    if (target) target.textContent = FIELD_NAMES[field] || field;
+  };
+
+  // Mark every label and category that differs from the guard's verdict.
+  const markChanges = () => {
+    const f = form(); if (!f) return;
+    f.querySelectorAll("fieldset[data-guard]").forEach((set) => {
+      const now = set.querySelector("input[type=radio]:checked")?.value;
+      const changed = now !== set.dataset.guard;
+      set.classList.toggle("changed", changed);
+      const note = set.querySelector(".was");
+      if (note) note.textContent = changed ? `changed, guard said ${set.dataset.guard}` : "";
+    });
+    f.querySelectorAll("label.category-choice").forEach((label) => {
+      const box = label.querySelector("input");
+      const guard = label.dataset.guard === "1";
+      label.classList.toggle("added", box.checked && !guard);
+      label.classList.toggle("removed", !box.checked && guard);
+    });
+  };
+
+  const setRadio = (group, value) => {
+    const radio = form()?.querySelector(`input[name=${group}][value=${value}]`);
+    if (radio && !radio.checked) { radio.checked = true; return true; }
+    return false;
+  };
+  const anyUnsafe = () => checked("prompt_label") === "unsafe" || checked("response_label") === "unsafe";
+  const checkedCategories = () => [...(form()?.querySelectorAll("input[name=categories]:checked") || [])];
+
+  // No text is unsafe any more: the categories go, and the status line says which.
+  const clearCategoriesIfSafe = (messages) => {
+    if (anyUnsafe()) return;
+    const boxes = checkedCategories();
+    if (!boxes.length) return;
+    boxes.forEach((box) => { box.checked = false; });
+    messages.push(`categories ${boxes.map((b) => b.value).join(", ")} cleared (no text is unsafe now)`);
+    flash(form().querySelector("#category-choices"));
+  };
+
+  const toggleField = (field, group) => {
+    const f = form(); if (!f) return;
+    const radios = [...f.querySelectorAll(`input[type=radio][name=${group}]`)];
+    if (!radios.length) return;
+    const index = radios.findIndex((r) => r.checked);
+    const next = radios[(index + 1) % radios.length];
+    next.checked = true;
+    const messages = [`${field} → ${next.value}`];
+    if (FIELD_NAMES[field]) {
+      setActiveField(field);
+      clearCategoriesIfSafe(messages);
+    }
+    flash(next.closest("fieldset"));
+    afterChange(messages);
+  };
+
+  const toggleCategory = (box) => {
+    box.checked = !box.checked;
+    categoryChanged(box, [`${box.value} ${box.checked ? "chosen" : "removed"}`]);
+  };
+  const categoryChanged = (box, messages) => {
+    if (box.checked) {
+      const field = activeField();
+      if (setRadio(`${field}_label`, "unsafe")) {
+        messages.push(`${field} → unsafe (a category was chosen for it)`);
+        flash(fieldset(field));
+      }
+    }
+    flash(box.closest("label"));
+    afterChange(messages);
+  };
+
+  const afterChange = (messages) => {
+    setOutcome("override");
+    markChanges();
+    say(messages.join("; "));
+  };
+
+  const submit = (outcome) => {
+    const f = form(); if (!f) return;
+    // A focused text field would be focused again in the next item (htmx keeps focus by id).
+    if (f.contains(document.activeElement)) document.activeElement.blur();
+    setOutcome(outcome);
+    f.querySelector(outcome === "override" ? "#override-button" : "#agree-button").click();
+  };
+
+  // Mouse changes follow the same rules as the keys.
+  document.addEventListener("change", (event) => {
+    const f = form();
+    if (!f || !f.contains(event.target)) return;
+    const target = event.target;
+    if (target.name === "categories") {
+      categoryChanged(target, [`${target.value} ${target.checked ? "chosen" : "removed"}`]);
+    } else if (target.type === "radio") {
+      const field = target.closest("fieldset")?.dataset.field;
+      const messages = [`${field} → ${target.value}`];
+      if (FIELD_NAMES[field]) { setActiveField(field); clearCategoriesIfSafe(messages); }
+      afterChange(messages);
+    }
+  });
+  document.addEventListener("input", (event) => {
+    if (event.target.id === "category-codes" && event.target.value.trim()) setOutcome("override");
+  });
+
+  // After every swap of the panel: the focus is on the page, shortcuts work at once.
+  document.addEventListener("htmx:afterSettle", (event) => {
+    const p = panel();
+    if (!p || !(event.target === p || event.target.contains?.(p) || p.contains(event.target))) return;
+    init();
+    const active = document.activeElement;
+    if (!active || active === document.body || !document.contains(active) || p.contains(active)) p.focus({ preventScroll: true });
+  });
+
+  const init = () => {
+    const f = form(); if (!f) return;
+    setActiveField(activeField());
+    markChanges();
+  };
+  document.addEventListener("DOMContentLoaded", init);
+  if (document.readyState !== "loading") init();
+
+  document.addEventListener("keydown", (event) => {
+    if (event.altKey || event.isComposing) return;
+    const f = form();
+    if ((event.ctrlKey || event.metaKey) && event.key === "Enter") {
+      if (f) { event.preventDefault(); submit(f.querySelector("#outcome").value); }
+      return;
+    }
+    if (event.ctrlKey || event.metaKey) return;
+    const target = event.target;
+    if (target.matches && target.matches("textarea, input[type=text], input[type=search], input[type=date], input[type=number], select")) {
+      if (event.key === "Escape") { target.blur(); panel()?.focus({ preventScroll: true }); }
+      return;
+    }
+    if (!f) {
+      if (event.key === "j") { const claim = document.getElementById("claim-next"); if (claim && !claim.disabled) { event.preventDefault(); claim.click(); } }
+      return;
+    }
+    let handled = true;
+    switch (event.key) {
+      case "a": submit("agree"); break;
+      case "o": submit("override"); break;
+      case "Enter": submit(f.querySelector("#outcome").value); break;
+      case "p": toggleField("prompt", "prompt_label"); break;
+      case "r": toggleField("response", "response_label"); break;
+      case "f": toggleField("refusal", "refusal_label"); break;
+      case "t": {
+        const other = activeField() === "prompt" ? "response" : "prompt";
+        if (fieldset(other)) { setActiveField(other); flash(fieldset(other)); say(`categories now apply to the ${other}`); }
+        break;
+      }
+      case "c": f.querySelector("#category-codes").focus(); break;
+      case "n": f.querySelector("#note").focus(); break;
+      case "u": f.querySelector("#release-button").click(); break;
+      default:
+        if (/^[1-9]$/.test(event.key)) {
+          const box = f.querySelector(`#cat-${event.key}`);
+          if (box) toggleCategory(box);
+        } else handled = false;
+    }
+    if (handled) event.preventDefault();
+  });
+})();
