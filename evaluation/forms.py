@@ -4,30 +4,38 @@ from pathlib import Path
 from typing import Any
 
 from django import forms
-from django.conf import settings
 
+from evaluation.datasets import SHIPPED_DATA_DIR, benchmark_files, shipped_files
 from evaluation.harness import AUTO_POLICY
-from guard.contract import MODES
+from guard import serving
 
 MAX_LIMIT = 100_000
 MAX_BATCH = 256
 
 
 def dataset_files() -> list[Path]:
-    """The benchmark files offered in the browser: the shared corpus only.
+    """The benchmark files offered in the browser: the shipped evaluation set, then the shared corpus
+    (``evaluation.datasets``). The browser never names arbitrary server paths; the CLI takes any path."""
+    return benchmark_files()
 
-    The browser never names arbitrary server paths; the CLI takes any path.
-    """
-    root = Path(settings.SHARED_DATASETS_DIR)
-    return sorted(p for p in root.glob("*.jsonl") if p.is_file()) if root.is_dir() else []
+
+def _file_label(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            count = sum(1 for line in handle if line.strip())
+    except OSError:
+        return path.name
+    origin = "shipped with Guardsite" if path.parent == SHIPPED_DATA_DIR else "shared corpus"
+    return f"{path.name} ({count} records, {origin})"
 
 
 def model_choices() -> list[tuple[str, str]]:
     from guard.models import ModelVersion
 
-    choices = [("", "default model of this deployment"), ("embedded", "embedded Gemma 3 270M (base)")]
+    # By registered name and role, never a server path.
+    choices = [("", f"deployment default: {serving.default_model_label()}"), ("embedded", serving.EMBEDDED_BASE_LABEL)]
     for version in ModelVersion.objects.exclude(status=ModelVersion.Status.RETIRED).order_by("-created_at"):
-        choices.append((version.name, f"{version.name} ({version.status})"))
+        choices.append((version.name, serving.model_label(version)))
     return choices
 
 
@@ -39,14 +47,15 @@ def policy_choices() -> list[tuple[str, str]]:
     for policy in Policy.objects.filter(versions__number__isnull=False).distinct().order_by("name"):
         choices.append((policy.slug, f"policy: {policy.name}"))
     for name in presets.preset_names():
-        choices.append((name, f"preset: {name}"))
+        choices.append((name, f"preset: {presets.preset_title(name)}"))
     return choices
 
 
 class StartEvaluationForm(forms.Form):
-    data = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, label="Benchmark files")
+    data = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, label="Benchmark files",
+                                     error_messages={"required": "Choose at least one benchmark file."})
     model = forms.ChoiceField(required=False)
-    mode = forms.ChoiceField(choices=[(m, m) for m in MODES], initial="fast")
+    mode = forms.ChoiceField(choices=serving.mode_choices, initial="fast")
     policy = forms.ChoiceField(initial=AUTO_POLICY)
     limit = forms.IntegerField(
         required=False, min_value=1, max_value=MAX_LIMIT, initial=50, label="Records per file (empty: all)"
@@ -56,7 +65,9 @@ class StartEvaluationForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.files = {p.name: p for p in dataset_files()}
-        self.fields["data"].choices = [(name, name) for name in self.files]
+        self.fields["data"].choices = [(name, _file_label(path)) for name, path in self.files.items()]
+        # The shipped set is always there: a run can start without choosing anything.
+        self.fields["data"].initial = [p.name for p in shipped_files() if p.name in self.files]
         self.fields["model"].choices = model_choices()
         self.fields["policy"].choices = policy_choices()
 

@@ -30,8 +30,17 @@ def _list_context(request: HttpRequest, form: StartEvaluationForm | None = None)
         "any_active": any(run.is_active for run in runs),
         "finished": finished,
         "can_start": can_start,
-        "form": form if form is not None else (StartEvaluationForm() if can_start else None),
+        "form": form if form is not None else (_start_form(request) if can_start else None),
     }
+
+
+def _start_form(request: HttpRequest) -> StartEvaluationForm:
+    """A fresh start form; ``?model=NAME`` (the model pages' "Evaluate it again") preselects a model."""
+    form = StartEvaluationForm()
+    wanted = request.GET.get("model", "")
+    if wanted and wanted in dict(form.fields["model"].choices):
+        form.initial["model"] = wanted
+    return form
 
 
 @require_GET

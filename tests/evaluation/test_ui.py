@@ -70,7 +70,7 @@ def test_starting_a_run_queues_it_with_the_chosen_files(client_as, shared_datase
 def test_starting_without_files_is_a_400_naming_the_field(client_as, shared_datasets):
     response = client_as("policy_editor").post("/evaluations/start/", {"mode": "fast", "policy": "auto", "batch_size": 4})
     assert response.status_code == 400
-    assert b"This field is required" in response.content
+    assert b"Choose at least one benchmark file." in response.content
     assert not EvaluationRun.objects.exists()
 
 
