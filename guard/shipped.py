@@ -65,6 +65,13 @@ def register_shipped_model() -> Any:
     if commands:
         provenance["command"] = commands[-1]
     provenance["compute"] = training.get("compute", "")
+    # A stage continued from an earlier adapter keeps that adapter's rank and layers, whatever its
+    # options said: record what the saved adapter is (its adapter_config.json).
+    config = _read_json(directory / "adapter_config.json")
+    if isinstance(provenance.get("hyperparameters"), dict) and config.get("r"):
+        layers = config.get("layers_to_transform")
+        provenance["hyperparameters"] = {**provenance["hyperparameters"], "lora_rank": int(config["r"]),
+                                         "lora_layers": len(layers) if isinstance(layers, list) else 0}
     provenance["model_card"] = str(directory / "README.md")
     reports = shipped_reports()
     metrics: dict[str, Any] = {}

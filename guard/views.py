@@ -7,6 +7,7 @@ The decisions themselves live in ``trainer.registry``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,45 @@ def _headline(version: ModelVersion) -> dict[str, Any]:
         values["categories"] = categories.get("micro_f1")
     values["n"] = report.get("n")
     return values
+
+
+def adapter_shape(version: ModelVersion) -> dict[str, Any]:
+    """LoRA rank and adapted layers as saved in the adapter's own ``adapter_config.json`` (the truth
+    about what runs); empty for a full model or an unreadable config."""
+    if not version.adapter_path:
+        return {}
+    try:
+        config = json.loads((Path(version.adapter_path) / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    layers = config.get("layers_to_transform")
+    layers = sorted(int(n) for n in layers) if isinstance(layers, list) else []
+    return {"rank": config.get("r"), "alpha": config.get("lora_alpha"), "layers": layers,
+            "layer_count": len(layers), "layer_span": f"{layers[0]}-{layers[-1]}" if layers else ""}
+
+
+def _hyperparameters(provenance: dict[str, Any], shape: dict[str, Any]) -> dict[str, Any]:
+    """The recorded hyperparameters, with LoRA rank and layers taken from the saved adapter."""
+    values = dict(provenance.get("hyperparameters") or {})
+    if values and shape.get("rank"):
+        values["lora_rank"] = shape["rank"]
+        values["lora_layers"] = shape["layer_count"] or "all"
+    return values
+
+
+def _own_evaluation(version: ModelVersion) -> dict[str, Any]:
+    """The version's own report, for its page: per task and per file F1 (empty without a report)."""
+    report = (version.metrics or {}).get("report")
+    if not isinstance(report, dict):
+        return {}
+    tasks = [(task, report.get("tasks", {}).get(task) or {}) for task in HEADLINE_TASKS]
+    files = sorted((report.get("files") or {}).items())
+    return {
+        "report": report,
+        "tasks": [(task, scores) for task, scores in tasks if scores.get("n")],
+        "files": [(name, [(task, (scores.get(task) or {})) for task in HEADLINE_TASKS]) for name, scores in files],
+        "categories": report.get("categories") or {},
+    }
 
 
 @require_GET
@@ -73,7 +113,11 @@ def _detail_context(request: HttpRequest, version: ModelVersion, **extra: Any) -
     comparison = registry.compare(version, against)
     provenance = version.provenance or {}
     files = [f for f in ((provenance.get("data") or {}).get("files") or []) if isinstance(f, dict)]
+    shape = adapter_shape(version)
     return {
+        "adapter_shape": shape,
+        "hyperparameters": _hyperparameters(provenance, shape),
+        "own": _own_evaluation(version),
         "version": version,
         "production": registry.current_production(),
         "comparison": comparison,

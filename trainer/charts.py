@@ -25,8 +25,34 @@ def _fmt(value: float) -> str:
     return f"{value:.3f}"
 
 
-def line_chart(title: str, series: Sequence[Series], css_class: str = "train-chart") -> SafeString:
-    """An ``<svg>`` with one polyline per series of (step, value) points; empty series are left out."""
+def axis_ranges(xs: Sequence[float], ys: Sequence[float], x_range: tuple[float, float] | None = None) -> tuple[float, float, float, float]:
+    """(x0, x1, y0, y1) of the plot. Steps start at 1 (or the first step shown) and reach the last step
+    (or ``x_range``); one step is drawn in the middle of a one-step axis. Values that are never negative
+    get an axis that never goes below 0; a flat series gets room above (and at 0) instead of a made-up
+    negative range."""
+    x0, x1 = min(xs), max(xs)
+    if x_range is not None:
+        x0, x1 = min(x0, x_range[0]), max(x1, x_range[1])
+    if x1 == x0:
+        x0, x1 = x0 - 0.5, x1 + 0.5
+    y0, y1 = min(ys), max(ys)
+    if y1 == y0:
+        if y0 > 0:
+            y0, y1 = 0.0, 2 * y1
+        elif y0 == 0:
+            y1 = 1.0
+        else:
+            y0, y1 = 2 * y0, 0.0
+    else:
+        pad = (y1 - y0) * 0.05
+        y0, y1 = (max(0.0, y0 - pad) if y0 >= 0 else y0 - pad), y1 + pad
+    return x0, x1, y0, y1
+
+
+def line_chart(title: str, series: Sequence[Series], css_class: str = "train-chart",
+               x_range: tuple[float, float] | None = None) -> SafeString:
+    """An ``<svg>`` with one polyline per series of (step, value) points; empty series are left out.
+    ``x_range`` = (first, last) step of the axis (e.g. 1 and the job's total steps)."""
     drawn = [(name, [(float(x), float(y)) for x, y in points]) for name, points in series if points]
     parts = [
         f'<svg class="{escape(css_class)}" xmlns="http://www.w3.org/2000/svg" role="img" width="{WIDTH}" height="{HEIGHT}" '
@@ -39,12 +65,7 @@ def line_chart(title: str, series: Sequence[Series], css_class: str = "train-cha
         return mark_safe("".join(parts))  # noqa: S308 - every text above is escaped
     xs = [x for _, points in drawn for x, _ in points]
     ys = [y for _, points in drawn for _, y in points]
-    x0, x1 = min(xs), max(xs)
-    y0, y1 = min(ys), max(ys)
-    if x1 == x0:
-        x1 = x0 + 1
-    if y1 == y0:
-        y0, y1 = y0 - 0.5, y1 + 0.5
+    x0, x1, y0, y1 = axis_ranges(xs, ys, x_range)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def px(x: float) -> float:
@@ -58,8 +79,14 @@ def line_chart(title: str, series: Sequence[Series], css_class: str = "train-cha
         y = py(value)
         parts.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{WIDTH - RIGHT}" y2="{y:.1f}" stroke="#dde3ea"/>')
         parts.append(f'<text x="{LEFT - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end" fill="#5f6b7a">{_fmt(value)}</text>')
-    parts.append(f'<text x="{LEFT}" y="{HEIGHT - 8}" font-size="10" fill="#5f6b7a">step {x0:g}</text>')
-    parts.append(f'<text x="{WIDTH - RIGHT}" y="{HEIGHT - 8}" font-size="10" text-anchor="end" fill="#5f6b7a">step {x1:g}</text>')
+    first, last = min(xs), max(xs) if x_range is None else max(max(xs), x_range[1])
+    if x_range is not None:
+        first = min(first, x_range[0])
+    if first == last:
+        parts.append(f'<text x="{px(first):.1f}" y="{HEIGHT - 8}" font-size="10" text-anchor="middle" fill="#5f6b7a" data-axis="x">step {first:g}</text>')
+    else:
+        parts.append(f'<text x="{LEFT}" y="{HEIGHT - 8}" font-size="10" fill="#5f6b7a" data-axis="x">step {first:g}</text>')
+        parts.append(f'<text x="{WIDTH - RIGHT}" y="{HEIGHT - 8}" font-size="10" text-anchor="end" fill="#5f6b7a" data-axis="x">step {last:g}</text>')
     legend_x = LEFT
     for index, (name, points) in enumerate(drawn):
         colour = COLOURS[index % len(COLOURS)]
@@ -75,12 +102,14 @@ def line_chart(title: str, series: Sequence[Series], css_class: str = "train-cha
     return mark_safe("".join(parts))  # noqa: S308 - every text above is escaped
 
 
-def training_charts(metrics: Sequence[dict[str, Any]]) -> list[SafeString]:
-    """The loss curve and, for GRPO, the total reward and each reward component."""
+def training_charts(metrics: Sequence[dict[str, Any]], total_steps: int = 0) -> list[SafeString]:
+    """The loss curve and, for GRPO, the total reward and each reward component; the step axis runs
+    from 1 to ``total_steps`` when given (a running job shows how far it has come)."""
     charts = []
+    x_range = (1.0, float(total_steps)) if total_steps else None
     loss = [(m["step"], m["loss"]) for m in metrics if isinstance(m.get("loss"), int | float)]
     if loss:
-        charts.append(line_chart("Loss", [("loss", loss)]))
+        charts.append(line_chart("Loss", [("loss", loss)], x_range=x_range))
     reward = [(m["step"], m["reward"]) for m in metrics if isinstance(m.get("reward"), int | float)]
     components: dict[str, list[tuple[float, float]]] = {}
     for m in metrics:
@@ -88,7 +117,7 @@ def training_charts(metrics: Sequence[dict[str, Any]]) -> list[SafeString]:
             if isinstance(value, int | float):
                 components.setdefault(name.removesuffix("_reward"), []).append((m["step"], value))
     if reward or components:
-        charts.append(line_chart("Reward", [("total", reward), *sorted(components.items())]))
+        charts.append(line_chart("Reward", [("total", reward), *sorted(components.items())], x_range=x_range))
     if not charts:
         charts.append(line_chart("Loss", []))
     return charts

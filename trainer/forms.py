@@ -38,12 +38,39 @@ def base_model_choices() -> list[tuple[str, str]]:
     return choices
 
 
+def adapter_shape(adapter_dir: str) -> dict[str, Any]:
+    """``{"lora_rank": r, "lora_layers": N}`` of a saved adapter (N = 0: every layer); {} when unreadable."""
+    import json
+
+    try:
+        config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not config.get("r"):
+        return {}
+    layers = config.get("layers_to_transform")
+    return {"lora_rank": int(config["r"]), "lora_layers": len(layers) if isinstance(layers, list) else 0}
+
+
+def describe_shape(shape: dict[str, Any]) -> str:
+    if not shape:
+        return ""
+    where = f"the top {shape['lora_layers']} layers" if shape["lora_layers"] else "every layer"
+    return f"LoRA r={shape['lora_rank']} on {where}"
+
+
 def init_adapter_choices() -> list[tuple[str, str]]:
+    """A fresh adapter, then the production model (the usual way to improve it), then other versions."""
     from guard.models import ModelVersion
 
     choices = [("", "none: a fresh LoRA adapter")]
-    for version in ModelVersion.objects.exclude(adapter_path="").order_by("-created_at"):
-        choices.append((version.name, f"{version.name} ({version.status})"))
+    versions = list(ModelVersion.objects.exclude(adapter_path="").order_by("-created_at"))
+    versions.sort(key=lambda v: v.status != ModelVersion.Status.PRODUCTION)
+    for version in versions:
+        shape = describe_shape(adapter_shape(version.adapter_path))
+        prefix = "production: " if version.status == ModelVersion.Status.PRODUCTION else ""
+        label = f"{prefix}{version.name} ({version.status}{', ' + shape if shape else ''})"
+        choices.append((version.name, label))
     return choices
 
 
@@ -85,7 +112,8 @@ class StartTrainingForm(forms.Form):
     base_model = forms.ChoiceField(label="Base model")
     init_adapter = forms.ChoiceField(required=False, label="Start from adapter")
     max_steps = forms.IntegerField(min_value=1, max_value=MAX_STEPS, initial=100)
-    lora_rank = forms.IntegerField(min_value=1, max_value=256, initial=8, label="LoRA rank")
+    # Not required: a continued adapter keeps its own rank and layers (the form disables both then).
+    lora_rank = forms.IntegerField(required=False, min_value=1, max_value=256, initial=8, label="LoRA rank")
     lora_layers = forms.IntegerField(required=False, min_value=0, max_value=1024,
                                      label="Adapt only the top N layers (empty: all; fewer trains faster on a CPU)")
     full = forms.BooleanField(required=False, label="Full fine-tuning (no LoRA)")
@@ -120,7 +148,14 @@ class StartTrainingForm(forms.Form):
             problem = adapter_base_mismatch(self.init_adapter_path(), cleaned["base_model"])
             if problem:
                 self.add_error("init_adapter", problem)
+        if not cleaned.get("init_adapter") and not cleaned.get("full") and not cleaned.get("lora_rank") and "lora_rank" not in self.errors:
+            self.add_error("lora_rank", "A fresh LoRA adapter needs a rank (8 is a good start).")
         return cleaned
+
+    def init_shape(self) -> dict[str, Any]:
+        """The chosen start adapter's rank and layers ({} without one): what a continued run keeps."""
+        path = self.init_adapter_path()
+        return adapter_shape(path) if path else {}
 
     def data_sources(self) -> list[str]:
         sources = [str(self.files[name]) for name in self.cleaned_data["data"]]
@@ -139,18 +174,27 @@ class StartTrainingForm(forms.Form):
 
     def hyperparameters(self) -> dict[str, Any]:
         data = self.cleaned_data
+        full = bool(data.get("full"))
         values: dict[str, Any] = {
             "max_steps": data["max_steps"],
-            "lora_rank": data["lora_rank"],
-            "full": bool(data.get("full")),
+            "lora_rank": data.get("lora_rank") or 8,
+            "full": full,
             "max_examples": data["max_examples"],
             "batch_size": data["batch_size"],
             "eval_limit": data["eval_limit"],
         }
         if data.get("learning_rate"):
             values["learning_rate"] = data["learning_rate"]
-        if data.get("lora_layers") and not data.get("full"):
+        if data.get("lora_layers") and not full:
             values["lora_layers"] = data["lora_layers"]
+        shape = self.init_shape()
+        if shape and not full:
+            # Continuing an adapter keeps its rank and layers: record those, never the form's fields.
+            values["lora_rank"] = shape["lora_rank"]
+            values.pop("lora_layers", None)
+            if shape["lora_layers"]:
+                values["lora_layers"] = shape["lora_layers"]
+            values["lora_shape_from"] = "start adapter"
         return values
 
     def render_policy(self) -> str:

@@ -106,6 +106,25 @@ class TrainingJob(models.Model):
         return self.metrics[-1] if self.metrics else {}
 
     @property
+    def is_terminal(self) -> bool:
+        return not self.is_active
+
+    @property
+    def phase(self) -> str:
+        """Where the job is, in words that agree with its status (the stage alone goes stale)."""
+        if self.status == self.Status.QUEUED:
+            return "waiting for a worker"
+        if self.status == self.Status.RUNNING:
+            return self.get_stage_display()
+        if self.status == self.Status.CANCELLING:
+            return f"stopping after step {self.step}"
+        if self.status == self.Status.CANCELLED:
+            return f"cancelled at step {self.step}" if self.step or self.started_at else "cancelled before it started"
+        if self.status == self.Status.FAILED:
+            return f"failed while {self.get_stage_display()}" if self.stage != self.Stage.WAITING else "failed"
+        return "done"
+
+    @property
     def data_mix(self) -> dict[str, Any]:
         return self.summary.get("data_mix", {})
 

@@ -650,9 +650,18 @@ def run(
     torch.manual_seed(settings.seed)
     base_path = resolve_base(settings.base)
     info = device_info()
+    init = settings.init_adapter.strip()
+    continued = bool(init) and not settings.full and (Path(init) / "adapter_config.json").is_file()
+    if continued:
+        # Decided before anything is logged or recorded: the log, the provenance and the saved adapter agree.
+        settings = adopt_init_adapter_shape(settings)
     method = "full fine-tuning" if settings.full else f"LoRA r={settings.lora_rank}"
     if not settings.full and settings.lora_layers:
         method += f" on the top {settings.lora_layers} layers"
+    elif not settings.full:
+        method += " on every layer"
+    if continued:
+        method += f", continuing {init} (a continued adapter keeps its rank and layers)"
     log(f"{settings.recipe}: base {settings.base} ({base_path}), device {info['device']}, {method}")
 
     built = build_dataset(settings.data, policy=settings.policy, max_examples=settings.max_examples, seed=settings.seed,
@@ -665,8 +674,6 @@ def run(
 
     tokenizer = load_tokenizer(base_path)
     model = load_model(settings, base_path, tokenizer, log)
-    if settings.init_adapter.strip() and not settings.full:
-        settings = adopt_init_adapter_shape(settings)
     rows = build_rows(built.examples, tokenizer, settings)
 
     history: list[dict[str, Any]] = checkpoint_history(resume_from_checkpoint)

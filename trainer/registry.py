@@ -151,6 +151,9 @@ def compare(candidate: ModelVersion, against: ModelVersion | None = None, thresh
     label = target.name if target is not None else EMBEDDED_LABEL
     report = (candidate.metrics or {}).get("report")
     baseline_entry = (candidate.metrics or {}).get("baseline") or {}
+    if against is None and candidate.status == ModelVersion.Status.PRODUCTION and baseline_entry.get("model"):
+        # The production model itself: compare it with the model it was evaluated against (the one it replaced).
+        label = str(baseline_entry["model"])
     baseline: dict[str, Any] | None = None
     source = ""
     if isinstance(baseline_entry.get("report"), dict) and baseline_entry.get("model") == label:

@@ -189,6 +189,11 @@ def _run(job: TrainingJob, resume: str | None, progress: JobProgress) -> str:
     TrainingJob.objects.filter(pk=job.pk).update(stage=TrainingJob.Stage.REGISTERING, summary=summary)
     candidate = register_candidate(job, outcome, metrics)
     progress.log(f"registered candidate model {candidate.name}")
+    runs = record_evaluation_runs(job, candidate, metrics)
+    if runs:
+        summary["evaluation"]["runs"] = runs
+        progress.log(f"evaluation runs #{runs['baseline']} ({metrics['baseline']['model']}) and #{runs['candidate']} "
+                     f"({candidate.name}) are listed under Evaluations")
     TrainingJob.objects.filter(pk=job.pk).update(
         status=TrainingJob.Status.SUCCEEDED, stage=TrainingJob.Stage.DONE, candidate=candidate, summary=summary,
         finished_at=timezone.now(),
@@ -213,11 +218,13 @@ def evaluate_candidate(job: TrainingJob, outcome: Any, progress: JobProgress) ->
     limit = int(hp.get("eval_limit") or DEFAULT_EVAL_LIMIT)
     mode = str(hp.get("eval_mode") or "fast")
     batch_size = int(hp.get("eval_batch_size") or 8)
-    files = [f for f in outcome.held_out_files if f.endswith(".jsonl")]
+    held_out = [f for f in outcome.held_out_files if f.endswith(".jsonl")]
+    shipped = evaluation_suite_files(held_out)
+    files = held_out + shipped
     info: dict[str, Any] = {"mode": mode, "limit": limit, "files": [Path(f).name for f in files]}
     if not files:
-        progress.log("no held-out benchmark records: evaluation skipped")
-        return {**info, "skipped": "no held-out benchmark records"}
+        progress.log("no held-out benchmark records and no shipped evaluation set: evaluation skipped")
+        return {**info, "skipped": "no held-out benchmark records and no shipped evaluation set"}
     try:
         from evaluation.harness import evaluate
     except ImportError as error:
@@ -225,11 +232,17 @@ def evaluate_candidate(job: TrainingJob, outcome: Any, progress: JobProgress) ->
         return {**info, "skipped": f"evaluation harness unavailable: {error}"}
     production = current_production()
     baseline = production.name if production else EMBEDDED_LABEL
+    # The shipped set is small and never trained on: every record of it, whatever the per-file limit.
+    file_limits: dict[str, int | None] = {Path(f).name: None for f in shipped}
     try:
-        progress.log(f"evaluating the candidate on {len(files)} held-out file(s), {limit} records each, {mode} mode")
-        report = evaluate(data=files, model=str(outcome.model_dir), mode=mode, policy="auto", limit=limit, batch_size=batch_size)
+        progress.log(f"evaluating the candidate on {len(held_out)} held-out file(s) ({limit} records each)"
+                     + (f" and the shipped evaluation set ({', '.join(Path(f).name for f in shipped)})" if shipped else "")
+                     + f", {mode} mode")
+        report = evaluate(data=files, model=str(outcome.model_dir), mode=mode, policy="auto", limit=limit, batch_size=batch_size,
+                          file_limits=file_limits)
         progress.log(f"evaluating the baseline {baseline} on the same records")
-        baseline_report = evaluate(data=files, model=baseline, mode=mode, policy="auto", limit=limit, batch_size=batch_size)
+        baseline_report = evaluate(data=files, model=baseline, mode=mode, policy="auto", limit=limit, batch_size=batch_size,
+                                   file_limits=file_limits)
     except Exception as error:  # noqa: BLE001 - a candidate without metrics can still be inspected and force-promoted
         logger.exception("evaluation of training job %s failed", job.pk)
         progress.log(f"evaluation failed: {error}")
@@ -242,6 +255,39 @@ def evaluate_candidate(job: TrainingJob, outcome: Any, progress: JobProgress) ->
     tasks = report.get("tasks", {})
     progress.log("candidate F1: " + ", ".join(f"{t} {v.get('f1')}" for t, v in tasks.items() if v.get("n")))
     return {**info, "report": report, "baseline": {"model": baseline, "report": baseline_report}}
+
+
+def evaluation_suite_files(held_out: list[str]) -> list[str]:
+    """The evaluation set shipped with the code (never trained on), unless a held-out file has its name."""
+    try:
+        from evaluation.datasets import shipped_files
+    except ImportError:
+        return []
+    taken = {Path(f).name for f in held_out}
+    return [str(p) for p in shipped_files() if p.name not in taken]
+
+
+def record_evaluation_runs(job: TrainingJob, candidate: Any, metrics: dict[str, Any]) -> dict[str, int]:
+    """The job's two reports as finished evaluation runs, so /evaluations/ lists them and can compare
+    them like any other runs. Returns {"candidate": run id, "baseline": run id} (empty without reports)."""
+    try:
+        from evaluation.models import EvaluationRun
+    except ImportError:
+        return {}
+    report, baseline = metrics.get("report"), (metrics.get("baseline") or {})
+    if not isinstance(report, dict) or not isinstance(baseline.get("report"), dict):
+        return {}
+    now = timezone.now()
+    runs = {}
+    for role, model, body in (("baseline", baseline.get("model") or "", baseline["report"]), ("candidate", candidate.name, report)):
+        run = EvaluationRun.objects.create(
+            model=model, mode=body.get("mode", "fast"), policy=str(body.get("policy") or "auto"), data=list(body.get("data") or []),
+            limit=metrics.get("limit"), batch_size=int(body.get("batch_size") or 8), status=EvaluationRun.Status.DONE,
+            done=int(body.get("n") or 0), total=int(body.get("n") or 0), report=body, attempts=1, created_by=job.created_by,
+            started_at=job.started_at or now, finished_at=now,
+        )
+        runs[role] = run.pk
+    return runs
 
 
 def register_candidate(job: TrainingJob, outcome: Any, metrics: dict[str, Any]) -> Any:
@@ -279,7 +325,7 @@ def cli_command(job: TrainingJob) -> str:
     parts.append(f"--max-steps {hp.get('max_steps', 100)}")
     if hp.get("full"):
         parts.append("--full")
-    elif hp.get("lora_rank"):
+    elif hp.get("lora_rank") and not job.init_adapter:  # a continued adapter keeps its own rank and layers
         parts.append(f"--lora-rank {hp['lora_rank']}")
         if hp.get("lora_layers"):
             parts.append(f"--lora-layers {hp['lora_layers']}")

@@ -17,6 +17,7 @@ from trainer.charts import training_charts
 from trainer.forms import StartTrainingForm
 from trainer.models import STALE_AFTER_SECONDS, TrainingJob
 from trainer.tasks import enqueue
+from trainer.waiting import wait_reason
 
 JOBS_SHOWN = 100
 
@@ -78,15 +79,23 @@ def _known_slugs() -> set[str]:
 def _detail_context(request: HttpRequest, job: TrainingJob) -> dict[str, Any]:
     mix = job.data_mix.get("after", {})
     labels = sorted({label for counts in mix.values() for label in counts})
-    return {
+    context: dict[str, Any] = {
         "job": job,
-        "charts": training_charts(job.metrics),
+        "charts": training_charts(job.metrics, total_steps=job.total_steps),
         "can_control": can_edit_policies(request.user),
         "mix_rows": [(source, [counts.get(label, 0) for label in labels], sum(counts.values())) for source, counts in mix.items()],
         "mix_labels": labels,
         "training": job.summary.get("training", {}),
         "evaluation": job.summary.get("evaluation", {}),
+        "waiting": wait_reason(job),
     }
+    if job.candidate is not None:
+        from trainer.registry import compare
+
+        comparison = compare(job.candidate)
+        if comparison.available:
+            context.update(comparison=comparison, overall_rows=[r for r in comparison.rows if r.suite == "all"])
+    return context
 
 
 @require_GET
@@ -97,7 +106,12 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 def job_progress(request: HttpRequest, pk: int) -> HttpResponse:
-    job = get_object_or_404(TrainingJob.objects.select_related("candidate"), pk=pk)
+    job = get_object_or_404(TrainingJob.objects.select_related("created_by", "candidate"), pk=pk)
+    if request.htmx and job.is_terminal:
+        # The poll saw the job end: one full refresh, so nothing on the page (messages, setup) stays stale.
+        response = HttpResponse()
+        response["HX-Refresh"] = "true"
+        return response
     return render(request, "trainer/job_detail.html#progress", _detail_context(request, job))
 
 
