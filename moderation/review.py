@@ -68,6 +68,47 @@ def claim_next(user: object) -> ReviewTask | None:
     return task
 
 
+def claim_task(task_id: int, user: object) -> tuple[ReviewTask, ReviewTask | None]:
+    """Claim the task a reviewer picked from the queue list; returns it and the claim they gave back.
+
+    The rules of ``claim_next`` hold: a task claimed by someone else (claim not yet
+    expired) or already decided cannot be taken, and a reviewer never reviews an item
+    twice. A reviewer holds one claim at a time, so picking another task hands the
+    one they held back to the queue (returned, so the page can say so).
+    """
+    now = timezone.now()
+    expires = now + timedelta(seconds=conf.claim_ttl_seconds())
+    takeable = Q(state=ReviewTask.State.OPEN) | Q(state=ReviewTask.State.CLAIMED, claim_expires_at__lte=now)
+    with transaction.atomic():
+        task = _lockable(ReviewTask.objects.filter(pk=task_id)).first()
+        if task is None:
+            mine = ReviewTask.objects.filter(pk=task_id, claimed_by=user, state=ReviewTask.State.CLAIMED).first()
+            if mine is not None and mine.claim_expires_at and mine.claim_expires_at > now:
+                return mine, None
+            raise ReviewError("another reviewer is claiming this item right now; pick another")
+        if task.state == ReviewTask.State.DONE:
+            raise ReviewError(f"item {task.item_id} was already decided; pick another")
+        if task.state == ReviewTask.State.CLAIMED and task.claimed_by_id == getattr(user, "pk", None) and task.claim_expires_at and task.claim_expires_at > now:
+            ReviewTask.objects.filter(pk=task.pk).update(claim_expires_at=expires)
+            task.refresh_from_db()
+            return task, None
+        if Decision.objects.filter(reviewer=user, item_id=task.item_id).exists():
+            raise ReviewError(f"you already reviewed item {task.item_id}; its second review must come from another reviewer")
+        if not ReviewTask.objects.filter(pk=task.pk).filter(takeable).exists():
+            who = task.claimed_by.get_username() if task.claimed_by else "another reviewer"
+            raise ReviewError(f"item {task.item_id} is claimed by {who} until {task.claim_expires_at:%H:%M:%S} UTC; pick another")
+        held = current_claim(user)
+        if held is not None and held.pk != task.pk:
+            release(held, user)
+        claimed = ReviewTask.objects.filter(pk=task.pk).filter(takeable).update(
+            state=ReviewTask.State.CLAIMED, claimed_by=user, claimed_at=now, claim_expires_at=expires
+        )
+        if not claimed:
+            raise ReviewError("another reviewer claimed this item a moment ago; pick another")
+    task.refresh_from_db()
+    return task, held if held is not None and held.pk != task.pk else None
+
+
 def release(task: ReviewTask, user: object) -> None:
     """Hand a claim back to the queue unanswered."""
     ReviewTask.objects.filter(pk=task.pk, state=ReviewTask.State.CLAIMED, claimed_by=user).update(

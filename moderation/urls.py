@@ -1,6 +1,6 @@
 from django.urls import path
 
-from moderation import views
+from moderation import review_queue, views
 from moderation.api import api
 
 app_name = "moderation"
@@ -11,6 +11,8 @@ urlpatterns = [
     path("review/", views.review_home, name="review"),
     path("review/next/", views.review_next, name="review-next"),
     path("review/agreement/", views.review_agreement, name="review-agreement"),
+    path("review/queue/", review_queue.queue_list, name="review-queue"),
+    path("review/<int:task_id>/pick/", review_queue.queue_pick, name="review-pick"),
     path("review/<int:task_id>/", views.review_task, name="review-task"),
     path("review/<int:task_id>/decide/", views.review_decide, name="review-decide"),
     path("review/<int:task_id>/release/", views.review_release, name="review-release"),
