@@ -6,7 +6,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 
 # Paths that authenticate themselves (API keys) or must stay public.
-PUBLIC_PREFIXES = ("/accounts/login/", "/static/", "/healthz", "/api/")
+PUBLIC_PREFIXES = ("/accounts/login/", "/static/", "/healthz", "/api/", "/favicon.ico")
 
 
 class LoginRequiredEverywhereMiddleware:

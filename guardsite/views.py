@@ -1,5 +1,6 @@
+from django.contrib.staticfiles import finders
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import FileResponse, HttpRequest, JsonResponse
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -10,3 +11,11 @@ def healthz(request: HttpRequest) -> JsonResponse:
     except Exception:  # noqa: BLE001 - any failure means "not healthy"
         return JsonResponse({"status": "database_unavailable"}, status=503)
     return JsonResponse({"status": "ok"})
+
+
+def favicon(request: HttpRequest) -> FileResponse:
+    """Browsers ask for /favicon.ico where a page names no icon (the API's JSON, the docs)."""
+    path = finders.find("guardsite/favicon.svg")
+    response = FileResponse(open(str(path), "rb"), content_type="image/svg+xml")  # noqa: SIM115 - FileResponse closes it
+    response["Cache-Control"] = "public, max-age=86400"
+    return response

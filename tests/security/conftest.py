@@ -47,7 +47,7 @@ ROLE_RULES: list[tuple[str, frozenset[str]]] = [
 ]
 
 # Reachable without signing in.
-PUBLIC = {"login", "healthz", "moderation:api-v1:openapi-json", "moderation:api-v1:openapi-view"}
+PUBLIC = {"login", "healthz", "favicon", "moderation:api-v1:openapi-json", "moderation:api-v1:openapi-view"}
 # django-ninja's root of the API: answers 404 to everyone (it serves nothing).
 EMPTY = {"moderation:api-v1:api-root"}
 
