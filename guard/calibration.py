@@ -106,6 +106,41 @@ def of_version(metrics: Any, adapter_path: Path | None) -> Calibration:
     return read_directory(adapter_path)
 
 
+@dataclass(frozen=True)
+class FieldDecision:
+    """How one answer field's label was decided, for display:
+    "prompt: P(unsafe) 0.508, threshold 0.757 -> safe"."""
+
+    field: str
+    positive: str
+    probability: float
+    threshold: float | None
+    label: str
+
+    @property
+    def text(self) -> str:
+        rule = f"threshold {self.threshold:.3f}" if self.threshold is not None else "no threshold: most probable label"
+        return f"P({self.positive}) {self.probability:.3f}, {rule} \u2192 {self.label}"
+
+
+def field_decisions(
+    probabilities: Mapping[str, Mapping[str, float]] | None,
+    thresholds: Mapping[str, float] | None,
+    labels: Mapping[str, str | None],
+) -> list[FieldDecision]:
+    """Each labelled field with the probability of its positive label and the threshold
+    (if any) that decided it, in answer order; fields without a probability are left out."""
+    rows = []
+    for name, positive in POSITIVE_LABEL.items():
+        distribution = (probabilities or {}).get(name) or {}
+        label = labels.get(name)
+        if label is None or positive not in distribution:
+            continue
+        threshold = (thresholds or {}).get(name)
+        rows.append(FieldDecision(name, positive, float(distribution[positive]), None if threshold is None else float(threshold), label))
+    return rows
+
+
 # ------------------------------------------------------------------ fitting
 
 

@@ -35,6 +35,7 @@ app.conf.update(
     task_default_queue="default",
     task_routes={
         "moderation.tasks.classify_pending": {"queue": "gpu-infer"},
+        "moderation.tasks.explain_pending": {"queue": "gpu-infer"},
         "evaluation.tasks.*": {"queue": "gpu-infer"},
         "trainer.tasks.*": {"queue": "gpu-train"},
     },

@@ -178,8 +178,9 @@ TRAINING_OUTPUT_DIR = Path(os.environ.get("TRAINING_OUTPUT_DIR") or VAR_DIR / "t
 MODERATION_MAX_BATCH = env_int("MODERATION_MAX_BATCH", 1000)
 MODERATION_MICRO_BATCH_SIZE = env_int("MODERATION_MICRO_BATCH_SIZE", 32)
 MODERATION_RATE_LIMIT_PER_MINUTE = env_int("MODERATION_RATE_LIMIT_PER_MINUTE", 6000)
-# A full API batch (MODERATION_MAX_BATCH items) is larger than Django's 2.5 MB default body limit.
-DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 32 * 1024 * 1024)
+# The largest request body (not counting uploaded files) the app reads: an API request above it
+# is answered 413 with a JSON message. 1 MiB holds a batch of a few hundred ordinary items.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BODY_BYTES", 1024 * 1024)
 
 LOGGING = {
     "version": 1,

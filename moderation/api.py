@@ -26,8 +26,8 @@ from ninja.security import APIKeyHeader, HttpBearer
 from pydantic import ConfigDict
 
 from guardsite.errors import database_is_down
-from moderation import conf, dispatch, keys
-from moderation.models import ApiKey, IdempotencyRecord, Item
+from moderation import conf, dispatch, explain, keys
+from moderation.models import ApiKey, IdempotencyRecord, Item, Verdict
 from moderation.serializers import item_json, verdict_json
 from moderation.verdicts import category_actions, store_verdict
 
@@ -127,8 +127,13 @@ def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
         return error_response(request, 503, "service_unavailable", "the database is unavailable; retry shortly", {"Retry-After": "5"})
     if isinstance(exc, RequestDataTooBig):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        size = request.META.get("CONTENT_LENGTH", "?")
-        return error_response(request, 413, "request_too_large", f"the request body has {size} bytes; the server accepts at most {limit}: send fewer items per request")
+        size = request.META.get("CONTENT_LENGTH") or "more than that"
+        return error_response(
+            request,
+            413,
+            "request_too_large",
+            f"the request body has {size} bytes; the server accepts at most {limit} (MAX_REQUEST_BODY_BYTES): send fewer items per request",
+        )
     raise exc  # a real bug: Django's 500 handling (and logging)
 
 
@@ -218,10 +223,21 @@ class VerdictOut(Schema):
     refusal_label: str | None
     categories: list[str]
     explanation: str
+    explanation_status: Literal["none", "pending", "done", "failed"] = Field(
+        description="pending: a fast verdict's explanation is being written by a reason pass (the policy asks for one); "
+        "poll GET /items/{id} for it. none: no explanation was asked for."
+    )
     confidence: float | None
+    probabilities: dict[str, dict[str, float]] = Field(description="Per answer field, the probability of each label.")
+    thresholds: dict[str, float] = Field(
+        description="Calibrated decision thresholds the labels were chosen under: a field's positive label "
+        "(unsafe, refusal) is chosen when its probability reaches the threshold; fields without one take the most probable label."
+    )
     model: str
     policy_version: str
-    latency_ms: int
+    latency_ms: int = Field(description="This item's share of its micro-batch's guard time, in milliseconds.")
+    batch_size: int = Field(description="How many items the guard judged together with this one (1 for /moderate).")
+    batch_ms: int = Field(description="The whole micro-batch's guard time, in milliseconds.")
     mode: str
     truncated: bool
     parse_error: str | None
@@ -329,6 +345,31 @@ def check_text(prompt: str, response: str | None, where: str) -> None:
             raise ApiError(422, "text_too_long", f"{where}{name} has {len(text)} characters; the limit is {limit}")
 
 
+def check_queue_room(key: ApiKey, adding: int) -> None:
+    """429 when ``adding`` more items would put more than ``MODERATION_MAX_QUEUED_PER_KEY``
+    of this key's items in the queue (received, queued or running: not yet judged)."""
+    cap = conf.max_queued_per_key()
+    waiting = Item.objects.filter(client=key, status__in=(*Item.PENDING, Item.Status.RUNNING)).count()
+    if waiting + adding <= cap:
+        return
+    retry_after = queue_retry_after(waiting + adding - cap)
+    raise ApiError(
+        429,
+        "queue_full",
+        f"key {key.prefix} has {waiting} item(s) waiting to be judged and the limit is {cap} queued items per key "
+        f"(MODERATION_MAX_QUEUED_PER_KEY); this batch of {adding} would exceed it. "
+        f"Retry in about {retry_after} s, when some have been judged, or send fewer items",
+        {"Retry-After": str(retry_after)},
+    )
+
+
+def queue_retry_after(excess: int) -> int:
+    """Seconds until about ``excess`` items have been judged, at the recent per-item pace (5-600 s)."""
+    recent = list(Verdict.objects.order_by("-id").values_list("latency_ms", flat=True)[:50])
+    per_item_ms = (sum(recent) / len(recent)) if recent else 1000
+    return int(min(600, max(5, excess * per_item_ms / 1000)))
+
+
 def _client_items(key: ApiKey):  # noqa: ANN202 - a QuerySet
     return (
         Item.objects.filter(client=key)
@@ -377,7 +418,11 @@ def moderate(request: HttpRequest, payload: ModerateIn) -> Status:
             status=Item.Status.RUNNING,
             attempts=1,
         )
-        verdict, _ = store_verdict(item, result, actions, dispatch.model_label(model), latency_ms)
+        verdict, _ = store_verdict(
+            item, result, actions, dispatch.model_label(model), latency_ms, thresholds=dispatch.applied_thresholds(model)
+        )
+        if verdict.explanation_status == Verdict.ExplanationStatus.PENDING:
+            explain.announce_on_commit()  # written after this answer, by the reason pass
     return Status(200, verdict_json(item, verdict))
 
 
@@ -408,6 +453,7 @@ def submit_items(request: HttpRequest, payload: BatchIn, response: HttpResponse)
         if replay is not None:
             return replay
 
+    check_queue_room(key, len(payload.items))
     resolve = PolicyResolver()
     rows = []
     for index, entry in enumerate(payload.items):
@@ -443,6 +489,9 @@ def submit_items(request: HttpRequest, payload: BatchIn, response: HttpResponse)
                 # Inserted first: a concurrent duplicate blocks on this row's unique key
                 # until we commit, then gets IntegrityError and replays our answer.
                 record = IdempotencyRecord.objects.create(client=key, key=idempotency_key, request_sha256=fingerprint)
+            # Concurrent batches of one key queue one after the other, so the cap holds.
+            ApiKey.objects.select_for_update().filter(pk=key.pk).first()
+            check_queue_room(key, len(rows))
             created = Item.objects.bulk_create(rows, batch_size=500)
             body = {
                 "count": len(created),

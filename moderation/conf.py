@@ -28,6 +28,14 @@ DEFAULTS: dict[str, float] = {
     "MODERATION_MAX_ATTEMPTS": 3,
     # A worker that claimed fewer items than a full micro-batch waits this long, once, for more.
     "MODERATION_MICRO_BATCH_WAIT_MS": 50,
+    # A micro-batch holds at most this many characters of text (each item counted up to
+    # 4 x GUARD_MAX_INPUT_TOKENS, as the guard truncates longer ones); at least one item.
+    "MODERATION_MICRO_BATCH_MAX_CHARS": 65536,
+    # Items of one API key waiting to be judged (received, queued or running); a batch
+    # beyond it is refused with 429 and Retry-After.
+    "MODERATION_MAX_QUEUED_PER_KEY": 2000,
+    # Fast verdicts whose explanation the reason pass writes in one guard call.
+    "MODERATION_EXPLAIN_BATCH_SIZE": 8,
     # One classify_pending task keeps claiming micro-batches for at most this long,
     # then hands over to a fresh task (so other queued work gets a turn).
     "MODERATION_TASK_TIME_BUDGET_SECONDS": 60,
@@ -112,3 +120,19 @@ def max_text_chars() -> int:
 
 def default_rate_limit_per_minute() -> int:
     return int(settings.MODERATION_RATE_LIMIT_PER_MINUTE)
+
+
+def micro_batch_max_chars() -> int:
+    return max(1, int(_value("MODERATION_MICRO_BATCH_MAX_CHARS")))
+
+
+def max_queued_per_key() -> int:
+    return max(1, int(_value("MODERATION_MAX_QUEUED_PER_KEY")))
+
+
+def explain_batch_size() -> int:
+    return max(1, int(_value("MODERATION_EXPLAIN_BATCH_SIZE")))
+
+
+def max_input_tokens() -> int:
+    return int(settings.GUARD_MAX_INPUT_TOKENS)

@@ -119,6 +119,12 @@ class Verdict(models.Model):
         FLAG = "flag"
         ALLOW = "allow"
 
+    class ExplanationStatus(models.TextChoices):
+        NONE = "", "none asked"
+        PENDING = "pending", "being written"
+        DONE = "done", "written"
+        FAILED = "failed", "could not be written"
+
     # One-to-one: the database, not the code, guarantees "exactly one verdict per item",
     # so a re-delivered batch can never store a second one.
     item = models.OneToOneField(Item, on_delete=models.CASCADE, related_name="verdict")
@@ -129,14 +135,30 @@ class Verdict(models.Model):
     explanation = models.TextField(blank=True, default="")
     confidence = models.FloatField(null=True, blank=True)
     probabilities = models.JSONField(default=dict, blank=True)
+    # The calibrated decision thresholds the labels were chosen under ({"prompt": 0.757, ...});
+    # a field without one took its most probable label.
+    thresholds = models.JSONField(default=dict, blank=True)
     model_label = models.CharField(max_length=200, default="embedded")
     mode = models.CharField(max_length=8, default="fast")
+    # This item's share of its micro-batch's guard time (by length), the batch's size and whole time.
     latency_ms = models.PositiveIntegerField(default=0)
+    batch_size = models.PositiveIntegerField(default=1)
+    batch_ms = models.PositiveIntegerField(default=0)
     truncated = models.BooleanField(default=False)
     parse_error = models.TextField(null=True, blank=True)
     raw_output = models.TextField(blank=True, default="")
     action = models.CharField(max_length=8, choices=Action.choices)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # The explanation of a fast verdict is written afterwards by a reason pass
+    # (moderation.explain), when the policy asks for one for this action.
+    explanation_status = models.CharField(max_length=10, choices=ExplanationStatus.choices, default=ExplanationStatus.NONE, blank=True)
+    explanation_attempts = models.PositiveSmallIntegerField(default=0)
+    explanation_leased_until = models.DateTimeField(null=True, blank=True)
+    explanation_error = models.TextField(blank=True, default="")
+    explained_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["explanation_status", "id"], name="verdict_explanation_status")]
 
     def __str__(self) -> str:
         return f"verdict for item {self.item_id}: {self.action}"

@@ -6,7 +6,7 @@ import logging
 
 from celery import shared_task
 
-from moderation import conf, dispatch, review, webhooks
+from moderation import conf, dispatch, explain, review, webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -22,16 +22,35 @@ def classify_pending() -> dict:
     outcome = dispatch.run_pending(token=classify_pending.request.id)
     if outcome.claimed and outcome.failed < outcome.claimed and dispatch.pending_exists():
         classify_pending.delay()
+    elif outcome.to_explain or (outcome.claimed and explain.pending_exists()):
+        explain.announce()  # the fast verdicts are out: now their explanations
     return {"claimed": outcome.claimed, "stored": outcome.stored, "duplicates": outcome.duplicates, "failed": outcome.failed}
+
+
+@shared_task(name="moderation.tasks.explain_pending", ignore_result=True)
+def explain_pending() -> dict:
+    """Write the explanations of fast verdicts whose policy asks for one (queue ``gpu-infer``).
+
+    Like ``classify_pending`` the message carries no ids, so a duplicate or
+    re-delivered message is harmless. While items wait for a verdict it steps
+    aside and wakes again a moment later.
+    """
+    outcome = explain.run_pending(token=explain_pending.request.id)
+    if outcome.deferred:
+        explain.announce(countdown=explain.YIELD_SECONDS)
+    elif outcome.claimed and outcome.failed < outcome.claimed and explain.pending_exists():
+        explain.announce()
+    return {"claimed": outcome.claimed, "written": outcome.written, "failed": outcome.failed, "deferred": outcome.deferred}
 
 
 @shared_task(name="moderation.tasks.sweep_stuck_items", ignore_result=True)
 def sweep_stuck_items() -> dict:
-    """Re-queue items of workers that died (beat: every 30 s)."""
+    """Re-queue items of workers that died; wake the explanation pass when explanations wait (beat: every 30 s)."""
     outcome = dispatch.sweep()
     if outcome.requeued or outcome.failed:
         logger.warning("sweeper: re-queued %d item(s), failed %d", outcome.requeued, outcome.failed)
-    return {"requeued": outcome.requeued, "failed": outcome.failed, "announced": outcome.announced}
+    explanations_failed = explain.sweep()
+    return {"requeued": outcome.requeued, "failed": outcome.failed, "announced": outcome.announced, "explanations_failed": explanations_failed}
 
 
 @shared_task(name="moderation.tasks.expire_claims", ignore_result=True)

@@ -8,6 +8,7 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("items/", views.items_list, name="items"),
     path("items/<int:item_id>/", views.item_detail, name="item"),
+    path("items/<int:item_id>/explanation/", views.item_explanation, name="item-explanation"),
     path("review/", views.review_home, name="review"),
     path("review/next/", views.review_next, name="review-next"),
     path("review/agreement/", views.review_agreement, name="review-agreement"),

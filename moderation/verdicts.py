@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -69,7 +70,32 @@ def enroll_for_review(verdict: Verdict, rng: random.Random | None = None) -> lis
     return tasks
 
 
-def verdict_fields(result: contract.Verdict, actions: dict[str, str], model_label: str, latency_ms: int) -> dict:
+@dataclass(frozen=True)
+class Timing:
+    """How long the guard took: this item's share, its micro-batch's size and whole time."""
+
+    latency_ms: int
+    batch_size: int = 1
+    batch_ms: int | None = None
+
+
+def explanation_status(item: Item, result: contract.Verdict, action: str) -> str:
+    """PENDING when the policy wants an explanation the guard did not write (fast mode)."""
+    if result.explanation or result.parse_error is not None:
+        return Verdict.ExplanationStatus.NONE
+    policy = item.policy_version.policy  # type: ignore[attr-defined]
+    return Verdict.ExplanationStatus.PENDING if policy.explains(action) else Verdict.ExplanationStatus.NONE
+
+
+def verdict_fields(
+    result: contract.Verdict,
+    actions: dict[str, str],
+    model_label: str,
+    latency_ms: int,
+    timing: Timing | None = None,
+    thresholds: dict[str, float] | None = None,
+) -> dict:
+    timing = timing or Timing(latency_ms=latency_ms)
     return {
         "prompt_label": result.prompt_label,
         "response_label": result.response_label,
@@ -78,9 +104,12 @@ def verdict_fields(result: contract.Verdict, actions: dict[str, str], model_labe
         "explanation": result.explanation,
         "confidence": result.confidence,
         "probabilities": result.probabilities or {},
+        "thresholds": dict(thresholds or {}),
         "model_label": model_label[:200],
         "mode": result.mode,
-        "latency_ms": max(0, int(latency_ms)),
+        "latency_ms": max(0, int(timing.latency_ms)),
+        "batch_size": max(1, int(timing.batch_size)),
+        "batch_ms": max(0, int(timing.latency_ms if timing.batch_ms is None else timing.batch_ms)),
         "truncated": bool(result.truncated),
         "parse_error": result.parse_error,
         "raw_output": result.raw_output or "",
@@ -88,19 +117,32 @@ def verdict_fields(result: contract.Verdict, actions: dict[str, str], model_labe
     }
 
 
-def store_verdict(item: Item, result: contract.Verdict, actions: dict[str, str], model_label: str, latency_ms: int) -> tuple[Verdict, bool]:
+def store_verdict(
+    item: Item,
+    result: contract.Verdict,
+    actions: dict[str, str],
+    model_label: str,
+    latency_ms: int,
+    *,
+    timing: Timing | None = None,
+    thresholds: dict[str, float] | None = None,
+) -> tuple[Verdict, bool]:
     """Store the item's verdict unless it already has one; returns (verdict, created).
 
     Safe against re-delivery: the one-to-one constraint refuses a second verdict
     and the existing one is returned. Marks the item done and enrolls it for
-    review; a webhook is announced after commit.
+    review; a webhook is announced after commit. A fast verdict the policy wants
+    explained is stored with ``explanation_status`` pending: the caller wakes the
+    reason pass (``moderation.explain.announce``) once the answer is out.
     """
     from moderation import webhooks
 
     now = timezone.now()
+    fields = verdict_fields(result, actions, model_label, latency_ms, timing, thresholds)
+    fields["explanation_status"] = explanation_status(item, result, fields["action"])
     try:
         with transaction.atomic():
-            verdict = Verdict.objects.create(item=item, created_at=now, **verdict_fields(result, actions, model_label, latency_ms))
+            verdict = Verdict.objects.create(item=item, created_at=now, **fields)
             enroll_for_review(verdict)
     except IntegrityError:
         verdict = Verdict.objects.get(item=item)

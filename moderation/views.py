@@ -118,7 +118,18 @@ def item_context(item: Item) -> dict[str, Any]:
             [c.code for c in categories if c.code in violated],
             [c.name for c in categories if c.code in violated],
         ),
+        "label_decisions": label_decisions(verdict),
     }
+
+
+def label_decisions(verdict: Verdict | None) -> list[Any]:
+    """Each label with the probability and calibrated threshold that decided it."""
+    from guard.calibration import field_decisions
+
+    if verdict is None:
+        return []
+    labels = {"prompt": verdict.prompt_label, "response": verdict.response_label, "refusal": verdict.refusal_label}
+    return field_decisions(verdict.probabilities, verdict.thresholds, labels)
 
 
 def item_detail(request: HttpRequest, item_id: int) -> HttpResponse:
@@ -130,6 +141,12 @@ def item_detail(request: HttpRequest, item_id: int) -> HttpResponse:
         audit=AuditLog.objects.filter(object_type="item", object_id=str(item.pk)).order_by("at"),
     )
     return render(request, "moderation/item_detail.html", context)
+
+
+def item_explanation(request: HttpRequest, item_id: int) -> HttpResponse:
+    """The explanation fragment; the page polls it while the explanation is being written."""
+    item = get_object_or_404(Item.objects.select_related("policy_version__policy"), pk=item_id)
+    return render(request, "moderation/_explanation.html", item_context(item))
 
 
 # ----------------------------------------------------------------- review

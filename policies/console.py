@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 
 from guard.backends.base import GuardError, GuardRequest
+from guard.calibration import FieldDecision, field_decisions
 from guard.contract import Mode, Verdict
 from guard.models import ModelVersion
 from policies.models import PolicyVersion
@@ -21,6 +22,16 @@ class ConsoleResult:
     error: str = ""
     seconds: float = 0.0
     model_label: str = ""
+    # The calibrated decision thresholds the labels were chosen under.
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def decisions(self) -> list[FieldDecision]:
+        """Each label with its probability and the threshold that decided it."""
+        if self.verdict is None:
+            return []
+        labels = {"prompt": self.verdict.prompt_label, "response": self.verdict.response_label, "refusal": self.verdict.refusal_label}
+        return field_decisions(self.verdict.probabilities, self.thresholds, labels)
 
 
 def default_model_label() -> str:
@@ -48,4 +59,6 @@ def run_console(version: PolicyVersion, prompt: str, response: str, mode: Mode, 
         verdicts = runtime.classify([request], model=model_arg)
     except GuardError as exc:
         return ConsoleResult(verdict=None, error=str(exc), seconds=time.monotonic() - started, model_label=label)
-    return ConsoleResult(verdict=verdicts[0], seconds=time.monotonic() - started, model_label=label)
+    seconds = time.monotonic() - started
+    thresholds = dict(getattr(runtime.get_backend(model_arg), "thresholds", None) or {})
+    return ConsoleResult(verdict=verdicts[0], seconds=seconds, model_label=label, thresholds=thresholds)

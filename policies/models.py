@@ -14,12 +14,19 @@ CODE_PATTERN = r"[A-Za-z0-9_-]{1,40}"
 
 
 class Policy(models.Model):
+    class Explain(models.TextChoices):
+        OFF = "off", "off"
+        FLAG_BLOCK = "flag_block", "flagged and blocked items"
+        ALL = "all", "all items"
+
     slug = models.SlugField(max_length=80, unique=True)
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True, default="")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # The model that judges this policy's traffic; null = the embedded default.
     production_model = models.ForeignKey("guard.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="production_for")
+    # Which fast verdicts get an explanation written afterwards by a reason pass.
+    explain = models.CharField(max_length=12, choices=Explain.choices, default=Explain.FLAG_BLOCK)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -28,6 +35,12 @@ class Policy(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def explains(self, action: str) -> bool:
+        """Whether a fast verdict with this action gets an explanation written afterwards."""
+        if self.explain == self.Explain.ALL:
+            return True
+        return self.explain == self.Explain.FLAG_BLOCK and action in ("flag", "block")
 
     def latest_version(self) -> PolicyVersion | None:
         return self.versions.filter(number__isnull=False).order_by("-number").first()

@@ -176,9 +176,19 @@ def test_body_over_the_server_limit_is_413(api, house_policy, settings):
     assert_error(response, 413, "request_too_large", "at most 1000", "fewer items")
 
 
-def test_a_full_batch_of_long_texts_is_accepted(api, house_policy):
-    # 1,000 items of 4,000 characters: above Django's default 2.5 MB body limit.
-    assert api.post(ITEMS, batch(*["y" * 4000] * 1000)).status_code == 202
+def test_the_request_body_limit_defaults_to_one_mebibyte(settings):
+    assert settings.DATA_UPLOAD_MAX_MEMORY_SIZE == 1024 * 1024  # MAX_REQUEST_BODY_BYTES unset
+
+
+def test_a_batch_just_under_the_body_limit_is_accepted(api, house_policy):
+    # 200 items of 5,000 characters: about 1.0 MB of JSON.
+    assert api.post(ITEMS, batch(*["y" * 5000] * 200)).status_code == 202
+
+
+def test_a_3_mb_body_is_413_naming_the_limit_and_its_setting(api, house_policy):
+    response = api.post(ITEMS, batch(*["y" * 30000] * 100))
+    assert_error(response, 413, "request_too_large", f"at most {1024 * 1024}", "MAX_REQUEST_BODY_BYTES", "fewer items")
+    assert not Item.objects.exists()
 
 
 def test_empty_batch_is_422(api, house_policy):
