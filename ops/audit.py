@@ -29,6 +29,11 @@ from policies.models import PolicyVersion
 from trainer.models import RegistryEvent, TrainingJob
 
 SYSTEM = "system"
+# How an object type reads on the page; the filter and the exports keep the type's name.
+OBJECT_LABELS = {
+    "item": "item", "apikey": "API key", "policy": "policy", "policyversion": "policy", "modelversion": "model",
+    "trainingjob": "training job", "evaluationrun": "evaluation run", "reviewtask": "review task",
+}
 COLUMNS = ("a_source", "a_pk", "a_at", "a_actor", "a_action", "a_object_type", "a_object_id")
 
 
@@ -208,6 +213,10 @@ class Event:
     object_id: str
     url: str
     details: list[tuple[str, Any, Any, bool]]  # (key, before, after, changed); before is None for plain facts
+
+    @property
+    def object_label(self) -> str:
+        return f"{OBJECT_LABELS.get(self.object_type, self.object_type)} {self.object_id}"
 
     @property
     def rows(self) -> list[tuple[str, str, str, bool]]:

@@ -25,6 +25,7 @@ from django.db.models import Count, Max, Min, Q
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
+from guard.serving import serving
 from moderation.models import Decision, Item, ReviewTask, Verdict
 from ops import worker
 from ops.models import WorkerHeartbeat
@@ -474,7 +475,8 @@ def production_models() -> list[dict[str, Any]]:
             "slug": policy.slug,
             "name": policy.name,
             "latest": policy.latest,
-            "model": policy.production_model.name if policy.production_model else "embedded",
+            # By registered name; a policy without its own model shows the deployment default's.
+            "model": policy.production_model.name if policy.production_model else serving(policy).name,
             "promoted_at": policy.production_model.promoted_at if policy.production_model else None,
         }
         for policy in rows

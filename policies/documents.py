@@ -231,11 +231,15 @@ def _fill_draft(draft: PolicyVersion, document: PolicyDocument) -> None:
 @transaction.atomic
 def import_as_new_policy(document: PolicyDocument, slug: str, owner: object | None = None) -> Policy:
     """A new policy whose draft is the document (the operator reviews, then publishes)."""
+    from guard.serving import current_production
+
     policy = Policy.objects.create(
         slug=slug,
         name=document.name,
         description=document.description,
         owner=owner if getattr(owner, "pk", None) else None,
+        # The production guard, so a promotion later moves this policy along with the others.
+        production_model=current_production(),
     )
     _fill_draft(policy.draft(), document)
     return policy

@@ -5,9 +5,9 @@ from typing import Any
 from django import forms
 from django.utils.text import slugify
 
-from guard.contract import MODES
+from guard.serving import mode_choices
 from policies import presets
-from policies.console import EMBEDDED_CHOICE, model_choices
+from policies.console import EMBEDDED_CHOICE, ModelChoiceField, model_choices
 from policies.models import Category, Policy, PolicyVersion
 from policies.validation import (
     MAX_DESCRIPTION_CHARS,
@@ -26,9 +26,22 @@ BLANK_PRESET = "blank"
 def preset_choices() -> list[tuple[str, str]]:
     choices = [(BLANK_PRESET, "Blank (no categories)")]
     for name in presets.preset_names():
-        title = presets.PRESET_TITLES.get(name, f"{name} (benchmark taxonomy)")
+        title = presets.preset_title(name)
+        if name not in (presets.GENERAL_DEFAULT, presets.MLCOMMONS):
+            title += " (benchmark taxonomy)"
         choices.append((name, title))
     return choices
+
+
+def name_taken_problem(name: str, policy: Policy | None = None) -> str | None:
+    """Policy names are unique, ignoring case: a message when another policy uses ``name``."""
+    other = Policy.objects.filter(name__iexact=name.strip())
+    if policy is not None:
+        other = other.exclude(pk=policy.pk)
+    existing = other.first()
+    if existing is None:
+        return None
+    return f"A policy named {existing.name!r} already exists (names are unique, ignoring case); choose another name."
 
 
 def unique_slug(base: str) -> str:
@@ -55,8 +68,16 @@ class PolicyCreateForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if data.get("preset") == BLANK_PRESET and not (data.get("name") or "").strip():
+        name = (data.get("name") or "").strip()
+        if data.get("preset") == BLANK_PRESET and not name:
             self.add_error("name", "A blank policy needs a name.")
+        elif data.get("preset"):
+            name = name or presets.preset_title(data["preset"])
+            problem = name_taken_problem(name)
+            if problem:
+                if not (data.get("name") or "").strip():
+                    problem = f"{problem} The preset's name is used when the name is empty."
+                self.add_error("name", problem)
         return data
 
 
@@ -74,7 +95,7 @@ class VersionHeaderForm(forms.ModelForm):
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
-        problem = name_problem(name)
+        problem = name_problem(name) or name_taken_problem(name, self.instance.policy)
         if problem:
             raise forms.ValidationError(problem)
         return name
@@ -163,13 +184,14 @@ class ConsoleForm(forms.Form):
     response = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Optional: the AI's response"}), required=False, max_length=32000
     )
-    mode = forms.ChoiceField(choices=[(m, m) for m in MODES], initial="fast", widget=forms.RadioSelect)
-    model = forms.ChoiceField(choices=model_choices, initial=EMBEDDED_CHOICE)
+    mode = forms.ChoiceField(choices=mode_choices, initial="fast", widget=forms.RadioSelect)
+    model = ModelChoiceField(choices=model_choices, initial=EMBEDDED_CHOICE)
 
 
 class ImportForm(forms.Form):
     file = forms.FileField(required=False, help_text="A Policy JSON file (see the README).")
     text = forms.CharField(widget=forms.Textarea(attrs={"rows": 8, "placeholder": '{"format": "guardsite.policy/v1", ...}'}), required=False, label="or paste JSON")
+    name = forms.CharField(max_length=MAX_NAME_CHARS, required=False, help_text="For a new policy; defaults to the file's name (names are unique).")
     slug = forms.CharField(max_length=80, required=False, help_text="For a new policy; defaults to the file's slug, else the name.")
 
     def content(self) -> bytes:

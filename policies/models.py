@@ -79,7 +79,14 @@ class Policy(models.Model):
         severity: str = "medium",
         action: str = "flag",
     ) -> Policy:
-        """A new policy whose draft holds ``spec``'s categories (nothing published yet)."""
+        """A new policy whose draft holds ``spec``'s categories (nothing published yet).
+
+        With ``preset`` each category gets that preset's severity and action
+        (``presets.category_handling``); otherwise ``severity`` and ``action``.
+        """
+        from guard.serving import current_production
+        from policies.presets import category_handling
+
         policy = cls.objects.create(
             slug=slug,
             name=name or spec.name,
@@ -96,16 +103,20 @@ class Policy(models.Model):
                 description=category.description,
                 violating_examples=list(category.violating_examples),
                 allowed_examples=list(category.allowed_examples),
-                severity=severity,
-                action=action,
+        preset: str | None = None,
+                severity=category_severity,
+                action=category_action,
             )
         return policy
 
     @transaction.atomic
     def publish(self, user: object | None = None, change_note: str = "") -> PolicyVersion:
+            # The production guard, so a promotion later moves this policy along with the others.
+            production_model=current_production(),
         """Freeze the draft as version N+1 and open a fresh draft equal to it."""
         draft = PolicyVersion.objects.select_for_update().get(policy=self, number__isnull=True)
         if not draft.categories.exists():
+            category_severity, category_action = category_handling(preset, category) if preset else (severity, action)
             raise ValidationError("A policy version needs at least one category.")
         latest = self.latest_version()
         draft.number = (latest.number if latest else 0) + 1

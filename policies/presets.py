@@ -11,6 +11,7 @@ maps a record's source categories to those codes.
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -51,7 +52,91 @@ GENERAL_CATEGORIES: list[tuple[str, str, str]] = [
 PRESET_TITLES = {
     GENERAL_DEFAULT: "General default",
     MLCOMMONS: "MLCommons hazards S1-S14 (Llama Guard 3)",
+    # The benchmark taxonomies of the shared corpus, by the benchmark's own name.
+    "openai_moderation": "OpenAI moderation categories",
+    "harmbench_semantic": "HarmBench semantic categories",
+    "sst_harm_area": "SimpleSafetyTests harm areas",
+    "xstest_type": "XSTest prompt types",
+    "jbb_category": "JailbreakBench categories",
+    "strongreject_category": "StrongREJECT categories",
+    "ailuminate_v1_hazard": "AILuminate v1 hazards",
+    "xsafety_scenario": "XSafety scenarios",
+    "catqa_category": "CatQA harm categories",
+    "aart_crime": "AART crime types",
 }
+
+# How a new policy handles each category of a preset: (severity, action).
+# Severities are low | medium | high | critical; actions are block | flag | allow.
+# The harms that must never pass (sexual content involving children, weapons of
+# mass destruction, violent crime, suicide and self-harm) are blocked; harms
+# where context decides (defamation, intellectual property, advice) are flagged
+# at a low severity so a reviewer decides. Editors change any of it in the draft.
+MLCOMMONS_HANDLING: dict[str, tuple[str, str]] = {
+    "S1": ("high", "block"),  # Violent Crimes
+    "S2": ("medium", "flag"),  # Non-Violent Crimes
+    "S3": ("high", "block"),  # Sex-Related Crimes
+    "S4": ("critical", "block"),  # Child Sexual Exploitation
+    "S5": ("low", "flag"),  # Defamation
+    "S6": ("low", "flag"),  # Specialized Advice
+    "S7": ("medium", "flag"),  # Privacy
+    "S8": ("low", "flag"),  # Intellectual Property
+    "S9": ("critical", "block"),  # Indiscriminate Weapons (CBRNE)
+    "S10": ("high", "flag"),  # Hate
+    "S11": ("high", "block"),  # Suicide & Self-Harm
+    "S12": ("medium", "flag"),  # Sexual Content
+    "S13": ("medium", "flag"),  # Elections
+    "S14": ("medium", "flag"),  # Code Interpreter Abuse
+}
+
+GENERAL_HANDLING: dict[str, tuple[str, str]] = {
+    "S1": ("high", "block"),  # Violence and weapons
+    "S2": ("medium", "flag"),  # Crime and fraud
+    "S3": ("high", "flag"),  # Hate and harassment
+    "S4": ("high", "block"),  # Sexual content (minors: always a violation)
+    "S5": ("high", "block"),  # Self-harm
+    "S6": ("medium", "flag"),  # Privacy
+    "S7": ("medium", "flag"),  # Misinformation and manipulation
+    "S8": ("low", "flag"),  # Unqualified high-risk advice
+}
+
+DEFAULT_HANDLING = ("medium", "flag")
+
+# For the benchmark taxonomies: the first rule whose pattern matches the
+# category's name (else its description) decides. Order matters.
+HANDLING_RULES: list[tuple[re.Pattern[str], tuple[str, str]]] = [
+    (re.compile(r"^safe:"), ("low", "allow")),  # XSTest's safe look-alikes
+    (re.compile(r"child|minor|csam|\bcse\b"), ("critical", "block")),
+    (re.compile(r"indiscriminate|cbrn|chemical|biological|nuclear|radiological|mass destruction|bomb"), ("critical", "block")),
+    (re.compile(r"suicide|self-harm|self harm|self-injury|eating disorder"), ("high", "block")),
+    (re.compile(r"(?<!non-)violen|terror|assault|assassinat|murder|kidnap|sex-related|sexual assault|trafficking|threatening|physical harm|weapon"), ("high", "block")),
+    (re.compile(r"hate|harass|discriminat|insult"), ("high", "flag")),
+    (re.compile(r"defamation|intellectual property|copyright|specialized advice|expert advice|advice"), ("low", "flag")),
+]
+
+
+def preset_title(name: str) -> str:
+    """A preset's human name ("JailbreakBench categories"), never its snake_case key."""
+    if name in PRESET_TITLES:
+        return PRESET_TITLES[name]
+    return name.replace("_", " ").strip().capitalize() or name
+
+
+def category_handling(preset: str, category: CategorySpec) -> tuple[str, str]:
+    """The (severity, action) a new policy from ``preset`` gives ``category``."""
+    if preset in (GENERAL_DEFAULT, "none", ""):
+        return GENERAL_HANDLING.get(category.code, DEFAULT_HANDLING)
+    if preset == MLCOMMONS:
+        return MLCOMMONS_HANDLING.get(category.code, DEFAULT_HANDLING)
+    for text in (category.name.lower(), category.description.lower()):
+        for pattern, handling in HANDLING_RULES:
+            if pattern.search(text):
+                return handling
+    return DEFAULT_HANDLING
+
+
+def preset_handling(name: str, path: str | None = None) -> dict[str, tuple[str, str]]:
+    """{category code: (severity, action)} for every category of preset ``name``."""
+    return {c.code: category_handling(name, c) for c in preset_spec(name, path).categories}
 
 
 def _short_code_keys(keys: list[str]) -> bool:

@@ -7,6 +7,7 @@ POSTs followed by a redirect.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from django.contrib import messages
@@ -17,9 +18,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from guard.serving import serving
 from guardsite.roles import ADMIN, POLICY_EDITOR, can_edit_policies, role_required
 from policies import presets
-from policies.console import EMBEDDED_CHOICE, run_console
+from policies.console import initial_model, run_console
 from policies.diffing import diff_documents
 from policies.documents import (
     DocumentError,
@@ -36,6 +38,7 @@ from policies.forms import (
     PolicyCreateForm,
     PublishForm,
     VersionHeaderForm,
+    name_taken_problem,
     unique_slug,
 )
 from policies.models import Category, Policy, PolicyVersion
@@ -44,6 +47,7 @@ from policies.rendering import model_input
 editor_required = role_required(ADMIN, POLICY_EDITOR)
 # htmx listens for this event to refresh the draft status and the model input.
 DRAFT_CHANGED = "draft-changed"
+PUBLISH_REFUSAL_KEY = "policies.publish_refusal"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -77,7 +81,7 @@ def _changed(response: HttpResponse) -> HttpResponse:
 
 
 def _console_form(policy: Policy, version: PolicyVersion) -> ConsoleForm:
-    model = policy.production_model.name if policy.production_model else EMBEDDED_CHOICE
+    model = initial_model(policy)
     return ConsoleForm(initial={"version": "draft" if version.is_draft else version.number, "model": model})
 
 
@@ -88,7 +92,7 @@ def _list_rows() -> list[dict[str, Any]]:
     rows = []
     for policy in Policy.objects.select_related("production_model").prefetch_related("versions"):
         numbers = [v.number for v in policy.versions.all() if v.number]
-        rows.append({"policy": policy, "latest": max(numbers) if numbers else None})
+        rows.append({"policy": policy, "latest": max(numbers) if numbers else None, "serving": serving(policy)})
     return rows
 
 
@@ -105,18 +109,28 @@ def policy_create(request: HttpRequest) -> HttpResponse:
         return render(request, "policies/list.html", {"rows": _list_rows(), "form": form}, status=400)
     data = form.cleaned_data
     name = data["name"].strip()
-    if data["preset"] == BLANK_PRESET:
+    preset = None if data["preset"] == BLANK_PRESET else data["preset"]
+    if preset is None:
         spec = presets.PolicySpec(name=name, categories=())
     else:
-        spec = presets.preset_spec(data["preset"])
-    policy = Policy.create_from_spec(
-        spec,
-        slug=data["slug"] or unique_slug(name or spec.name),
-        name=name or spec.name,
-        description=data["description"].strip() or spec.description,
-        owner=request.user,
-    )
-    messages.success(request, f"Created {policy.name}. Edit the draft, then publish version 1.")
+        spec = presets.preset_spec(preset)
+        name = name or presets.preset_title(preset)
+    try:
+        with transaction.atomic():
+            policy = Policy.create_from_spec(
+                spec,
+                slug=data["slug"] or unique_slug(name),
+                name=name,
+                description=data["description"].strip() or spec.description,
+                owner=request.user,
+                preset=preset,
+            )
+    except IntegrityError:
+        # Another editor took the name (or slug) a moment ago.
+        form.add_error("name", name_taken_problem(name) or "A policy with this name or slug was just created; choose another.")
+        return render(request, "policies/list.html", {"rows": _list_rows(), "form": form}, status=400)
+    served = serving(policy)
+    messages.success(request, f"Created {policy.name}, served by {served.label}. Edit the draft, then publish version 1.")
     return redirect("policies:editor", slug=policy.slug)
 
 
@@ -136,6 +150,14 @@ def policy_import(request: HttpRequest, slug: str | None = None) -> HttpResponse
     document, errors = parse_document(form.content())
     if document is None:
         return _import_errors_page(request, form, errors, policy)
+    new_name = (form.cleaned_data.get("name") or "").strip()
+    if policy is None and new_name:
+        document = replace(document, name=new_name)
+    name_problem = name_taken_problem(document.name, policy)
+    if name_problem:
+        where = "the name above" if policy is None else '"name" in the file'
+        problem = DocumentError("name", f"{name_problem} Change {where} and import again.")
+        return _import_errors_page(request, form, [problem], policy)
     if policy is not None:
         import_into_draft(policy, document)
         messages.success(request, f"Imported {len(document.categories)} categories into the draft of {policy.name}.")
@@ -166,6 +188,7 @@ def policy_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "current": current,
         "categories": current.categories.all(),
         "draft_has_changes": _draft_has_changes(policy, policy.draft()),
+        "serving": serving(policy),
     }
     return render(request, "policies/detail.html", context)
 
@@ -267,22 +290,34 @@ def _editor_context(request: HttpRequest, policy: Policy, **extra: Any) -> dict[
 @require_GET
 def draft_editor(request: HttpRequest, slug: str) -> HttpResponse:
     policy = _policy(slug)
+    # A refused publish comes back here with its reason and the change note the editor typed.
+    refusal = request.session.pop(PUBLISH_REFUSAL_KEY, None) or {}
     context = _editor_context(
         request,
         policy,
-        publish_form=PublishForm(),
+        publish_form=PublishForm(initial={"change_note": refusal.get("note", "")}),
+        publish_error=refusal.get("error", ""),
         console_form=_console_form(policy, policy.draft()),
         latest=policy.latest_version(),
         draft_has_changes=_draft_has_changes(policy, policy.draft()),
+        draft_has_categories=policy.draft().categories.exists(),
     )
     return render(request, "policies/editor.html", context)
 
 
 @require_GET
 def draft_status(request: HttpRequest, slug: str) -> HttpResponse:
+    """The draft's status badge, or (``?part=publish``) the publish buttons with why they are disabled."""
     policy = _policy(slug)
-    context = {"policy": policy, "latest": policy.latest_version(), "draft_has_changes": _draft_has_changes(policy, policy.draft())}
-    return render(request, "policies/partials.html#draft-status", context)
+    draft = policy.draft()
+    context = {
+        "policy": policy,
+        "latest": policy.latest_version(),
+        "draft_has_changes": _draft_has_changes(policy, draft),
+        "draft_has_categories": draft.categories.exists(),
+    }
+    part = "publish-actions" if request.GET.get("part") == "publish" else "draft-status"
+    return render(request, f"policies/partials.html#{part}", context)
 
 
 @editor_required
@@ -419,21 +454,22 @@ def publish(request: HttpRequest, slug: str) -> HttpResponse:
         problem = "Add at least one category before publishing."
     elif not _draft_has_changes(policy, draft):
         problem = f"The draft is identical to version {policy.latest_version().number}; there is nothing to publish."
+    else:
+        problem = name_taken_problem(draft.spec_name, policy)
     if problem:
-        context = _editor_context(
-            request,
-            policy,
-            publish_form=form,
-            publish_error=problem,
-            console_form=_console_form(policy, draft),
-            latest=policy.latest_version(),
-            draft_has_changes=_draft_has_changes(policy, draft),
-        )
-        return render(request, "policies/editor.html", context, status=400)
+        # Back to the editor (never left at /draft/publish/): the reason on top and beside the
+        # button, the change note as typed.
+        messages.error(request, f"Not published: {problem}")
+        request.session[PUBLISH_REFUSAL_KEY] = {"note": request.POST.get("change_note", "")[:2000], "error": problem}
+        return redirect(reverse("policies:editor", kwargs={"slug": policy.slug}) + "#publish")
     try:
-        version = policy.publish(request.user, change_note=form.cleaned_data["change_note"].strip())
+        with transaction.atomic():
+            version = policy.publish(request.user, change_note=form.cleaned_data["change_note"].strip())
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
+        return redirect("policies:editor", slug=policy.slug)
+    except IntegrityError:
+        messages.error(request, f"Not published: {name_taken_problem(draft.spec_name, policy) or 'another policy has this name.'}")
         return redirect("policies:editor", slug=policy.slug)
     messages.success(request, f"Published version {version.number}.")
     return redirect("policies:version", slug=policy.slug, number=version.number)
@@ -447,6 +483,10 @@ def rollback(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     latest = policy.latest_version()
     if latest and latest.pk == target.pk:
         messages.error(request, f"Version {number} is already the latest version.")
+        return redirect("policies:version", slug=policy.slug, number=number)
+    problem = name_taken_problem(target.spec_name, policy)
+    if problem:
+        messages.error(request, f"Not rolled back: version {number} is named {target.spec_name!r}. {problem}")
         return redirect("policies:version", slug=policy.slug, number=number)
     version = policy.rollback_to(target, request.user)
     messages.success(request, f"Published version {version.number}, equal to version {number}.")

@@ -59,8 +59,8 @@ def test_the_audit_page_lists_what_happened_in_every_app_newest_first(client_as,
 def test_each_event_says_who_and_links_to_its_object(client_as, history):
     html = client_as("admin").get("/audit/").content.decode()
     assert f'href="/items/{history["item"].pk}/">item {history["item"].pk}</a>' in html
-    assert 'href="/policies/house/versions/1/">policyversion house v1</a>' in html
-    assert 'href="/models/sft-job1/">modelversion sft-job1</a>' in html
+    assert 'href="/policies/house/versions/1/">policy house v1</a>' in html
+    assert 'href="/models/sft-job1/">model sft-job1</a>' in html
     assert f'href="/training/{history["job"].pk}/"' in html and f'href="/evaluations/{history["run"].pk}/"' in html
     assert '<td class="actor">reviewer-user</td>' in html and '<td class="actor">policy_editor-user</td>' in html
 

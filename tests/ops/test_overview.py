@@ -150,13 +150,15 @@ def test_pipeline_counts_items_waiting_for_the_guard(house_policy, judged):
     assert timedelta(hours=1.9) < state.oldest_pending_age < timedelta(hours=2.1)
 
 
-def test_production_model_is_shown_per_policy(house_policy, client_as):
+def test_production_model_is_shown_per_policy(house_policy, client_as, settings):
+    settings.GUARD_MODEL_DIR = "embedded"
     kids = publish_policy("kids")
     model = ModelVersion.objects.create(name="kids-v3", status="production", promoted_at=timezone.now())
     kids.policy.production_model = model
     kids.policy.save()
     rows = {row["slug"]: row["model"] for row in metrics.production_models()}
-    assert rows == {"house": "embedded", "kids": "kids-v3"}
+    # A policy without a model of its own is served by the deployment default, named as such.
+    assert rows == {"house": "Gemma 3 270M base (embedded, untrained)", "kids": "kids-v3"}
     assert b"kids-v3" in client_as("viewer").get("/").content
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from policies.models import Policy
@@ -178,8 +180,8 @@ def test_the_draft_header_is_edited_inline(editor, make_policy):
 
 def test_publishing_needs_a_change_note(editor, make_policy):
     policy = make_policy()
-    response = editor.post(f"/policies/{policy.slug}/draft/publish/", {"change_note": ""})
-    assert response.status_code == 400
+    response = editor.post(f"/policies/{policy.slug}/draft/publish/", {"change_note": ""}, follow=True)
+    assert response.redirect_chain[-1][0].startswith(f"/policies/{policy.slug}/draft/")
     assert "Describe the change" in response.content.decode()
     assert policy.latest_version() is None
 
@@ -194,10 +196,33 @@ def test_publishing_redirects_to_the_new_version(editor, make_policy):
 
 def test_publishing_an_unchanged_draft_is_refused(editor, make_policy):
     policy = make_policy(publish=True)
-    response = editor.post(f"/policies/{policy.slug}/draft/publish/", {"change_note": "again"})
-    assert response.status_code == 400
+    response = editor.post(f"/policies/{policy.slug}/draft/publish/", {"change_note": "again"}, follow=True)
     assert "nothing to publish" in response.content.decode()
     assert policy.latest_version().number == 1
+
+
+def test_a_refused_publish_redirects_back_to_the_editor_with_the_reason_and_the_note(editor, make_policy):
+    policy = make_policy(publish=True)
+    response = editor.post(f"/policies/{policy.slug}/draft/publish/", {"change_note": "my careful note"})
+    assert response.status_code == 302 and response["Location"] == f"/policies/{policy.slug}/draft/#publish"
+    page = editor.get(response["Location"]).content.decode()
+    assert "Not published: The draft is identical to version 1" in page
+    assert "my careful note" in page
+
+
+def test_the_publish_button_is_disabled_with_a_reason_when_the_draft_equals_the_latest_version(editor, make_policy):
+    policy = make_policy(publish=True)
+    page = editor.get(f"/policies/{policy.slug}/draft/").content.decode()
+    assert re.search(r'<button type="submit" class="primary" disabled[^>]*>Publish version 2</button>', page)
+    assert "Nothing to publish: the draft equals version 1" in page
+
+
+def test_the_publish_button_is_enabled_again_once_the_draft_changes(editor, make_policy):
+    policy = make_policy(publish=True)
+    add(editor, policy, code="S7", name="New rule")
+    buttons = editor.get(f"/policies/{policy.slug}/draft/status/?part=publish", **HX).content.decode()
+    assert re.search(r'<button type="submit" class="primary">Publish version 2</button>', buttons)
+    assert "Nothing to publish" not in buttons
 
 
 def test_rollback_from_the_history_publishes_a_copy(editor, make_policy):
@@ -223,7 +248,7 @@ def test_the_detail_page_shows_the_production_model(client_as, make_policy):
 
     policy = make_policy(publish=True)
     client = client_as("viewer")
-    assert "embedded" in client.get(f"/policies/{policy.slug}/").content.decode()
+    assert "deployment default" in client.get(f"/policies/{policy.slug}/").content.decode()
     policy.production_model = ModelVersion.objects.create(name="guard-2026-11", status="production")
     policy.save()
     html = client.get(f"/policies/{policy.slug}/").content.decode()
