@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from guard.contract import CategorySpec, PolicySpec
@@ -32,6 +33,10 @@ class Policy(models.Model):
     class Meta:
         ordering = ["name"]
         verbose_name_plural = "policies"
+        constraints = [
+            # Two policies with one name (in any case) cannot be told apart in lists, filters and the API.
+            models.UniqueConstraint(Lower("name"), name="unique_policy_name_ci"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -78,6 +83,7 @@ class Policy(models.Model):
         owner: object | None = None,
         severity: str = "medium",
         action: str = "flag",
+        preset: str | None = None,
     ) -> Policy:
         """A new policy whose draft holds ``spec``'s categories (nothing published yet).
 
@@ -92,9 +98,12 @@ class Policy(models.Model):
             name=name or spec.name,
             description=spec.description if description is None else description,
             owner=owner if getattr(owner, "pk", None) else None,
+            # The production guard, so a promotion later moves this policy along with the others.
+            production_model=current_production(),
         )
         draft = policy.draft()
         for position, category in enumerate(spec.categories):
+            category_severity, category_action = category_handling(preset, category) if preset else (severity, action)
             Category.objects.create(
                 version=draft,
                 position=position,
@@ -103,7 +112,6 @@ class Policy(models.Model):
                 description=category.description,
                 violating_examples=list(category.violating_examples),
                 allowed_examples=list(category.allowed_examples),
-        preset: str | None = None,
                 severity=category_severity,
                 action=category_action,
             )
@@ -111,12 +119,9 @@ class Policy(models.Model):
 
     @transaction.atomic
     def publish(self, user: object | None = None, change_note: str = "") -> PolicyVersion:
-            # The production guard, so a promotion later moves this policy along with the others.
-            production_model=current_production(),
         """Freeze the draft as version N+1 and open a fresh draft equal to it."""
         draft = PolicyVersion.objects.select_for_update().get(policy=self, number__isnull=True)
         if not draft.categories.exists():
-            category_severity, category_action = category_handling(preset, category) if preset else (severity, action)
             raise ValidationError("A policy version needs at least one category.")
         latest = self.latest_version()
         draft.number = (latest.number if latest else 0) + 1

@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+from django.db import IntegrityError, transaction
 
 from guard.models import ModelVersion
 from policies import presets
@@ -190,6 +191,38 @@ def test_importing_a_policy_whose_name_is_taken_is_refused_with_a_clear_error(ed
     page = response.content.decode()
     assert "The file was not imported" in page and "<code>name</code>" in page and "already exists" in page
     assert Policy.objects.count() == 1
+
+
+def test_the_database_refuses_two_policies_with_the_same_name_in_another_case(db):
+    Policy.objects.create(slug="a", name="House rules")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Policy.objects.create(slug="b", name="house RULES")
+
+
+def test_the_migration_renames_existing_duplicates_before_adding_the_constraint(transactional_db):
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = [("policies", "0003_policy_explain")], [("policies", "0004_unique_policy_name")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        old = executor.loader.project_state(before).apps
+        OldPolicy, OldVersion = old.get_model("policies", "Policy"), old.get_model("policies", "PolicyVersion")
+        first = OldPolicy.objects.create(slug="one", name="House rules")
+        second = OldPolicy.objects.create(slug="two", name="house rules")
+        OldPolicy.objects.create(slug="three", name="House rules (2)")
+        OldVersion.objects.create(policy=second, number=None, name="house rules")
+        executor = MigrationExecutor(connection)
+        executor.migrate(after)
+        names = dict(Policy.objects.values_list("slug", "name"))
+        assert names == {"one": "House rules", "two": "house rules (3)", "three": "House rules (2)"}
+        assert Policy.objects.get(slug="two").draft().name == "house rules (3)"
+        assert Policy.objects.get(pk=first.pk).name == "House rules"
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
 
 
 def test_an_import_can_be_given_a_name_of_its_own(editor, make_policy):
