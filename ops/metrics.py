@@ -470,13 +470,15 @@ def production_models() -> list[dict[str, Any]]:
         .annotate(latest=Max("versions__number"))
         .order_by("slug")
     )
+    rows = list(rows)
+    # By registered name; a policy without its own model shows the deployment default's (looked up once).
+    default = serving(None).name if any(policy.production_model is None for policy in rows) else ""
     return [
         {
             "slug": policy.slug,
             "name": policy.name,
             "latest": policy.latest,
-            # By registered name; a policy without its own model shows the deployment default's.
-            "model": policy.production_model.name if policy.production_model else serving(policy).name,
+            "model": policy.production_model.name if policy.production_model else default,
             "promoted_at": policy.production_model.promoted_at if policy.production_model else None,
         }
         for policy in rows

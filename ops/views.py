@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
-from ops import charts, metrics
+from ops import charts, guidance, metrics
 
 
 def overview_context(window_key: str) -> dict[str, Any]:
@@ -65,5 +65,6 @@ def overview_context(window_key: str) -> dict[str, Any]:
 
 def overview(request: HttpRequest) -> HttpResponse:
     context = overview_context(request.GET.get("window", metrics.DEFAULT_WINDOW))
+    context["next_steps"] = guidance.next_steps(request, context["workers_online"], context["pipeline"].pending)
     template = "ops/overview.html#panels" if request.htmx else "ops/overview.html"
     return render(request, template, context)

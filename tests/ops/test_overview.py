@@ -205,5 +205,6 @@ def test_overview_costs_a_fixed_number_of_queries(client_as, judged, make_user, 
     viewer = client_as("viewer")
     for n in range(30):
         judged(at=hours_ago(n % 20), categories=("S1",) if n % 2 else ("S2",), decision="agree" if n % 3 else None, reviewer=rita)
-    with django_assert_max_num_queries(25):
+    # The next-step guidance adds a fixed handful (policy, key, item, review, candidate checks).
+    with django_assert_max_num_queries(34):
         viewer.get("/")
