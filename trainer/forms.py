@@ -120,7 +120,7 @@ class StartTrainingForm(forms.Form):
     learning_rate = forms.FloatField(required=False, min_value=1e-8, max_value=1.0, label="Learning rate (empty: recipe default)")
     max_examples = forms.IntegerField(min_value=2, max_value=MAX_EXAMPLES, initial=2000, label="Examples (balanced)")
     batch_size = forms.IntegerField(min_value=1, max_value=256, initial=4)
-    eval_limit = forms.IntegerField(min_value=1, max_value=100_000, initial=50, label="Held-out records per file for the evaluation")
+    eval_limit = forms.IntegerField(min_value=1, max_value=100_000, initial=50, label="Records per file for the evaluation (held-out files and the shipped set)")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -221,7 +221,8 @@ def evaluate_candidate(job: TrainingJob, outcome: Any, progress: JobProgress) ->
     held_out = [f for f in outcome.held_out_files if f.endswith(".jsonl")]
     shipped = evaluation_suite_files(held_out)
     files = held_out + shipped
-    info: dict[str, Any] = {"mode": mode, "limit": limit, "files": [Path(f).name for f in files]}
+    info: dict[str, Any] = {"mode": mode, "limit": limit, "files": [Path(f).name for f in files],
+                            "held_out_files": len(held_out), "shipped_files": [Path(f).name for f in shipped]}
     if not files:
         progress.log("no held-out benchmark records and no shipped evaluation set: evaluation skipped")
         return {**info, "skipped": "no held-out benchmark records and no shipped evaluation set"}
@@ -232,17 +233,13 @@ def evaluate_candidate(job: TrainingJob, outcome: Any, progress: JobProgress) ->
         return {**info, "skipped": f"evaluation harness unavailable: {error}"}
     production = current_production()
     baseline = production.name if production else EMBEDDED_LABEL
-    # The shipped set is small and never trained on: every record of it, whatever the per-file limit.
-    file_limits: dict[str, int | None] = {Path(f).name: None for f in shipped}
     try:
-        progress.log(f"evaluating the candidate on {len(held_out)} held-out file(s) ({limit} records each)"
+        progress.log(f"evaluating the candidate on {len(held_out)} held-out file(s)"
                      + (f" and the shipped evaluation set ({', '.join(Path(f).name for f in shipped)})" if shipped else "")
-                     + f", {mode} mode")
-        report = evaluate(data=files, model=str(outcome.model_dir), mode=mode, policy="auto", limit=limit, batch_size=batch_size,
-                          file_limits=file_limits)
+                     + f", at most {limit} records per file, {mode} mode")
+        report = evaluate(data=files, model=str(outcome.model_dir), mode=mode, policy="auto", limit=limit, batch_size=batch_size)
         progress.log(f"evaluating the baseline {baseline} on the same records")
-        baseline_report = evaluate(data=files, model=baseline, mode=mode, policy="auto", limit=limit, batch_size=batch_size,
-                                   file_limits=file_limits)
+        baseline_report = evaluate(data=files, model=baseline, mode=mode, policy="auto", limit=limit, batch_size=batch_size)
     except Exception as error:  # noqa: BLE001 - a candidate without metrics can still be inspected and force-promoted
         logger.exception("evaluation of training job %s failed", job.pk)
         progress.log(f"evaluation failed: {error}")
@@ -279,7 +276,9 @@ def record_evaluation_runs(job: TrainingJob, candidate: Any, metrics: dict[str, 
         return {}
     now = timezone.now()
     runs = {}
-    for role, model, body in (("baseline", baseline.get("model") or "", baseline["report"]), ("candidate", candidate.name, report)):
+    # The candidate's report names its output directory; the run names the registered version.
+    for role, model, body in (("baseline", baseline.get("model") or "", baseline["report"]),
+                              ("candidate", candidate.name, {**report, "model": candidate.name})):
         run = EvaluationRun.objects.create(
             model=model, mode=body.get("mode", "fast"), policy=str(body.get("policy") or "auto"), data=list(body.get("data") or []),
             limit=metrics.get("limit"), batch_size=int(body.get("batch_size") or 8), status=EvaluationRun.Status.DONE,

@@ -157,3 +157,33 @@ def test_compare_of_a_missing_run_is_a_404(client_as, shared_datasets):
 def test_compare_with_a_non_numeric_run_is_a_400(client_as, shared_datasets):
     response = client_as("viewer").get("/evaluations/compare/?a=x&b=2")
     assert response.status_code == 400
+
+
+def test_the_shipped_evaluation_set_is_offered_and_preselected_without_any_shared_corpus(client_as, settings, tmp_path):
+    settings.SHARED_DATASETS_DIR = tmp_path / "absent"
+    text = client_as("policy_editor").get("/evaluations/").content.decode()
+    assert "guardsite_eval.jsonl (57 records, shipped with Guardsite)" in text
+    assert 'name="data" value="guardsite_eval.jsonl" id="id_data_0" checked>' in text
+
+
+def test_a_run_on_the_shipped_set_is_queued_with_its_path(client_as, settings, tmp_path):
+    from evaluation.datasets import SHIPPED_DATA_DIR
+
+    settings.SHARED_DATASETS_DIR = tmp_path / "absent"
+    response = client_as("policy_editor").post("/evaluations/start/", {
+        "data": ["guardsite_eval.jsonl"], "model": "", "mode": "fast", "policy": "auto", "limit": 5, "batch_size": 4,
+    })
+    assert response.status_code == 302
+    assert EvaluationRun.objects.get().data == [str((SHIPPED_DATA_DIR / "guardsite_eval.jsonl").resolve())]
+
+
+def test_the_shipped_set_reads_under_its_own_taxonomy_with_every_category_of_the_general_policy():
+    from evaluation.datasets import shipped_files
+
+    files = load_data(shipped_files())
+    records = [r for f in files for r in f.records]
+    resolver = PolicyResolver("auto")
+    codes = {code for r in records for code in resolver.gold_codes(r)[1]}
+    assert len(records) == 57 and codes == {f"S{i}" for i in range(1, 9)}
+    assert {r.stratum for r in records} >= {("unsafe", None, None), ("safe", None, None), ("unsafe", "unsafe", "compliance"),
+                                          ("unsafe", "safe", "refusal"), ("safe", "safe", "compliance"), ("safe", "safe", "refusal")}

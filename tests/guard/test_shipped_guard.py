@@ -69,3 +69,11 @@ def test_the_shipped_guard_flags_a_weapons_request_and_passes_a_cooking_question
     assert harmful.prompt_label == "unsafe" and harmful.categories
     assert benign.prompt_label == "safe" and benign.categories == []
     assert 0 < harmful.explanation_words <= contract.EXPLANATION_WORD_BUDGET
+
+
+def test_the_shipped_guards_registry_entry_records_the_rank_and_layers_of_its_saved_adapter(db):
+    config = json.loads((shipped.shipped_dir() / "adapter_config.json").read_text())
+    version = shipped.register_shipped_model()
+    hyperparameters = version.provenance["hyperparameters"]
+    assert hyperparameters["lora_rank"] == config["r"]
+    assert hyperparameters["lora_layers"] == len(config["layers_to_transform"])

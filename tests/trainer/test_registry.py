@@ -162,3 +162,30 @@ def test_the_list_shows_status_metrics_and_provenance(client_as, policy):
     text = client_as("viewer").get("/models/").content.decode()
     assert 'data-model="sft-job1"' in text and "81.5" in text and "jbb_behaviors.jsonl" in text
     assert client_as("viewer").get("/models/unknown-model/").status_code == 404
+
+
+def test_the_production_models_page_shows_its_evaluation_and_what_it_replaced(client_as, policy):
+    version = candidate("sft-job1", report("c", 80, 70, 90), report("guardsite-guard-270m", 60, 65, 50), "guardsite-guard-270m")
+    ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.PRODUCTION)
+    text = client_as("viewer").get(f"/models/{version.name}/").content.decode()
+    assert 'id="own-tasks"' in text and "toxicchat_train.jsonl" in text  # its own evaluation, per task and file
+    assert "Compared with guardsite-guard-270m" in text and "No evaluation to compare" not in text
+
+
+def test_a_production_model_without_a_baseline_still_shows_its_own_evaluation(client_as, policy):
+    version = candidate("shipped", report("shipped", 80, 70, 90), None)
+    ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.PRODUCTION)
+    text = client_as("viewer").get(f"/models/{version.name}/").content.decode()
+    assert 'id="own-tasks"' in text
+    assert "This is the production model; its evaluation is above." in text
+
+
+def test_the_model_page_shows_the_rank_and_layers_of_the_saved_adapter_not_stale_options(client_as, policy, tmp_path):
+    import json
+
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 32, "layers_to_transform": list(range(10, 18))}))
+    version = ModelVersion.objects.create(name="continued", adapter_path=str(tmp_path),
+                                          provenance={"recipe": "sft", "hyperparameters": {"lora_rank": 8, "lora_layers": 0}})
+    text = client_as("viewer").get(f"/models/{version.name}/").content.decode()
+    assert "r=16, alpha 32 on the top 8 layers (10-17)" in text
+    assert "lora_rank 16" in text and "lora_layers 8" in text and "lora_rank 8" not in text

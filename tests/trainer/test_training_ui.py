@@ -133,3 +133,112 @@ def test_an_init_adapter_trained_on_another_base_is_refused(client_as, tmp_path)
     })
     assert response.status_code == 400
     assert f"This adapter was trained on {tmp_path / 'other-base'}, not on the chosen base model." in response.content.decode()
+
+
+def continued_adapter(tmp_path, name: str = "guardsite-guard-270m", status: str = "production"):
+    """A registered LoRA adapter of rank 16 on the top 8 layers of the embedded base."""
+    import json
+
+    from guard.models import ModelVersion
+
+    adapter = tmp_path / name
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "embedded", "r": 16,
+                                                             "layers_to_transform": list(range(10, 18))}))
+    return ModelVersion.objects.create(name=name, adapter_path=str(adapter), status=status)
+
+
+def test_the_form_offers_production_first_with_the_shape_a_continued_run_keeps(client_as, tmp_path):
+    continued_adapter(tmp_path, "older", status="retired")
+    continued_adapter(tmp_path)
+    text = client_as("policy_editor").get("/training/new").content.decode()
+    production = text.index("production: guardsite-guard-270m (production, LoRA r=16 on the top 8 layers)")
+    assert production < text.index("older (retired")
+    assert "a continued adapter keeps its own" in text
+
+
+def test_continuing_an_adapter_records_its_rank_and_layers_not_the_form_fields(client_as, policy, tmp_path):
+    continued_adapter(tmp_path)
+    response = client_as("policy_editor").post("/training/new", {
+        "recipe": "sft", "reviewed": "on", "policy": "house", "render_under": "auto", "base_model": "embedded",
+        "init_adapter": "guardsite-guard-270m", "max_steps": "1", "lora_rank": "8", "lora_layers": "1",
+        "max_examples": "10", "batch_size": "1", "eval_limit": "5",
+    })
+    assert response.status_code == 302
+    job = TrainingJob.objects.get()
+    assert (job.hyperparameters["lora_rank"], job.hyperparameters["lora_layers"]) == (16, 8)
+    assert job.hyperparameters["lora_shape_from"] == "start adapter"
+    assert "--lora-rank" not in __import__("trainer.tasks", fromlist=["cli_command"]).cli_command(job)
+
+
+def test_continuing_an_adapter_needs_no_rank_in_the_form(client_as, policy, tmp_path):
+    continued_adapter(tmp_path)
+    response = client_as("policy_editor").post("/training/new", {
+        "recipe": "sft", "reviewed": "on", "policy": "house", "render_under": "auto", "base_model": "embedded",
+        "init_adapter": "guardsite-guard-270m", "max_steps": "1", "max_examples": "10", "batch_size": "1", "eval_limit": "5",
+    })
+    assert response.status_code == 302  # the disabled rank field sends nothing
+    assert TrainingJob.objects.get().hyperparameters["lora_rank"] == 16
+
+
+def test_a_fresh_adapter_needs_a_rank(client_as, policy):
+    response = client_as("policy_editor").post("/training/new", {
+        "recipe": "sft", "reviewed": "on", "policy": "house", "render_under": "auto", "base_model": "embedded",
+        "init_adapter": "", "max_steps": "1", "max_examples": "10", "batch_size": "1", "eval_limit": "5",
+    })
+    assert response.status_code == 400
+    assert "A fresh LoRA adapter needs a rank" in response.content.decode()
+
+
+def test_a_queued_job_without_a_live_gpu_train_worker_says_nothing_will_start_it(client_as):
+    job = TrainingJob.objects.create(recipe="sft", data_sources=["x.jsonl"], total_steps=5)
+    text = client_as("viewer").get(f"/training/{job.pk}/").content.decode()
+    assert "No live worker takes the gpu-train queue, so nothing will start this job." in text
+    assert "celery -A guardsite worker -Q gpu-train" in text
+
+
+def test_a_queued_job_names_the_jobs_ahead_and_the_work_its_shared_worker_has(client_as, settings):
+    from django.utils import timezone
+
+    from ops.models import WorkerHeartbeat
+
+    WorkerHeartbeat.objects.create(hostname="demo@host", queues="default,gpu-infer,gpu-train", seen_at=timezone.now())
+    TrainingJob.objects.create(recipe="sft", data_sources=["x.jsonl"], status="running", total_steps=5)
+    job = TrainingJob.objects.create(recipe="sft", data_sources=["y.jsonl"], total_steps=5)
+    text = client_as("viewer").get(f"/training/{job.pk}/progress").content.decode()
+    assert "Waiting for a gpu-train worker (1 live worker); 1 training job ahead; the worker also serves default, gpu-infer" in text
+    assert 'hx-trigger="every 1s"' in text
+
+
+def test_the_poll_that_sees_the_job_end_refreshes_the_whole_page_once(client_as):
+    job = TrainingJob.objects.create(recipe="sft", data_sources=["x.jsonl"], status="succeeded", stage="done", total_steps=1, step=1)
+    response = client_as("viewer").get(f"/training/{job.pk}/progress", HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and response["HX-Refresh"] == "true"
+
+
+def test_the_phase_agrees_with_the_status(client_as):
+    job = TrainingJob.objects.create(recipe="sft", data_sources=["x.jsonl"], total_steps=5)
+    assert job.phase == "waiting for a worker"
+    client_as("policy_editor").post(f"/training/{job.pk}/cancel")
+    job.refresh_from_db()
+    assert job.phase == "cancelled before it started"
+    text = client_as("viewer").get(f"/training/{job.pk}/").content.decode()
+    assert 'id="job-phase">cancelled before it started' in text and "Waiting" not in text
+    assert "Not built: the job ended before its data was built." in text
+
+
+def test_the_data_mix_is_inside_the_polled_fragment(client_as):
+    job = TrainingJob.objects.create(recipe="sft", data_sources=["x.jsonl"], status="running", stage="training", total_steps=5,
+                                     summary={"data_mix": {"after": {"x": {"safe": 3, "unsafe": 2}}}})
+    text = client_as("viewer").get(f"/training/{job.pk}/progress").content.decode()
+    assert 'id="job-data-mix"' in text and "<td>x</td>" in text
+
+
+def test_a_one_step_loss_chart_starts_at_step_1_and_never_goes_below_zero():
+    from trainer.charts import axis_ranges, training_charts
+
+    assert axis_ranges([1.0], [0.209], (1.0, 1.0)) == (0.5, 1.5, 0.0, 0.418)
+    x0, x1, y0, y1 = axis_ranges([1.0, 2.0, 3.0], [2.0, 1.0, 0.5])
+    assert (x0, x1) == (1.0, 3.0) and y0 >= 0 and y1 > 2.0
+    chart = str(training_charts([{"step": 1, "loss": 0.209}], total_steps=1)[0])
+    assert 'data-axis="x">step 1</text>' in chart and "step 2" not in chart and ">-" not in chart
