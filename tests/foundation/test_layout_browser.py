@@ -4,6 +4,8 @@ favicon, and the items table stays inside its card with a long prompt at 1280 px
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -23,10 +25,17 @@ MAIN_PAGES = {
     "policy-editor": "/policies/house/draft/",
     "items": "/items/",
     "review": "/review/",
+    "review-queue": "/review/queue/",
     "training": "/training/",
+    "training-new": "/training/new",
     "evaluations": "/evaluations/",
     "models": "/models/",
+    "api-keys": "/api-keys/",
+    "audit": "/audit/",
 }
+# GUARDSITE_DOCS_SCREENSHOTS=1: the phone screenshots of these pages are copied to docs/.
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOCS_SHOTS = {"overview": "mobile-overview.png", "items": "mobile-items.png"}
 
 
 @pytest.fixture
@@ -76,6 +85,12 @@ def test_every_main_page_fits_a_375_px_phone(signed_in_page, site):
             print(name, page.evaluate(WIDEST))
         page.screenshot(path=str(ARTIFACTS / f"mobile-{name}.png"), full_page=True)
     assert {name: width for name, width in widths.items() if width > PHONE["width"]} == {}
+    if os.environ.get("GUARDSITE_DOCS_SCREENSHOTS"):
+        for name, filename in DOCS_SHOTS.items():
+            shutil.copyfile(ARTIFACTS / f"mobile-{name}.png", DOCS / filename)
+        settle(page, "/")
+        page.click(".topnav .nav-toggle")
+        page.screenshot(path=str(DOCS / "mobile-menu.png"))
 
 
 @pytest.mark.browser
