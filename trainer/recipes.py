@@ -667,6 +667,9 @@ def run(
     built = build_dataset(settings.data, policy=settings.policy, max_examples=settings.max_examples, seed=settings.seed,
                           holdout_percent=settings.holdout_percent, augment=settings.augment,
                           max_categories=settings.max_categories, teacher=teacher, log=log)
+    if not built.examples:
+        raise TrainingError("the data gave no training examples after balancing (a source of one label only, or every "
+                            "record held out): add data with both labels, e.g. review flagged and safe items alike")
     held_out = [str(p) for p in built.write_held_out(out / HELD_OUT_DIR)]
     (out / TRAINING_IDS_FILE).write_text("".join(f"{example.id}\n" for example in built.examples), encoding="utf-8")
     if on_data is not None:
