@@ -231,3 +231,16 @@ def test_an_import_can_be_given_a_name_of_its_own(editor, make_policy):
     response = editor.post("/policies/import/", {"text": json.dumps(document), "slug": "acme-2", "name": "Acme for kids"})
     assert response.status_code == 302
     assert Policy.objects.get(slug="acme-2").draft().name == "Acme for kids"
+
+
+def test_the_demo_default_policy_uses_the_presets_severities_and_actions(db, settings, tmp_path):
+    import io
+
+    from django.core.management import call_command
+
+    settings.VAR_DIR = tmp_path  # the demo admin's password file
+    call_command("demo_setup", "--no-items", stdout=io.StringIO())
+    version = Policy.objects.get(slug="default").latest_version()
+    rows = {c.code: (c.severity, c.action) for c in version.categories.all()}
+    assert rows == presets.preset_handling("general")
+    assert len({severity for severity, _ in rows.values()}) >= 3

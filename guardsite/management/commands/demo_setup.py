@@ -63,7 +63,7 @@ class Command(BaseCommand):
 
     def ensure_policy(self) -> Any:
         from policies.models import Category, Policy
-        from policies.presets import GENERAL_DEFAULT, preset_spec
+        from policies.presets import GENERAL_DEFAULT, category_handling, preset_spec
 
         policy, created = Policy.objects.get_or_create(
             slug=DEMO_POLICY_SLUG, defaults={"name": "Default policy", "description": "General-purpose safety policy."}
@@ -72,10 +72,11 @@ class Command(BaseCommand):
             with transaction.atomic():
                 draft = policy.draft()
                 for position, category in enumerate(preset_spec(GENERAL_DEFAULT).categories):
+                    # The preset's severities and actions (S1 violence, S4 sexual content, S5 self-harm block).
+                    severity, action = category_handling(GENERAL_DEFAULT, category)
                     Category.objects.create(
                         version=draft, position=position, code=category.code, name=category.name,
-                        description=category.description,
-                        action=Category.Action.BLOCK if category.code in ("S1", "S4", "S5") else Category.Action.FLAG,
+                        description=category.description, severity=severity, action=action,
                     )
                 policy.publish(change_note="Demo: general default preset")
         version = policy.latest_version()
