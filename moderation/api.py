@@ -395,6 +395,7 @@ def moderate(request: HttpRequest, payload: ModerateIn) -> Status:
     version = PolicyResolver()(payload.policy, "policy")
     model = dispatch.model_name_for(version.policy)
     guard_request = GuardRequest(policy=version.to_spec(), prompt=payload.prompt, response=payload.response, mode=payload.mode)
+    thresholds = dispatch.applied_thresholds(model)  # loads the model on first use: not counted as its latency
     started = time.monotonic()
     try:
         result = classify([guard_request], model=model)[0]
@@ -419,7 +420,7 @@ def moderate(request: HttpRequest, payload: ModerateIn) -> Status:
             attempts=1,
         )
         verdict, _ = store_verdict(
-            item, result, actions, dispatch.model_label(model), latency_ms, thresholds=dispatch.applied_thresholds(model)
+            item, result, actions, dispatch.model_label(model), latency_ms, thresholds=thresholds
         )
         if verdict.explanation_status == Verdict.ExplanationStatus.PENDING:
             explain.announce_on_commit()  # written after this answer, by the reason pass

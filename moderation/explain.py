@@ -8,7 +8,7 @@ stored with ``explanation_status`` "pending"; once the API has answered, the
 batches and stores the explanation on the verdict. The fast labels stay the
 decision: reason mode shares the fast scoring pass, so its labels agree; should
 they differ (say the production model changed in between), the explanation is
-kept with a note saying so.
+kept with a note saying so. A client with a webhook gets an ``explanation`` event.
 
 Like item dispatch, the database is the queue and broker messages are only
 wake-ups: a batch is claimed under a lease with ``SELECT ... FOR UPDATE SKIP
@@ -32,7 +32,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from moderation import conf
+from moderation import conf, webhooks
 from moderation.models import Verdict
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def claim(size: int) -> list[Verdict]:
         )
     return list(
         Verdict.objects.filter(pk__in=ids, explanation_status=PENDING, explanation_leased_until=lease)
-        .select_related("item__policy_version__policy__production_model")
+        .select_related("item__policy_version__policy__production_model", "item__client")
         .order_by("id")
     )
 
@@ -151,6 +151,8 @@ def explain_verdicts(verdicts: list[Verdict]) -> ExplainOutcome:
                 explained_at=now,
             )
             outcome.written += written
+            if written:
+                webhooks.announce(verdict.item, "explanation")  # clients with a webhook hear of it
     return outcome
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -14,9 +16,18 @@ from moderation.models import AuditLog, Item, Verdict
 from moderation.verdicts import category_actions, store_verdict
 from policies.models import Policy
 from tests.conftest import wait_for
-from tests.moderation.conftest import guard_verdict, publish_policy
+from tests.moderation.conftest import ApiClient, guard_verdict, publish_policy
+from tests.moderation.test_webhooks import Receiver
 
 PENDING, DONE = Verdict.ExplanationStatus.PENDING, Verdict.ExplanationStatus.DONE
+
+
+@pytest.fixture
+def hook() -> Iterator[Receiver]:
+    """A real webhook endpoint on loopback."""
+    endpoint = Receiver()
+    yield endpoint
+    endpoint.server.shutdown()
 
 
 def fast(prompt_label: str = "unsafe", categories: tuple[str, ...] = ("S2",)):  # noqa: ANN201
@@ -144,12 +155,14 @@ def test_the_reason_pass_steps_aside_while_items_wait_for_a_verdict(house_policy
 
 
 @pytest.mark.worker
-def test_flagged_items_get_an_explanation_in_the_background_and_allowed_ones_do_not(start_worker, api):
+def test_flagged_items_get_an_explanation_in_the_background_and_allowed_ones_do_not(start_worker, make_key, hook):
     strict = publish_policy("strict", {"S1": "block", "S2": "flag"})
     lenient = publish_policy("lenient", {"S1": "block", "S2": "flag"})
     serve(strict, tiny_model("always-unsafe", 1e-6))
     serve(lenient, tiny_model("always-safe", 1 - 1e-6))
-    start_worker(queues="gpu-infer", extra_env={
+    _, secret = make_key("hooked", webhook_url=hook.url, webhook_secret="s3cret")
+    api = ApiClient(secret)
+    start_worker(queues="default,gpu-infer", extra_env={
         "GUARD_MODEL_DIR": str(tiny_model_dir()), "MODERATION_MICRO_BATCH_WAIT_MS": "0",
         "MODERATION_QC_SAMPLE_RATE": "0", "MODERATION_DOUBLE_REVIEW_RATE": "0",
     })
@@ -169,6 +182,11 @@ def test_flagged_items_get_an_explanation_in_the_background_and_allowed_ones_do_
         assert answer["explanation_status"] == "done" and answer["explanation"].strip()
     quiet = api.get(f"/api/v1/items/{allowed}").json()["verdict"]
     assert (quiet["action"], quiet["explanation"], quiet["explanation_status"]) == ("allow", "", "none")
+
+    def explanation_events() -> set[int]:
+        return {json.loads(body)["item"]["id"] for _, body in hook.received if json.loads(body)["event"] == "explanation"}
+
+    wait_for(lambda: explanation_events() == {flagged_a, flagged_b}, timeout=60, message="an explanation webhook per flagged item")
 
 
 # ----------------------------------------------------------------- the setting
