@@ -244,3 +244,12 @@ def test_the_demo_default_policy_uses_the_presets_severities_and_actions(db, set
     rows = {c.code: (c.severity, c.action) for c in version.categories.all()}
     assert rows == presets.preset_handling("general")
     assert len({severity for severity, _ in rows.values()}) >= 3
+
+
+def test_evaluation_runs_name_their_policy_for_people(client_as, db):
+    from evaluation.models import EvaluationRun
+
+    run = EvaluationRun.objects.create(model="embedded", mode="fast", policy="jbb_category", data=[])
+    html = client_as("viewer").get("/evaluations/").content.decode()
+    assert "preset: JailbreakBench categories" in html
+    assert "preset: JailbreakBench categories" in client_as("viewer").get(f"/evaluations/{run.pk}/").content.decode()
