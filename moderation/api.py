@@ -460,6 +460,12 @@ def submit_items(request: HttpRequest, payload: BatchIn, response: HttpResponse)
     The items are committed before the workers hear of them. With an
     ``Idempotency-Key`` header a repeated request gets the first answer again
     (and creates nothing); the same key with a different body is a 409.
+
+    Workers take items round-robin across API keys and policies, so a large
+    backlog of one key does not hold up another's. A key may have at most
+    ``MODERATION_MAX_QUEUED_PER_KEY`` items waiting to be judged: a batch
+    beyond that is refused with 429 ``queue_full`` and ``Retry-After``. A body
+    above ``MAX_REQUEST_BODY_BYTES`` (1 MiB by default) is refused with 413.
     """
     key: ApiKey = request.auth  # type: ignore[assignment]
     idempotency_key = (request.headers.get("Idempotency-Key") or "").strip()
