@@ -213,3 +213,27 @@ def test_a_viewer_cannot_change_the_explain_setting(client_as, house_policy):
 def test_the_policy_page_offers_the_explain_setting(client_as, house_policy):
     page = client_as("policy_editor").get("/policies/house/").content.decode()
     assert 'name="explain"' in page and "flagged and blocked items" in page and '<option value="off"' in page
+
+
+# ----------------------------------------------------------------- pages
+
+
+def test_the_review_page_says_the_explanation_is_being_written(client_as, house_policy, quiet_review):
+    verdict = store_fast(house_policy, fast())
+    reviewer = client_as("reviewer")
+    reviewer.post("/review/next/")
+    page = reviewer.get("/review/").content.decode()
+    assert "Being written" in page and f'hx-get="/items/{verdict.item_id}/explanation/"' in page
+
+
+def test_the_polled_fragment_shows_the_explanation_once_written_and_stops_polling(client_as, house_policy, quiet_review):
+    verdict = store_fast(house_policy, fast())
+    Verdict.objects.filter(pk=verdict.pk).update(explanation="Asks how to break into a home (S2).", explanation_status=DONE)
+    fragment = client_as("viewer").get(f"/items/{verdict.item_id}/explanation/").content.decode()
+    assert "Asks how to break into a home" in fragment and "hx-trigger" not in fragment
+
+
+def test_an_allowed_items_page_says_why_it_has_no_explanation(client_as, house_policy, quiet_review):
+    verdict = store_fast(house_policy, fast(prompt_label="safe", categories=()))
+    page = client_as("viewer").get(f"/items/{verdict.item_id}/").content.decode()
+    assert "fast mode writes none" in page and "flagged and blocked items only" in page
