@@ -97,6 +97,10 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # The web server and the worker write concurrently; wait instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+    # A transaction that reads and then writes (claiming a review task) must take the write lock at BEGIN:
+    # a deferred one that upgrades while the worker writes gets "database is locked" at once, without waiting.
+    # WAL: readers (every page) never wait for the worker's writes.
+    DATABASES["default"]["OPTIONS"].update(transaction_mode="IMMEDIATE", init_command="PRAGMA journal_mode=WAL;")
 else:
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
 

@@ -64,7 +64,7 @@ def test_a_running_job_is_cancelled_from_the_ui_and_resumed_from_its_checkpoint(
     assert candidate.provenance["job"] == job.pk
     assert candidate.provenance["data"]["files"][0]["licence"] == "MIT"
     evaluation = job.summary["evaluation"]
-    assert evaluation["files"] == [DATA_FILE]
+    assert evaluation["files"] == [DATA_FILE, "guardsite_eval.jsonl"]  # held-out records and the shipped set
     if "report" in candidate.metrics:
         assert candidate.metrics["report"]["files"][DATA_FILE]["prompt"]["n"] == 2
         assert candidate.metrics["baseline"]["model"] == "embedded"
