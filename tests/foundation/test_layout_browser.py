@@ -94,11 +94,20 @@ def test_every_main_page_fits_a_375_px_phone(signed_in_page, site):
 
 
 @pytest.mark.browser
-def test_the_item_page_fits_a_375_px_phone(signed_in_page, site):
-    page = signed_in_page("admin")
+def test_the_item_page_and_a_claimed_review_fit_a_375_px_phone(signed_in_page, site):
+    from django.contrib.auth.models import User
+
+    from moderation import review
+
+    page = signed_in_page("reviewer", username="rita")
     page.set_viewport_size(PHONE)
     settle(page, f"/items/{site.pk}/")
     assert page_width(page) <= PHONE["width"], page.evaluate(WIDEST)
+    task = review.claim_next(User.objects.get(username="rita"))
+    settle(page, f"/review/{task.pk}/")
+    assert page.locator("textarea, input[name=category_codes]").count() > 0, "not the review form"
+    assert page_width(page) <= PHONE["width"], page.evaluate(WIDEST)
+    page.screenshot(path=str(ARTIFACTS / "mobile-review-task.png"), full_page=True)
 
 
 @pytest.mark.browser
