@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import shutil
 import traceback
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,7 @@ def _run(job: TrainingJob, resume: str | None, progress: JobProgress) -> str:
     TrainingJob.objects.filter(pk=job.pk).update(stage=TrainingJob.Stage.EVALUATING, summary=summary,
                                                  step=outcome.steps, checkpoint_path=outcome.checkpoint or "")
     gc.collect()
+    inherit_calibration(job, outcome, progress)
     metrics = evaluate_candidate(job, outcome, progress)
     summary["evaluation"] = {key: value for key, value in metrics.items() if key not in ("report", "baseline")}
     TrainingJob.objects.filter(pk=job.pk).update(stage=TrainingJob.Stage.REGISTERING, summary=summary)
@@ -252,6 +254,24 @@ def evaluate_candidate(job: TrainingJob, outcome: Any, progress: JobProgress) ->
     tasks = report.get("tasks", {})
     progress.log("candidate F1: " + ", ".join(f"{t} {v.get('f1')}" for t, v in tasks.items() if v.get("n")))
     return {**info, "report": report, "baseline": {"model": baseline, "report": baseline_report}}
+
+
+def inherit_calibration(job: TrainingJob, outcome: Any, progress: JobProgress) -> None:
+    """A continued adapter keeps its start adapter's decision thresholds (``calibration.json``).
+
+    Without them the candidate decides by the most probable label while production decides by its
+    calibrated thresholds, and the comparison measures the calibration, not the training. A short
+    continuation barely moves the scores; after a long one, re-fit with ``manage.py calibrate``."""
+    from guard.calibration import CALIBRATION_FILE
+
+    init = (job.init_adapter or "").strip()
+    source = Path(init) / CALIBRATION_FILE if init else None
+    target = Path(outcome.model_dir) / CALIBRATION_FILE
+    if source is None or not source.is_file() or target.exists():
+        return
+    shutil.copyfile(source, target)
+    progress.log(f"kept the start adapter's calibration ({CALIBRATION_FILE}); re-fit it with manage.py calibrate "
+                 "after a long run")
 
 
 def evaluation_suite_files(held_out: list[str]) -> list[str]:

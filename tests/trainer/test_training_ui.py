@@ -242,3 +242,19 @@ def test_a_one_step_loss_chart_starts_at_step_1_and_never_goes_below_zero():
     assert (x0, x1) == (1.0, 3.0) and y0 >= 0 and y1 > 2.0
     chart = str(training_charts([{"step": 1, "loss": 0.209}], total_steps=1)[0])
     assert 'data-axis="x">step 1</text>' in chart and "step 2" not in chart and ">-" not in chart
+
+
+def test_a_continued_adapter_keeps_the_start_adapters_calibration(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from trainer.tasks import JobProgress, inherit_calibration
+
+    start, out = tmp_path / "production", tmp_path / "job" / "adapter"
+    start.mkdir()
+    out.mkdir(parents=True)
+    (start / "calibration.json").write_text(json.dumps({"temperature": 2.0, "thresholds": {"prompt": 0.6}}))
+    job = TrainingJob.objects.create(recipe="sft", data_sources=["x.jsonl"], init_adapter=str(start), total_steps=1)
+    inherit_calibration(job, SimpleNamespace(model_dir=out), JobProgress(job, 0))
+    assert json.loads((out / "calibration.json").read_text())["thresholds"] == {"prompt": 0.6}
+    assert "kept the start adapter's calibration" in TrainingJob.objects.get(pk=job.pk).log_tail
