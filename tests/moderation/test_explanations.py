@@ -237,3 +237,34 @@ def test_an_allowed_items_page_says_why_it_has_no_explanation(client_as, house_p
     verdict = store_fast(house_policy, fast(prompt_label="safe", categories=()))
     page = client_as("viewer").get(f"/items/{verdict.item_id}/").content.decode()
     assert "fast mode writes none" in page and "flagged and blocked items only" in page
+
+
+@pytest.mark.worker
+def test_a_worker_killed_while_explaining_loses_no_explanation_and_writes_none_twice(start_worker, house_policy, quiet_review):
+    count = 12
+    ids = [store_fast(house_policy, fast(), prompt=f"How do I pick lock number {n}?").pk for n in range(count)]
+    env = {"GUARD_MODEL_DIR": str(tiny_model_dir()), "MODERATION_EXPLAIN_BATCH_SIZE": "3", "MODERATION_LEASE_SECONDS": "3"}
+    first = start_worker(queues="gpu-infer", extra_env=env)
+    explain.announce()
+
+    def in_flight() -> bool:
+        done = Verdict.objects.filter(pk__in=ids, explanation_status=DONE).count()
+        held = Verdict.objects.filter(pk__in=ids, explanation_status=PENDING, explanation_leased_until__gt=timezone.now()).count()
+        return 3 <= done <= count - 6 and held > 0
+
+    wait_for(in_flight, timeout=180, interval=0.02, message="an explanation batch in flight")
+    first.kill_hard()
+    written_before = dict(Verdict.objects.filter(pk__in=ids, explanation_status=DONE).values_list("pk", "explained_at"))
+    orphaned = set(Verdict.objects.filter(pk__in=ids, explanation_status=PENDING, explanation_attempts=1).values_list("pk", flat=True))
+    assert orphaned, "the kill did not land mid-batch"
+
+    # Once the dead worker's lease runs out the sweeper wakes a new worker, which finishes the job.
+    wait_for(lambda: not Verdict.objects.filter(pk__in=orphaned, explanation_leased_until__gte=timezone.now()).exists(),
+             timeout=30, interval=0.5, message="the dead worker's lease to run out")
+    explain.sweep()
+    start_worker(queues="gpu-infer", extra_env=env)
+    wait_for(lambda: Verdict.objects.filter(pk__in=ids, explanation_status=DONE).count() == count, timeout=180, message="every explanation written")
+
+    assert dict(Verdict.objects.filter(pk__in=written_before).values_list("pk", "explained_at")) == written_before
+    assert max(Verdict.objects.filter(pk__in=ids).values_list("explanation_attempts", flat=True)) <= 2
+    assert not Verdict.objects.filter(pk__in=ids, explanation="").exists()
