@@ -60,7 +60,7 @@ def page_width(page) -> int:
 
 
 WIDEST = """() => [...document.querySelectorAll('body *')]
-  .filter(el => el.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+  .filter(el => el.getBoundingClientRect().right > document.documentElement.clientWidth + 1 || el.scrollWidth > document.documentElement.clientWidth + 1)
   .map(el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') + '.' + [...el.classList].join('.') + ' ' + Math.round(el.getBoundingClientRect().right))
   .slice(0, 12)"""
 
@@ -108,6 +108,24 @@ def test_the_item_page_and_a_claimed_review_fit_a_375_px_phone(signed_in_page, s
     assert page.locator("textarea, input[name=category_codes]").count() > 0, "not the review form"
     assert page_width(page) <= PHONE["width"], page.evaluate(WIDEST)
     page.screenshot(path=str(ARTIFACTS / "mobile-review-task.png"), full_page=True)
+
+
+@pytest.mark.browser
+def test_detail_pages_fit_a_375_px_phone(signed_in_page, site):
+    from evaluation.models import EvaluationRun
+    from guard.models import ModelVersion
+
+    ModelVersion.objects.create(name="house-guard-" + "v" * 60, status="candidate", adapter_path="/srv/models/" + LONG_WORD)
+    run = EvaluationRun.objects.create(model="embedded", mode="fast", policy="jbb_category", data=["shipped.jsonl"])
+    page = signed_in_page("admin")
+    page.set_viewport_size(PHONE)
+    wide = {}
+    for path in ("/policies/house/versions/1/", "/policies/house/diff/", "/policies/import/", f"/models/house-guard-{'v' * 60}/",
+                 f"/evaluations/{run.pk}/", "/review/agreement/"):
+        settle(page, path)
+        if page_width(page) > PHONE["width"]:
+            wide[path] = page.evaluate(WIDEST)
+    assert wide == {}
 
 
 @pytest.mark.browser
