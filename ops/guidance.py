@@ -102,5 +102,6 @@ def _running_steps(request: HttpRequest, workers_online: int, pending: int) -> l
 
 
 def next_steps(request: HttpRequest, workers_online: int = 0, pending: int = 0) -> list[Step]:
-    """What to do next, most basic first (the setup steps one at a time)."""
-    return _setup_steps(request) or _running_steps(request, workers_online, pending)
+    """What to do next, most basic first: the first missing setup step, then what the traffic asks for
+    (the demo has items to review before the operator has created a key)."""
+    return _setup_steps(request) + _running_steps(request, workers_online, pending)

@@ -113,3 +113,8 @@ def test_the_polled_panels_keep_the_guidance(client_as, db):
     publish_policy("kids")
     html = client_as("admin").get("/", HTTP_HX_REQUEST="true").content.decode()
     assert steps(html) == ["create-key"]
+
+
+def test_items_to_review_are_shown_beside_a_missing_setup_step(client_as, judged):
+    judged(review="flag")
+    assert steps(overview(client_as("admin"))) == ["create-key", "review"]
