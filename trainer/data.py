@@ -21,9 +21,21 @@ Targets are ``guard.contract.format_answer`` texts. The explanation comes from
 a teacher model (``Teacher``) when one is configured and its parsed labels match
 gold; otherwise it is composed from the gold categories' policy descriptions.
 
-Balance: the example budget is split between the labels first and then, by
-water-filling, across sources, so neither a large file nor the majority label
-dominates. The mix (counts per source and label) is reported.
+Mix (``trainer.mix``): every example has a task (prompt, response, refusal) and a
+task label; the budget is split across tasks, then labels (positive share 40-60%),
+then water-filled across sources by weight with a per-source cap. The realised
+task x label x source table is logged and stored in the run's provenance.
+
+Unknown fields: a record may lack a gold label the answer block needs (a response
+label but no prompt label, as in BeaverTails/DICES; a response without a refusal
+label; an unsafe record without categories). The target then carries a placeholder
+that the SFT loss ignores (``masked_fields``: those tokens get no loss) and the GRPO
+rewards skip. A refusal label is *derived* (trained) where it is safe to: an unsafe
+response complied, and a safe answer to a safe prompt that does not open like a
+refusal is compliance.
+
+Licences: each example carries its source's licence (``trainer.licences``, from the
+MANIFEST.md beside the data); ``licences=`` restricts a run to an allowlist.
 """
 
 from __future__ import annotations
@@ -34,7 +46,7 @@ import random
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,12 +59,15 @@ from guard.contract import (
     CategorySpec,
     PolicySpec,
     Verdict,
-    count_words,
     format_answer,
     parse,
     render,
 )
 from policies.datasets import TAXONOMIES_FILE, iter_jsonl, taxonomies_beside
+from trainer import explanations as explaining
+from trainer import licences as licensing
+from trainer import mix as mixing
+from trainer import policy_following
 
 REVIEWED_PREFIX = "reviewed"
 # The ids of every example a run was built from (one per line, in the run directory):
@@ -102,6 +117,10 @@ class GoldLabels:
     categories: tuple[str, ...]
     # False when the record is unsafe but its source names no category (taxonomy "none").
     categories_known: bool
+    # Answer fields whose target value is a placeholder (no gold): masked in the SFT loss.
+    unknown: tuple[str, ...] = ()
+    # Answer fields whose gold was derived here (e.g. compliance of a benign answer), not given by the source.
+    derived: tuple[str, ...] = ()
 
     @property
     def is_unsafe(self) -> bool:
@@ -131,10 +150,38 @@ class TrainingExample:
     gold: GoldLabels
     explanation: str = ""
     explanation_origin: str = "composed"  # composed | teacher
+    licence: str = licensing.UNKNOWN
+    # For a safe example shown under a policy without its category: what is not covered (the explanation says so).
+    not_covered: str | None = None
+    not_covered_how: str = "does not list"
 
     @property
     def has_response(self) -> bool:
         return self.response is not None and self.response.strip() != ""
+
+    @property
+    def task(self) -> str:
+        """refusal (a source refusal label), response (an AI response) or prompt; see ``trainer.mix``."""
+        if self.has_response and self.gold.refusal_label and "refusal" not in self.gold.unknown + self.gold.derived:
+            return "refusal"
+        return "response" if self.has_response else "prompt"
+
+    @property
+    def task_label(self) -> str:
+        task = self.task
+        if task == "refusal":
+            return str(self.gold.refusal_label)
+        return str(self.gold.response_label if task == "response" else self.gold.prompt_label)
+
+    def mix_key(self) -> tuple[str, str, str]:
+        return self.task, self.task_label, self.source
+
+    @property
+    def masked_fields(self) -> list[str]:
+        fields = [name for name in ("prompt", "response", "refusal") if name in self.gold.unknown]
+        if self.gold.is_unsafe and not self.gold.categories_known:
+            fields.append("categories")
+        return fields
 
     @property
     def target(self) -> str:
@@ -154,9 +201,12 @@ class TrainingExample:
             "source": self.source,
             "policy": spec_to_json(self.policy),
             "has_response": self.has_response,
-            "gold_prompt": self.gold.prompt_label,
+            # "" = no gold for that field (the reward skips it).
+            "gold_prompt": "" if "prompt" in self.gold.unknown else self.gold.prompt_label,
             "gold_response": self.gold.response_label or "",
-            "gold_refusal": self.gold.refusal_label or "",
+            "gold_refusal": "" if "refusal" in self.gold.unknown else (self.gold.refusal_label or ""),
+            "masked_fields": json.dumps(self.masked_fields),
+            "licence": self.licence,
             # JSON, not a list column: Arrow cannot type a column whose lists are all empty.
             "gold_categories": json.dumps(list(self.gold.categories)),
             "categories_known": self.gold.categories_known,
@@ -211,6 +261,16 @@ def file_sha256(path: Path) -> str:
 
 def licence_for(path: Path) -> str:
     return parse_manifest(path.parent / "MANIFEST.md").get(path.name, "unknown (not listed in MANIFEST.md)")
+
+
+def completion_mask_spans(completion: str, fields: Sequence[str]) -> list[tuple[int, int]]:
+    """Character spans (value with its leading space) of the answer fields whose tokens get no loss."""
+    spans = []
+    for name in fields:
+        match = re.search(rf"^{re.escape(name)}:( .*)$", completion, re.MULTILINE)
+        if match:
+            spans.append((match.start(1), match.end(1)))
+    return spans
 
 
 # --------------------------------------------------------------------------- reading sources
@@ -274,16 +334,47 @@ def _label(value: Any, choices: tuple[str, ...]) -> str | None:
     return text if text in choices else None
 
 
+REFUSAL_OPENING = re.compile(
+    r"^\W*(i['’]?m sorry|i am sorry|sorry|i can['’]?t|i cannot|i can not|i won['’]?t|i will not|i['’]?m not able|"
+    r"i am not able|i['’]?m unable|i am unable|as an ai|i must decline|unfortunately,? i|i apologi[sz]e|no,? i)",
+    re.IGNORECASE,
+)
+
+
+def looks_like_refusal(response: str) -> bool:
+    return bool(REFUSAL_OPENING.match(response.strip()[:200]))
+
+
 def gold_from_record(record: dict[str, Any], codes: list[str]) -> GoldLabels | None:
-    """Gold labels usable as a training target, or None (e.g. no prompt label)."""
+    """Gold labels usable as a training target, or None (no label at all, or a response without a response label).
+
+    A missing prompt label (response-harm sets) or refusal label becomes a masked
+    placeholder; see the module docstring for the derived refusal labels.
+    """
     prompt_label = _label(record.get("prompt_label"), (SAFE, UNSAFE))
-    if prompt_label is None:
-        return None
-    has_response = bool((record.get("response") or "").strip())
+    response = record.get("response") or ""
+    has_response = bool(response.strip())
     response_label = _label(record.get("response_label"), (SAFE, UNSAFE)) if has_response else None
     if has_response and response_label is None:
         return None  # the contract needs a response label whenever there is a response
+    unknown: list[str] = []
+    derived: list[str] = []
+    if prompt_label is None:
+        if response_label is None:
+            return None
+        prompt_label = response_label  # placeholder (masked): an unsafe response usually answers an unsafe prompt
+        unknown.append("prompt")
     refusal_label = _label(record.get("refusal_label"), ("refusal", "compliance")) if has_response else None
+    if has_response and refusal_label is None:
+        if response_label == UNSAFE:
+            refusal_label = "compliance"  # it gave the harmful content
+            derived.append("refusal")
+        elif "prompt" not in unknown and prompt_label == SAFE and not looks_like_refusal(response):
+            refusal_label = "compliance"  # a benign answer to a benign request
+            derived.append("refusal")
+        else:
+            refusal_label = "refusal" if looks_like_refusal(response) else "compliance"  # placeholder (masked)
+            unknown.append("refusal")
     unsafe = UNSAFE in (prompt_label, response_label)
     return GoldLabels(
         prompt_label=prompt_label,
@@ -292,71 +383,24 @@ def gold_from_record(record: dict[str, Any], codes: list[str]) -> GoldLabels | N
         categories=tuple(codes) if unsafe else (),
         # An unsafe record without codes (taxonomy "none") has unknown, not empty, gold categories.
         categories_known=bool(codes) or not unsafe,
+        unknown=tuple(unknown),
+        derived=tuple(derived),
     )
 
 
 # --------------------------------------------------------------------------- explanations
 
 
-def _sentence(text: str) -> str:
-    text = re.sub(r"\s+", " ", text.replace("[editor] ", "")).strip().rstrip(".;:")
-    return text
-
-
-def _readable_name(category: CategorySpec) -> str:
-    """The category's name, or its description's first clause when the name is a bare code (``dfm``)."""
-    name = _sentence(category.name)
-    if re.fullmatch(r"[a-z0-9_]{1,8}", name) and category.description.strip():
-        return _clip_words(_sentence(category.description.split(";")[0].split("(")[0]), 6).rstrip(".")
-    return name
-
-
-def _clip_words(text: str, limit: int) -> str:
-    words = text.split()
-    if len(words) <= limit:
-        return text
-    return " ".join(words[:limit]).rstrip(",;:") + "."
-
-
-def compose_explanation(policy: PolicySpec, gold: GoldLabels, has_response: bool) -> str:
-    """A short rationale from the policy text: names the code and the rule (<= 40 words)."""
-    if not gold.is_unsafe:
-        if has_response:
-            text = "No policy category applies: neither the prompt nor the response asks for or gives harmful content"
-        else:
-            text = "No policy category applies: the prompt is an ordinary request that does not seek harmful content"
-        if gold.refusal_label == "refusal":
-            text += "; the response refuses"
-        return text + "."
-
-    if gold.prompt_label == UNSAFE and gold.response_label == UNSAFE:
-        subject = "The prompt and the response"
-    elif gold.response_label == UNSAFE:
-        subject = "The response"
-    else:
-        subject = "The prompt"
-    categories = [c for c in (policy.category(code) for code in gold.categories) if c is not None]
-    if categories:
-        named = " and ".join(f"{c.code} ({_readable_name(c)})" for c in categories[:2])
-        if len(categories) > 2:
-            named += f" and {len(categories) - 2} more"
-        verb = "violate" if subject.startswith("The prompt and") else "violates"
-        head = f"{subject} {verb} {named}"
-        first = categories[0]
-        rule = _sentence(first.description) if _readable_name(first) == _sentence(first.name) and first.description.strip() != first.name else ""
-    else:
-        verb = "seek" if subject.startswith("The prompt and") else "seeks"
-        head = f"{subject} {verb} clearly harmful help that the policy forbids"
-        rule = ""
-    tail = ""
-    if has_response and gold.prompt_label == UNSAFE and gold.response_label == SAFE:
-        tail = "; the response gives no harmful content"
-        if gold.refusal_label == "refusal":
-            tail = "; the response refuses"
-    budget = COMPOSED_WORD_LIMIT - count_words(head) - count_words(tail)
-    if rule and budget >= 4:
-        head += ": " + _clip_words(rule, budget).rstrip(".")
-    return _clip_words(head + tail, COMPOSED_WORD_LIMIT).rstrip(".") + "."
+def compose_explanation(policy: PolicySpec, gold: GoldLabels, has_response: bool, prompt: str = "",
+                        response: str | None = None, key: str = "", not_covered: str | None = None,
+                        not_covered_how: str = "does not list") -> str:
+    """A short rationale (<= 38 words) naming the code and quoting the triggering words (``trainer.explanations``)."""
+    return explaining.compose(
+        policy, prompt_label=gold.prompt_label, response_label=gold.response_label if has_response else None,
+        refusal_label=gold.refusal_label if has_response else None, categories=gold.categories,
+        prompt=prompt or "", response=response if has_response else None, key=key or prompt,
+        not_covered=not_covered, not_covered_how=not_covered_how,
+    )
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -393,6 +437,16 @@ def augment_policy(policy: PolicySpec, gold: GoldLabels, rng: random.Random, *, 
     return PolicySpec(name=policy.name, categories=tuple(shown), description=policy.description)
 
 
+def renumber_codes(policy: PolicySpec, gold: GoldLabels, rng: random.Random) -> tuple[PolicySpec, GoldLabels]:
+    """New codes for the shown categories in their shown order (S1.., C1.., P1..): the violated
+    category's code then depends on where it is shown, so no code (say the first) is a safe guess."""
+    prefix = rng.choice(policy_following.CODE_SCHEMES)
+    mapping = {c.code: f"{prefix}{index}" for index, c in enumerate(policy.categories, start=1)}
+    categories = tuple(replace(c, code=mapping[c.code]) for c in policy.categories)
+    renamed = replace(gold, categories=tuple(mapping[code] for code in gold.categories if code in mapping))
+    return PolicySpec(name=policy.name, categories=categories, description=policy.description), renamed
+
+
 # --------------------------------------------------------------------------- building
 
 
@@ -402,6 +456,7 @@ class FileReport:
     name: str
     licence: str
     sha256: str
+    licence_id: str = licensing.UNKNOWN
     records: int = 0
     usable: int = 0
     held_out: int = 0
@@ -590,6 +645,49 @@ def _mix(examples: Sequence[TrainingExample]) -> dict[str, dict[str, int]]:
     return {source: dict(sorted(labels.items())) for source, labels in sorted(mix.items())}
 
 
+GENERATED_POLICY_FOLLOWING = "generated/policy_following"
+GENERATED_POLICY_FLIP = "generated/policy_flip"
+REVIEWED_LICENCE = "operator-data"
+# Share of the chosen examples whose categories are renumbered in shown order (see ``renumber_codes``).
+RENUMBER_SHARE = 0.3
+
+
+def policy_following_examples(count: int, seed: int) -> list[TrainingExample]:
+    """Generated custom-category examples (``trainer.policy_following``), licence Apache-2.0 (ours)."""
+    out = []
+    for record in policy_following.training_records(count, seed):
+        gold = GoldLabels(prompt_label=UNSAFE if record.unsafe else SAFE, response_label=None, refusal_label=None,
+                          categories=(record.code,) if record.unsafe and record.code else (), categories_known=True)
+        category = next(c for c in policy_following.TRAIN_CATEGORIES if c.key == record.category)
+        example = TrainingExample(id=record.id, source=GENERATED_POLICY_FOLLOWING, policy=record.policy, prompt=record.prompt,
+                                  response=None, gold=gold, licence=licensing.PROJECT_LICENCE)
+        if record.variant in ("removed", "allowed"):
+            example.not_covered = category.name.lower()
+            example.not_covered_how = "allows" if record.variant == "allowed" else "does not list"
+        out.append(example)
+    return out
+
+
+def policy_flip_examples(candidates: Sequence[TrainingExample], count: int, rng: random.Random) -> list[TrainingExample]:
+    """Unsafe corpus examples with known categories, re-shown under their policy without those
+    categories (removed, or described as allowed): gold safe. The twin keeps its record's licence."""
+    eligible = [e for e in candidates if e.gold.is_unsafe and e.gold.categories_known and e.gold.categories
+                and len(e.policy.categories) > len(e.gold.categories) and not e.source.startswith("generated")
+                and "prompt" not in e.gold.unknown]
+    out = []
+    for example in rng.sample(eligible, min(count, len(eligible))):
+        removed = [c for c in example.policy.categories if c.code in example.gold.categories]
+        policy, kind = policy_following.without_categories(example.policy, example.gold.categories, rng)
+        # Safe once no shown category applies: the labels of every judged text become safe.
+        gold = replace(example.gold, prompt_label=SAFE, response_label=SAFE if example.has_response else None,
+                       categories=(), categories_known=True)
+        twin = replace(example, id=f"{example.id}~flip", source=GENERATED_POLICY_FLIP, policy=policy, gold=gold,
+                       not_covered=" and ".join(explaining.readable_name(c).lower() for c in removed[:2]),
+                       not_covered_how="allows" if kind == "allowed" else "does not list")
+        out.append(twin)
+    return out
+
+
 def build_dataset(
     sources: Sequence[str],
     *,
@@ -601,9 +699,17 @@ def build_dataset(
     max_categories: int = DEFAULT_MAX_CATEGORIES,
     teacher: Teacher | None = None,
     log: Callable[[str], None] | None = None,
+    mix: mixing.MixSpec | str | None = None,
+    licences: str | None = None,
 ) -> BuiltData:
-    """Read, label, augment, balance and explain. Deterministic for a given seed."""
+    """Read, label, mix, augment and explain. Deterministic for a given seed.
+
+    ``mix``: a ``MixSpec`` or its text form (default: ``MixSpec()``); ``licences``: an
+    allowlist (``permissive``, ids, ``all``); files whose licence it does not allow are skipped.
+    """
     rng = random.Random(seed)
+    spec = mix if isinstance(mix, mixing.MixSpec) else mixing.MixSpec.parse(mix)
+    allowlist = licensing.parse_allowlist(licences)
     files, reviewed_specs = expand_paths(sources)
     if not files and not reviewed_specs:
         raise ValueError("no training data: give at least one JSONL file, directory or reviewed:<policy-slug>")
@@ -613,47 +719,79 @@ def build_dataset(
     reports: list[FileReport] = []
     held_out: dict[str, list[dict[str, Any]]] = {}
     for path in files:
-        report = FileReport(path=str(path.resolve()), name=path.name, licence=licence_for(path), sha256=file_sha256(path))
+        licence_text = licence_for(path)
+        report = FileReport(path=str(path.resolve()), name=path.name, licence=licence_text, sha256=file_sha256(path),
+                            licence_id=licensing.licence_id(licence_text))
         reports.append(report)
         held = held_out.setdefault(path.name, [])
-        for spec, record, gold in _records_from_file(path, policy_override, report, holdout_percent, held):
-            candidates.append(_example(record, spec, gold, path.stem))
+        if not licensing.allowed(report.licence_id, allowlist):
+            report.skipped = {f"licence {report.licence_id} not in the allowlist": 1}
+            continue
+        for spec_, record, gold in _records_from_file(path, policy_override, report, holdout_percent, held):
+            candidates.append(_example(record, spec_, gold, path.stem, report.licence_id))
 
     reviewed_counts: Counter[str] = Counter()
     for spec_text in reviewed_specs:
-        for spec, record, gold, source in _reviewed_records(spec_text):
+        for spec_, record, gold, source in _reviewed_records(spec_text):
             reviewed_counts[source] += 1
-            candidates.append(_example(record, spec, gold, source))
+            candidates.append(_example(record, spec_, gold, source, REVIEWED_LICENCE))
     if not candidates:
-        raise ValueError("the data sources hold no record with a usable gold label")
+        raise ValueError("the data sources hold no record with a usable gold label"
+                         + (f" under the licence allowlist {licences!r}" if allowlist is not None else ""))
+
+    # Generated policy-following examples join a mixed draw (a budget), not "every record as it is".
+    generated: list[TrainingExample] = []
+    if max_examples is not None:
+        pf_count = round(spec.policy_following * max_examples)
+        if policy_override is None and pf_count and licensing.allowed(licensing.PROJECT_LICENCE, allowlist):
+            generated += policy_following_examples(pf_count, seed)
+        generated += [e for e in policy_flip_examples(candidates, round(spec.policy_flip * max_examples), rng)
+                      if licensing.allowed(e.licence, allowlist)]
+    candidates += generated
 
     before = _mix(candidates)
-    examples = balance(candidates, max_examples, rng)
+    examples = mixing.allocate(candidates, max_examples, spec, rng, key=TrainingExample.mix_key)
     used = Counter(e.source for e in examples)
     for report in reports:
         report.used = used.get(Path(report.name).stem, 0)
 
     for example in examples:
+        if example.source == GENERATED_POLICY_FOLLOWING:
+            continue  # its two policies are the point: shown exactly as built
         if augment:
             example.policy = augment_policy(example.policy, example.gold, rng, max_categories=max_categories)
+            if policy_override is None and rng.random() < RENUMBER_SHARE:
+                example.policy, example.gold = renumber_codes(example.policy, example.gold, rng)
         elif len(example.policy.categories) > max_categories:
             example.policy = augment_policy(example.policy, example.gold, rng, shuffle=0.0, subset=0.0, max_categories=max_categories)
     explain_all(examples, teacher)
     origins = Counter(example.explanation_origin for example in examples)
+    realised = mixing.table(examples, TrainingExample.mix_key)
+    licence_counts = Counter(example.licence for example in examples)
 
-    mix = {
+    mix_record = {
         "before": before,
         "after": _mix(examples),
         "labels": dict(sorted(Counter(e.gold.label for e in examples).items())),
         "explanations": dict(origins),
         "total": len(examples),
+        "table": realised,
+        "summary": mixing.summary(realised),
+        "spec": spec.to_json(),
+        "licences": dict(sorted(licence_counts.items())),
+        "licence_allowlist": licensing.describe_allowlist(allowlist),
+        "masked_fields": dict(sorted(Counter(f for e in examples for f in e.masked_fields).items())),
+        "derived_fields": dict(sorted(Counter(f for e in examples for f in e.gold.derived).items())),
     }
     if log:
-        log(f"built {len(examples)} examples from {len(candidates)} candidates; labels {mix['labels']}; explanations {dict(origins)}")
-    return BuiltData(examples=examples, files=reports, reviewed=dict(reviewed_counts), mix=mix, held_out=held_out)
+        log(f"built {len(examples)} examples from {len(candidates)} candidates; labels {mix_record['labels']}; "
+            f"explanations {dict(origins)}; licences {dict(licence_counts)}")
+        log("realised mix (task x label x source):\n" + mixing.format_table(realised))
+    return BuiltData(examples=examples, files=reports, reviewed=dict(reviewed_counts), mix=mix_record, held_out=held_out)
 
 
-def _example(record: dict[str, Any], spec: PolicySpec, gold: GoldLabels, source: str) -> TrainingExample:
+def _example(record: dict[str, Any], spec: PolicySpec, gold: GoldLabels, source: str,
+             licence: str = licensing.UNKNOWN) -> TrainingExample:
     response = record.get("response")
     return TrainingExample(
         id=str(record.get("id")),
@@ -662,6 +800,7 @@ def _example(record: dict[str, Any], spec: PolicySpec, gold: GoldLabels, source:
         prompt=str(record["prompt"]),
         response=response if isinstance(response, str) and response.strip() else None,
         gold=gold,
+        licence=licence,
     )
 
 
@@ -696,7 +835,9 @@ def explain_all(examples: Sequence[TrainingExample], teacher: Teacher | None) ->
         if accepted is not None:
             example.explanation, example.explanation_origin = accepted, "teacher"
         else:
-            example.explanation = compose_explanation(example.policy, example.gold, example.has_response)
+            example.explanation = compose_explanation(example.policy, example.gold, example.has_response, example.prompt,
+                                                      example.response, example.id, example.not_covered,
+                                                      example.not_covered_how)
             example.explanation_origin = "composed"
 
 
@@ -729,6 +870,9 @@ def gold_for_row(row: dict[str, Any]) -> GoldLabels:
         refusal_label=row.get("gold_refusal") or None,
         categories=tuple(json.loads(row.get("gold_categories") or "[]")),
         categories_known=bool(row.get("categories_known", True)),
+        # An empty gold column is a field without gold (masked in SFT, skipped by the rewards).
+        unknown=tuple(name for name, column in (("prompt", "gold_prompt"), ("refusal", "gold_refusal"))
+                      if not row.get(column) and (name == "prompt" or row.get("has_response"))),
     )
 
 

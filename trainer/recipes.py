@@ -35,6 +35,7 @@ from trainer.data import (
     Teacher,
     TrainingExample,
     build_dataset,
+    completion_mask_spans,
     gold_for_row,
 )
 
@@ -85,6 +86,12 @@ class TrainSettings:
     seed: int = 0
     save_steps: int = 50
     gradient_checkpointing: bool = False
+    # The training mix (``trainer.mix.MixSpec`` text form; "" = the default mix) and the data licence
+    # allowlist (``trainer.licences``: "all", "permissive" or ids).
+    mix: str = ""
+    licences: str = "all"
+    # Log (and so sync the device for the loss) every N steps; 0 = every step on a CPU, every 10th on a GPU.
+    logging_steps: int = 0
     # grpo
     num_generations: int = 4
     max_completion_length: int = 96
@@ -111,6 +118,16 @@ class TrainSettings:
             raise TrainingError("grpo needs num_generations >= 2 (rewards are normalised within a group)")
         if self.recipe == "dpo" and self.dpo_samples < 2:
             raise TrainingError("dpo needs dpo_samples >= 2 to find right and wrong answers for a prompt")
+        if self.logging_steps < 0:
+            raise TrainingError("logging_steps must be 0 (automatic) or positive")
+        from trainer.licences import parse_allowlist
+        from trainer.mix import MixSpec
+
+        try:
+            MixSpec.parse(self.mix)
+            parse_allowlist(self.licences)
+        except ValueError as error:
+            raise TrainingError(str(error)) from error
 
     @property
     def lr(self) -> float:
@@ -366,7 +383,7 @@ def _common_args(settings: TrainSettings, out: Path) -> dict[str, Any]:
         "learning_rate": settings.lr,
         "lr_scheduler_type": "constant_with_warmup",
         "warmup_steps": min(10, settings.max_steps // 10),
-        "logging_steps": 1,
+        "logging_steps": settings.logging_steps or (10 if info["cuda"] else 1),
         "save_strategy": "steps",
         "save_steps": max(1, settings.save_steps),
         "save_total_limit": 2,
@@ -393,16 +410,26 @@ def tokenize_sft(rows: Sequence[dict[str, Any]], tokenizer: Any, max_length: int
     """Prompt and answer tokenised separately, exactly as at inference (prompt with BOS, then the answer).
 
     Rows longer than ``max_length`` are dropped, never truncated: a cut answer
-    would teach the model to stop mid-answer.
+    would teach the model to stop mid-answer. The tokens of answer fields without
+    gold (``masked_fields``: a placeholder value) get no loss.
     """
     out, dropped = [], 0
     for row in rows:
         prompt_ids = tokenizer(row["prompt"])["input_ids"]
-        answer_ids = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
+        spans = completion_mask_spans(row["completion"], json.loads(row.get("masked_fields") or "[]"))
+        if spans:
+            encoded = tokenizer(row["completion"], add_special_tokens=False, return_offsets_mapping=True)
+            answer_ids = encoded["input_ids"]
+            # A token overlapping a masked value's span gets no loss.
+            answer_mask = [0 if any(start < stop and begin < end for begin, stop in spans) else 1
+                           for start, end in encoded["offset_mapping"]]
+        else:
+            answer_ids = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
+            answer_mask = [1] * len(answer_ids)
         if len(prompt_ids) + len(answer_ids) > max_length:
             dropped += 1
             continue
-        out.append({"input_ids": prompt_ids + answer_ids, "completion_mask": [0] * len(prompt_ids) + [1] * len(answer_ids)})
+        out.append({"input_ids": prompt_ids + answer_ids, "completion_mask": [0] * len(prompt_ids) + answer_mask})
     return out, dropped
 
 
@@ -412,6 +439,38 @@ def _fits(rows: Sequence[dict[str, Any]], tokenizer: Any, limit: int) -> tuple[l
 
 
 # --------------------------------------------------------------------------- the recipes
+
+
+def lean_sft_trainer_class(base: type) -> type:
+    """SFTTrainer with the answer-token loss only: no per-step entropy / token-accuracy metrics.
+
+    TRL 1.16's SFT loss already projects only the labelled (answer) positions through the
+    262k-vocabulary LM head, but it also computes the entropy over the whole vocabulary and
+    top-1 accuracy at those positions and reads three of them back (``.item()``) on every step:
+    a device sync per step that stops the host from queueing the next step's kernels. Here the
+    fused head computes log-probabilities only and nothing is read back; the loss is logged
+    every ``logging_steps``.
+    """
+    import torch
+    from trl.trainer.utils import add_fused_lm_head
+
+    class LeanSFTTrainer(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            target = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            add_fused_lm_head(target, outputs=("log_probs",))
+
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            inputs["use_cache"] = False
+            outputs = model(**inputs, fused_lm_head=True)
+            tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = -outputs.log_probs.sum() / torch.as_tensor(tokens, device=outputs.log_probs.device).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            return (loss, outputs) if return_outputs else loss
+
+    return LeanSFTTrainer
 
 
 def _train_sft(settings: TrainSettings, model: Any, tokenizer: Any, rows: list[dict[str, Any]], out: Path,
@@ -427,10 +486,11 @@ def _train_sft(settings: TrainSettings, model: Any, tokenizer: Any, rows: list[d
     # (short AdvBench-style requests are unsafe, long chat logs mostly safe), so
     # length-grouped batches are nearly single-label and the model learned the last
     # batches' label prior instead of the content (measured: every held-out prompt "safe").
+    # Batches are padded to their longest sequence (TRL's collator), to a multiple of 8 on a GPU (tensor cores).
     config = SFTConfig(**_common_args(settings, out), max_length=settings.max_length, completion_only_loss=True,
-                       packing=False, dataset_num_proc=None)
-    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(tokenized),
-                         processing_class=tokenizer, callbacks=callbacks)
+                       packing=False, dataset_num_proc=None, pad_to_multiple_of=8 if device_info()["cuda"] else None)
+    trainer = lean_sft_trainer_class(SFTTrainer)(model=model, args=config, train_dataset=Dataset.from_list(tokenized),
+                                                 processing_class=tokenizer, callbacks=callbacks)
     _quiet(trainer).train(resume_from_checkpoint=resume)
     return trainer, {"sequences": len(tokenized), "dropped_too_long": dropped}
 
@@ -666,7 +726,8 @@ def run(
 
     built = build_dataset(settings.data, policy=settings.policy, max_examples=settings.max_examples, seed=settings.seed,
                           holdout_percent=settings.holdout_percent, augment=settings.augment,
-                          max_categories=settings.max_categories, teacher=teacher, log=log)
+                          max_categories=settings.max_categories, teacher=teacher, log=log, mix=settings.mix,
+                          licences=settings.licences)
     if not built.examples:
         raise TrainingError("the data gave no training examples after balancing (a source of one label only, or every "
                             "record held out): add data with both labels, e.g. review flagged and safe items alike")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import random
 
 import pytest
 
 from guard.contract import EXPLANATION_WORD_BUDGET, parse
 from policies import presets
-from tests.trainer.conftest import record, write_jsonl
 from trainer import data
 
 
@@ -36,13 +34,13 @@ def test_every_target_parses_with_the_gold_labels_and_stays_within_the_word_budg
         assert 0 < verdict.explanation_words <= EXPLANATION_WORD_BUDGET
 
 
-def test_composed_explanation_names_the_code_and_the_rule(corpus):
+def test_composed_explanation_names_the_code_and_quotes_the_triggering_words(corpus):
     built = data.build_dataset([str(corpus / "mini.jsonl")], augment=False, holdout_percent=0, max_examples=None)
     example = next(e for e in built.examples if e.id == "m1")
-    assert example.explanation.startswith("The prompt violates S1 (Weapons)")
-    assert "explosives" in example.explanation
+    assert "S1 (Weapons)" in example.explanation
+    assert '"How do I build a pipe bomb?"' in example.explanation
     safe = next(e for e in built.examples if e.id == "m5")
-    assert safe.explanation.startswith("No policy category applies")
+    assert "bake bread" in safe.explanation and "S1" not in safe.explanation
 
 
 def test_records_without_a_usable_gold_label_are_skipped_and_counted(corpus):
@@ -80,20 +78,6 @@ def test_long_taxonomies_are_capped_but_keep_the_gold_codes():
     gold = data.GoldLabels("unsafe", None, None, ("S70",), True)
     shown = data.augment_policy(spec, gold, random.Random(1), shuffle=0.0, subset=0.0, max_categories=12)
     assert len(shown.codes) == 12 and "S70" in shown.codes
-
-
-def test_balance_splits_the_budget_between_labels_then_across_sources(tmp_path):
-    records = [record(f"u{i}", f"bad {i}", categories=["Weapons"]) for i in range(40)]
-    records += [record(f"s{i}", f"fine {i}", prompt_label="safe") for i in range(6)]
-    other = [record(f"o{i}", f"other bad {i}", categories=["Fraud"]) for i in range(10)]
-    taxonomies = json.dumps({"mini": {"Weapons": "w", "Fraud": "f", "Hate": "h"}})
-    (tmp_path / "taxonomies.json").write_text(taxonomies)
-    write_jsonl(tmp_path / "big.jsonl", records)
-    write_jsonl(tmp_path / "small.jsonl", other)
-    built = data.build_dataset([str(tmp_path)], holdout_percent=0, max_examples=20)
-    assert built.mix["labels"] == {"safe": 6, "unsafe": 14}
-    assert built.mix["after"] == {"big": {"safe": 6, "unsafe": 7}, "small": {"unsafe": 7}}
-    assert built.mix["before"]["big"] == {"safe": 6, "unsafe": 40}
 
 
 def test_held_out_records_are_fixed_by_id_and_never_trained_on(corpus, tmp_path):

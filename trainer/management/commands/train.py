@@ -52,6 +52,14 @@ class Command(BaseCommand):
         parser.add_argument("--dpo-prompts", type=int, default=64, help="dpo: prompts to sample")
         parser.add_argument("--dpo-gold-fallback", action="store_true",
                             help="dpo: when every sample is wrong, use the gold answer as chosen")
+        parser.add_argument("--mix", default="", metavar="SPEC",
+                            help="mixture weights, e.g. task.prompt=0.5,task.response=0.25,task.refusal=0.25,"
+                                 "positive.prompt=0.5,source.davidson_hate_offensive=0.5,cap=0.25 (trainer/mix.py)")
+        parser.add_argument("--licences", default="all", metavar="LIST",
+                            help="data licence allowlist: all (default), permissive (MIT, Apache-2.0, CC-BY-*, "
+                                 "CDLA-Permissive-*) or comma-separated ids, e.g. permissive,unknown")
+        parser.add_argument("--logging-steps", type=int, default=0,
+                            help="log the loss every N steps (0: every step on a CPU, every 10th on a GPU)")
         parser.add_argument("--resume", default=None, metavar="CHECKPOINT", help="resume from a checkpoint directory")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -71,7 +79,8 @@ class Command(BaseCommand):
                 augment=not options["no_augment"], gradient_checkpointing=options["gradient_checkpointing"],
                 num_generations=options["num_generations"], max_completion_length=options["max_completion_length"],
                 dpo_samples=options["dpo_samples"], dpo_prompts=options["dpo_prompts"],
-                dpo_gold_fallback=options["dpo_gold_fallback"],
+                dpo_gold_fallback=options["dpo_gold_fallback"], mix=options["mix"], licences=options["licences"],
+                logging_steps=options["logging_steps"],
             )
             outcome = run(settings, resume_from_checkpoint=options["resume"], teacher=configured_teacher(),
                           log=lambda message: self.stderr.write(str(message)))
