@@ -49,7 +49,10 @@ from evaluation.metrics import (
     TASKS,
     CategoryPrediction,
     Prediction,
+    categories_by_file,
     category_scores,
+    explanation_stats,
+    first_code_share,
     mean,
     percentile,
     task_scores,
@@ -421,6 +424,7 @@ def evaluate(
         model=_default_model_label(model),
         mode=mode,
         elapsed_seconds=elapsed,
+        policies=[request.policy for request in requests],
         extra={"policy": resolver.label(), "limit": limit, "file_limits": dict(file_limits or {}), "batch_size": batch_size},
     )
     report["calibration"] = (own if calibration is None else calibration).to_json()
@@ -473,8 +477,15 @@ def build_report(
     mode: str,
     elapsed_seconds: float,
     extra: dict[str, Any] | None = None,
+    policies: Sequence[PolicySpec] | None = None,
 ) -> dict[str, Any]:
-    """The report from records and their verdicts (pure: no model, no database)."""
+    """The report from records and their verdicts (pure: no model, no database).
+
+    Besides the tasks: ``categories_by_file`` (category micro/macro F1 per file), ``first_code``
+    (share of unsafe verdicts naming the policy's first code, beside gold's share; needs
+    ``policies``, the policy each record was judged under) and ``explanations`` (flagged items:
+    distinct share and mean words; meaningful in reason mode).
+    """
     tasks = task_scores(_task_predictions(records, verdicts))
     per_file: dict[str, dict[str, Any]] = {}
     file_sizes: dict[str, dict[str, int]] = {}
@@ -483,10 +494,12 @@ def build_report(
         file_tasks = task_scores(_task_predictions([r for r, _ in pairs], [v for _, v in pairs]))
         per_file[loaded.name] = file_tasks
         file_sizes[loaded.name] = {"n": len(pairs), "records_in_file": loaded.total}
-    categories = category_scores(
+    category_predictions = [
         CategoryPrediction(taxonomy, gold, [] if verdict.parse_error else verdict.categories)
         for (taxonomy, gold), verdict in zip(gold_categories, verdicts, strict=True)
-    )
+    ]
+    categories = category_scores(category_predictions)
+    flagged = [v for v in verdicts if v.parse_error is None and v.is_unsafe]
     # Explanations of parsed verdicts only: a parse failure has no explanation to measure.
     words = [float(v.explanation_words) for v in verdicts if v.parse_error is None]
     n = len(records)
@@ -499,6 +512,8 @@ def build_report(
         "tasks": tasks,
         "files": per_file,
         "categories": categories,
+        "categories_by_file": categories_by_file([r.file for r in records], category_predictions),
+        "explanations": explanation_stats([v.explanation for v in flagged]),
         "file_sizes": file_sizes,
         "parse_failures": sum(1 for v in verdicts if v.parse_error is not None),
         "elapsed_seconds": round(elapsed_seconds, 3),
@@ -506,6 +521,12 @@ def build_report(
         "sampling": {"seed": SAMPLE_SEED, "stratified_by": ["prompt_label", "response_label", "refusal_label"]},
         "report_version": REPORT_VERSION,
     }
+    if policies is not None:
+        report["first_code"] = first_code_share(
+            [policy.codes[0] if policy.codes else None for policy in policies],
+            [v.categories if v.parse_error is None and v.is_unsafe else None for v in verdicts],
+            [gold for _, gold in gold_categories],
+        )
     report.update(extra or {})
     return report
 
@@ -533,5 +554,20 @@ def format_summary(report: dict[str, Any]) -> str:
         f"categories: micro F1 {categories['micro_f1']:.2f} · macro F1 {categories['macro_f1']:.2f} "
         f"over {categories.get('n', 0)} records, {len(categories['per_category'])} categories"
     )
+    for name, scores in sorted((report.get("categories_by_file") or {}).items()):
+        if scores["n"]:
+            lines.append(f"  {name[:40]:40} categories micro {scores['micro_f1']:.2f} macro {scores['macro_f1']:.2f} (n {scores['n']})")
+    first = report.get("first_code")
+    if first:
+        lines.append(f"first code: {first['share']:.1f}% of {first['with_codes']} unsafe verdicts with codes name the policy's "
+                     f"first code (gold: {first['gold_share']:.1f}% of {first['gold_records']})")
+    explained = report.get("explanations")
+    if explained and explained["with_explanation"]:
+        lines.append(f"explanations of flagged items: {explained['distinct_share']:.1f}% distinct "
+                     f"({explained['distinct']}/{explained['with_explanation']}), mean {explained['mean_words']:.1f} words")
+    following = report.get("policy_following")
+    if following:
+        lines.append(f"policy following: {following['pair_accuracy']:.1f}% of {following['n']} pairs right, "
+                     f"code {following['code_accuracy']:.1f}%")
     return "\n".join(lines)
 

@@ -224,3 +224,47 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, -(-len(ordered) * q // 100))  # ceil(len * q / 100), at least 1
     return float(ordered[int(rank) - 1])
+
+
+def categories_by_file(files: Sequence[str], predictions: Sequence[CategoryPrediction]) -> dict[str, dict[str, Any]]:
+    """Category micro/macro F1 per file (``files[i]`` is the file of ``predictions[i]``); ``n`` = records counted."""
+    grouped: dict[str, list[CategoryPrediction]] = {}
+    for file, prediction in zip(files, predictions, strict=True):
+        grouped.setdefault(file, []).append(prediction)
+    out = {}
+    for file, group in grouped.items():
+        scores = category_scores(group)
+        out[file] = {"micro_f1": scores["micro_f1"], "macro_f1": scores["macro_f1"], "n": scores["n"],
+                     "categories": len(scores["per_category"])}
+    return out
+
+
+def first_code_share(first_codes: Sequence[str | None], predicted: Sequence[Sequence[str] | None],
+                     gold: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """How often an unsafe verdict names the policy's FIRST code, beside how often gold does.
+
+    A model that answers the first code of every policy (a defect seen in the UI: every
+    unsafe item got S1) shows ``share`` near 100 while ``gold_share`` is far lower.
+    ``predicted[i]`` is None for a verdict that is not unsafe or did not parse.
+    """
+    unsafe = [(first, codes) for first, codes in zip(first_codes, predicted, strict=True) if codes is not None and first]
+    with_code = [(first, codes) for first, codes in unsafe if codes]
+    gold_rows = [(first, codes) for first, codes in zip(first_codes, gold, strict=True) if codes and first]
+
+    def share(rows: list[tuple[str | None, Sequence[str]]]) -> float:
+        return round(100.0 * sum(1 for first, codes in rows if first in codes) / len(rows), DIGITS) if rows else 0.0
+
+    return {"unsafe_verdicts": len(unsafe), "with_codes": len(with_code), "share": share(with_code),
+            "gold_records": len(gold_rows), "gold_share": share(gold_rows)}
+
+
+def explanation_stats(explanations: Sequence[str]) -> dict[str, Any]:
+    """Of the flagged items' explanations: how many, how many distinct (case and spacing ignored), mean words.
+
+    One sentence shared by many items explains none of them: ``distinct_share`` should be near 100.
+    """
+    texts = [" ".join(text.split()).casefold() for text in explanations if text and text.strip()]
+    words = [float(len(text.split())) for text in texts]
+    return {"flagged": len(explanations), "with_explanation": len(texts), "distinct": len(set(texts)),
+            "distinct_share": round(100.0 * len(set(texts)) / len(texts), DIGITS) if texts else 0.0,
+            "mean_words": mean(words)}

