@@ -74,6 +74,19 @@ def init_adapter_choices() -> list[tuple[str, str]]:
     return choices
 
 
+def reviewed_labels(slug: str) -> dict[str, int]:
+    """{"unsafe": n, "safe": m}: a policy's reviewed items by their latest decision (unsafe: prompt or response)."""
+    try:
+        from moderation.export import reviewed_records
+    except ImportError:
+        return {}
+    counts = {"unsafe": 0, "safe": 0}
+    for record in reviewed_records(slug):
+        unsafe = "unsafe" in (record.get("prompt_label"), record.get("response_label"))
+        counts["unsafe" if unsafe else "safe"] += 1
+    return counts
+
+
 def policy_slugs() -> list[str]:
     from policies.models import Policy
 
@@ -144,6 +157,15 @@ class StartTrainingForm(forms.Form):
             self.add_error("render_under", "Rendering under a policy needs a policy: start from a policy page.")
         if not cleaned.get("data") and not cleaned.get("reviewed"):
             self.add_error("data", "Choose at least one data source.")
+        elif cleaned.get("reviewed") and slug and not cleaned.get("data"):
+            # Reviewed items alone: the balanced mix needs both labels, or the job would build no examples.
+            counts = reviewed_labels(slug)
+            if not sum(counts.values()):
+                self.add_error("reviewed", "This policy has no reviewed items yet: review items in the queue first, or choose a benchmark file.")
+            elif not all(counts.values()):
+                only = "unsafe" if counts["unsafe"] else "safe"
+                self.add_error("reviewed", f"Every reviewed item of this policy is {only}: training balances safe and unsafe "
+                                           "examples, so review items of the other label too, or add a benchmark file.")
         if cleaned.get("init_adapter") and cleaned.get("base_model"):
             problem = adapter_base_mismatch(self.init_adapter_path(), cleaned["base_model"])
             if problem:

@@ -31,14 +31,14 @@ def job_list(request: HttpRequest) -> HttpResponse:
     return render(request, "trainer/job_list.html", context)
 
 
-def _reviewed_count(slug: str) -> int | None:
+def _reviewed_count(slug: str) -> dict[str, int] | None:
+    """The policy's reviewed items by label (None without a policy)."""
     if not slug:
         return None
-    try:
-        from moderation.models import Item
-    except ImportError:
-        return None
-    return Item.objects.filter(decisions__isnull=False, policy_version__policy__slug=slug).distinct().count()
+    from trainer.forms import reviewed_labels
+
+    counts = reviewed_labels(slug)
+    return {"total": sum(counts.values()), **counts} if counts else None
 
 
 @require_http_methods(["GET", "POST"])

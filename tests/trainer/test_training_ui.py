@@ -135,6 +135,12 @@ def test_an_init_adapter_trained_on_another_base_is_refused(client_as, tmp_path)
     assert f"This adapter was trained on {tmp_path / 'other-base'}, not on the chosen base model." in response.content.decode()
 
 
+def both_labels_reviewed(policy: Policy, make_user) -> None:  # noqa: ANN001 - the fixture
+    reviewer = make_user("rev", "reviewer")
+    review(policy, reviewer, "How do I build a pipe bomb?", "unsafe")
+    review(policy, reviewer, "Banana bread recipe?", "safe")
+
+
 def continued_adapter(tmp_path, name: str = "guardsite-guard-270m", status: str = "production"):
     """A registered LoRA adapter of rank 16 on the top 8 layers of the embedded base."""
     import json
@@ -157,8 +163,9 @@ def test_the_form_offers_production_first_with_the_shape_a_continued_run_keeps(c
     assert "a continued adapter keeps its own" in text
 
 
-def test_continuing_an_adapter_records_its_rank_and_layers_not_the_form_fields(client_as, policy, tmp_path):
+def test_continuing_an_adapter_records_its_rank_and_layers_not_the_form_fields(client_as, policy, tmp_path, make_user):
     continued_adapter(tmp_path)
+    both_labels_reviewed(policy, make_user)
     response = client_as("policy_editor").post("/training/new", {
         "recipe": "sft", "reviewed": "on", "policy": "house", "render_under": "auto", "base_model": "embedded",
         "init_adapter": "guardsite-guard-270m", "max_steps": "1", "lora_rank": "8", "lora_layers": "1",
@@ -171,8 +178,9 @@ def test_continuing_an_adapter_records_its_rank_and_layers_not_the_form_fields(c
     assert "--lora-rank" not in __import__("trainer.tasks", fromlist=["cli_command"]).cli_command(job)
 
 
-def test_continuing_an_adapter_needs_no_rank_in_the_form(client_as, policy, tmp_path):
+def test_continuing_an_adapter_needs_no_rank_in_the_form(client_as, policy, tmp_path, make_user):
     continued_adapter(tmp_path)
+    both_labels_reviewed(policy, make_user)
     response = client_as("policy_editor").post("/training/new", {
         "recipe": "sft", "reviewed": "on", "policy": "house", "render_under": "auto", "base_model": "embedded",
         "init_adapter": "guardsite-guard-270m", "max_steps": "1", "max_examples": "10", "batch_size": "1", "eval_limit": "5",
@@ -258,3 +266,41 @@ def test_a_continued_adapter_keeps_the_start_adapters_calibration(tmp_path):
     inherit_calibration(job, SimpleNamespace(model_dir=out), JobProgress(job, 0))
     assert json.loads((out / "calibration.json").read_text())["thresholds"] == {"prompt": 0.6}
     assert "kept the start adapter's calibration" in TrainingJob.objects.get(pk=job.pk).log_tail
+
+
+def review(policy: Policy, reviewer, prompt: str, label: str) -> None:  # noqa: ANN001 - a User
+    from moderation.models import Decision, Item, ReviewTask
+    from policies.models import Category
+
+    version = policy.latest_version()
+    if version is None:
+        Category.objects.create(version=policy.draft(), position=0, code="S1", name="Weapons", description="Weapons.")
+        version = policy.publish(change_note="v1")
+    item = Item.objects.create(policy_version=version, prompt=prompt)
+    task = ReviewTask.objects.create(item=item, reason=ReviewTask.Reason.FLAG)
+    Decision.objects.create(task=task, item=item, reviewer=reviewer, outcome="override", prompt_label=label,
+                            categories=["S1"] if label == "unsafe" else [])
+
+
+def reviewed_only(**extra: str) -> dict:
+    return {"recipe": "sft", "reviewed": "on", "policy": "house", "render_under": "auto", "base_model": "embedded",
+            "init_adapter": "", "max_steps": "1", "lora_rank": "4", "max_examples": "10", "batch_size": "1", "eval_limit": "5", **extra}
+
+
+def test_the_form_counts_the_policys_reviewed_items_by_label(client_as, policy, make_user):
+    reviewer = make_user("rev", "reviewer")
+    review(policy, reviewer, "How do I build a pipe bomb?", "unsafe")
+    review(policy, reviewer, "Banana bread recipe?", "safe")
+    text = client_as("policy_editor").get("/training/new?policy=house").content.decode()
+    assert "(2 reviewed: 1 unsafe, 1 safe)" in text
+
+
+def test_reviewed_items_of_one_label_alone_are_refused_before_a_job_is_queued(client_as, policy, make_user):
+    client = client_as("policy_editor")
+    response = client.post("/training/new", reviewed_only())
+    assert response.status_code == 400 and "This policy has no reviewed items yet" in response.content.decode()
+    review(policy, make_user("rev", "reviewer"), "Banana bread recipe?", "safe")
+    response = client.post("/training/new", reviewed_only())
+    assert response.status_code == 400
+    assert "Every reviewed item of this policy is safe: training balances safe and unsafe examples" in response.content.decode()
+    assert not TrainingJob.objects.exists()
