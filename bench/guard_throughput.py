@@ -1,22 +1,40 @@
-"""Guard throughput: fast-mode verdicts/s by batch size, reason-mode latency per item.
+"""Guard throughput of the transformers backend: items/s, kernel-like ops per item
+and host syncs per batch, fast and reason mode, by batch size.
 
-Uses the transformers backend with the embedded model (or ``--model``) on
-real items of the shared corpus (prompt-only and prompt+response, MLCommons
-hazards policy) and prints a small table.
+Two ways to run it:
 
-    .venv/bin/python bench/guard_throughput.py                                  # CPU: batch 1, 8, 32; 10 reason items
-    .venv/bin/python bench/guard_throughput.py --device cuda --batch-sizes 1,64,512
+* the **overhead proxy** (default): a tiny randomly initialised model with the
+  real architecture's 18 layers and the real tokenizer, on the CPU. Its
+  arithmetic is small, so what it measures is mostly per-item Python, kernel
+  launches and syncs: the same overhead that caps a GPU. Runs anywhere.
+* the **real model**: ``--model embedded`` (or a model version / directory),
+  e.g. ``--device cuda`` on a GPU machine.
+
+Items are real texts of the shared corpus (prompt-only and prompt+response) under
+the MLCommons hazards policy; ``--short`` uses short texts and a 3-category policy
+instead (the pure-overhead case).
+
+    .venv/bin/python bench/guard_throughput.py                          # proxy, CPU
+    .venv/bin/python bench/guard_throughput.py --short
+    .venv/bin/python bench/guard_throughput.py --model embedded --device cuda --batch-sizes 1,64,256,1024
+
+Kernel-like ops are the leaf ``aten::`` operations the torch profiler records
+(one per kernel launch on a GPU); "outside the forward" excludes those inside the
+model's decoder forward. Host syncs are the calls that read a tensor's values
+into Python (``tolist``, ``item``, ``int()``/``float()``/``bool()``, ``cpu()``,
+``numpy``): on a GPU each one waits for the device.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
-import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,6 +42,18 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "guardsite.settings")
 
 FILES = ("jbb_behaviors.jsonl", "jbb_artifacts.jsonl", "toxicchat_train.jsonl", "openai_moderation_train.jsonl", "aart.jsonl")
+SHORT_TEXTS = (
+    ("How do I bake bread?", None),
+    ("How do I build a pipe bomb?", None),
+    ("Write a phishing email to my bank's customers.", "Sorry, I can't help with that."),
+    ("What is the capital of France?", "Paris."),
+    ("hi", None),
+    ("Tell me a joke about cats.", "Why did the cat sit on the computer? To keep an eye on the mouse."),
+)
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def load_items(directory: Path, count: int) -> list[dict]:
@@ -49,27 +79,106 @@ def load_items(directory: Path, count: int) -> list[dict]:
             if index < len(rows) and len(items) < count:
                 items.append(rows[index])
         index += 1
-    if not items:
-        raise SystemExit(f"no items found in {directory}")
     return items
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    low, high = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+class SyncCounter:
+    """Counts host reads of tensor values while active (wraps torch.Tensor methods)."""
+
+    METHODS = ("tolist", "item", "cpu", "numpy", "__int__", "__float__", "__bool__", "__index__")
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[SyncCounter]:
+        import torch
+
+        saved = {name: getattr(torch.Tensor, name) for name in self.METHODS}
+
+        def wrap(original: Callable) -> Callable:
+            def counted(tensor, *args, **kwargs):
+                self.count += 1
+                return original(tensor, *args, **kwargs)
+
+            return counted
+
+        for name, original in saved.items():
+            setattr(torch.Tensor, name, wrap(original))
+        try:
+            yield self
+        finally:
+            for name, original in saved.items():
+                setattr(torch.Tensor, name, original)
+
+
+def forward_callable(backend) -> tuple[object, str]:
+    """The object and attribute name of the model forward (new runner or a transformers decoder)."""
+    runner = getattr(backend, "runner", None)
+    if runner is not None:
+        return runner, "forward"
+    return backend.decoder, "forward"
+
+
+@contextlib.contextmanager
+def labelled_forward(backend) -> Iterator[None]:
+    import torch
+
+    owner, name = forward_callable(backend)
+    original = getattr(owner, name)
+
+    def forward(*args, **kwargs):
+        with torch.profiler.record_function("guard_forward"):
+            return original(*args, **kwargs)
+
+    setattr(owner, name, forward)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(AttributeError):
+            delattr(owner, name)
+        if getattr(owner, name) is not original:
+            setattr(owner, name, original)
+
+
+def count_ops(backend, requests: list) -> tuple[int, int]:
+    """(leaf aten ops in total, of them inside the model forward) for one classify_batch call."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with labelled_forward(backend), profile(activities=[ProfilerActivity.CPU]) as prof:
+        backend.classify_batch(requests)
+    events = prof.events()
+    total = inside = 0
+    for event in events:
+        if not event.name.startswith("aten::"):
+            continue
+        if any(child.name.startswith("aten::") for child in event.cpu_children):
+            continue
+        total += 1
+        parent = event.cpu_parent
+        while parent is not None:
+            if parent.name == "guard_forward":
+                inside += 1
+                break
+            parent = parent.cpu_parent
+    del torch
+    return total, inside
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="embedded (default), a model version name or a directory")
+    parser.add_argument("--model", default="tiny18", help="tiny18 (the overhead proxy, default), embedded, a model version name or a directory")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--batch-sizes", default="1,8,32")
-    parser.add_argument("--items", type=int, default=0, help="items judged at every batch size (default: the largest batch size, at least 16)")
-    parser.add_argument("--reason-items", type=int, default=10)
+    parser.add_argument("--batch-sizes", default="1,16,64,256")
+    parser.add_argument("--reason-batch-sizes", default="1,16,64")
+    parser.add_argument("--items", type=int, default=0, help="items per measurement (default: max(64, batch))")
+    parser.add_argument("--reason-items", type=int, default=0, help="items per reason measurement (default: max(16, batch))")
+    parser.add_argument("--max-new-tokens", type=int, default=0, help="explanation budget (default: the backend's)")
+    parser.add_argument("--short", action="store_true", help="short texts and a 3-category policy (pure overhead)")
     parser.add_argument("--policy", default="mlcommons_hazards", help="preset name")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--no-profile", action="store_true", help="skip the op counts (faster)")
     parser.add_argument("--json", default=None, help="also write the results as JSON to this file")
     args = parser.parse_args()
 
@@ -84,85 +193,105 @@ def main() -> int:
 
     from guard.backends.base import GuardRequest
     from guard.backends.transformers_backend import TransformersBackend
+    from guard.contract import CategorySpec, PolicySpec
     from guard.runtime import resolve_model
+    from guard.testing import tiny_model_dir
     from policies import presets
 
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
-    spec = presets.preset_spec(args.policy)
-    resolved = resolve_model(args.model)
+    fast_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    reason_sizes = [int(b) for b in args.reason_batch_sizes.split(",") if b.strip()]
+    say(f"loading {args.model} on {args.device} ...")
     started = time.perf_counter()
-    backend = TransformersBackend(
-        resolved.base_path, resolved.adapter_path, device=args.device, label=resolved.label, max_batch_size=max(batch_sizes)
-    )
+    if args.model == "tiny18":
+        base, adapter, label = tiny_model_dir(layers=18), None, "tiny random Gemma 3, 18 layers"
+    else:
+        resolved = resolve_model(None if args.model == "embedded" else args.model)
+        base, adapter, label = resolved.base_path, resolved.adapter_path, resolved.label
+    kwargs = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
+    backend = TransformersBackend(base, adapter, device=args.device, label=label, max_batch_size=max(fast_sizes), **kwargs)
     load_s = time.perf_counter() - started
-    total = args.items or max(max(batch_sizes), 16)
-    records = load_items(Path(settings.SHARED_DATASETS_DIR), max(total, args.reason_items))
 
-    def request(record: dict, mode: str) -> GuardRequest:
-        return GuardRequest(policy=spec, prompt=record["prompt"], response=record.get("response"), mode=mode)
-
-    prepared = [backend.prepare(request(r, "fast")) for r in records[:total]]
-    token_counts = [len(p.input_ids) for p in prepared]
-    head = max(p.head_len for p in prepared)
-    backend.classify_batch([request(records[0], "fast")])  # warm-up
-
-    default_tokens = backend.max_batch_tokens
-    rows = []
-    # Each batch size alone (no token budget), then the default batching: the
-    # largest batch size capped at max_batch_tokens padded tokens per forward.
-    settings_to_run = [(size, 10**9, str(size)) for size in batch_sizes]
-    settings_to_run.append((max(batch_sizes), default_tokens, f"<={max(batch_sizes)}, {default_tokens} tok"))
-    for size, token_budget, label in settings_to_run:
-        backend.max_batch_size = size
-        backend.max_batch_tokens = token_budget
-        batch = [request(records[i % len(records)], "fast") for i in range(total)]
-        if backend.device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        verdicts = backend.classify_batch(batch)
-        if backend.device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - started
-        assert len(verdicts) == total
-        rows.append({"mode": "fast", "batch": label, "items": total, "seconds": seconds, "verdicts_per_s": total / seconds})
-
-    backend.max_batch_size = 1
-    latencies = []
-    words = []
-    for record in records[: args.reason_items]:
-        started = time.perf_counter()
-        verdict = backend.classify_batch([request(record, "reason")])[0]
-        latencies.append(time.perf_counter() - started)
-        words.append(verdict.explanation_words)
-
-    print(f"guard throughput — model {resolved.label}, device {backend.device} ({backend.dtype}), torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
-    load1, load5, _ = os.getloadavg()
-    print(f"cpus {os.cpu_count()}, load average {load1:.1f}/{load5:.1f} (other processes share the CPU)")
-    print(
-        f"model load {load_s:.1f}s; input tokens per item: mean {statistics.mean(token_counts):.0f}, "
-        f"max {max(token_counts)}, of which {head} policy head (computed once, cached)"
-    )
-    print()
-    print(f"{'mode':<8}{'batch':>18}{'items':>7}{'seconds':>10}{'verdicts/s':>12}")
-    for row in rows:
-        print(f"{row['mode']:<8}{row['batch']:>18}{row['items']:>7}{row['seconds']:>10.2f}{row['verdicts_per_s']:>12.2f}")
-    p50, p90 = percentile(latencies, 0.5), percentile(latencies, 0.9)
-    print()
-    print(f"{'mode':<8}{'items':>7}{'p50 s':>9}{'p90 s':>9}{'mean words':>12}")
-    print(f"{'reason':<8}{len(latencies):>7}{p50:>9.2f}{p90:>9.2f}{statistics.mean(words):>12.1f}")
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {
-                    "model": resolved.label,
-                    "device": str(backend.device),
-                    "fast": rows,
-                    "reason": {"items": len(latencies), "p50_s": p50, "p90_s": p90, "latencies_s": latencies},
-                    "mean_input_tokens": statistics.mean(token_counts),
-                },
-                indent=2,
-            )
+    if args.short:
+        spec = PolicySpec(
+            "Small policy",
+            categories=(CategorySpec("S1", "Weapons"), CategorySpec("S2", "Fraud"), CategorySpec("S3", "Hate")),
         )
+        pool = [{"prompt": p, "response": r} for p, r in SHORT_TEXTS]
+    else:
+        spec = presets.preset_spec(args.policy)
+        pool = load_items(Path(settings.SHARED_DATASETS_DIR), 512) or [{"prompt": p, "response": r} for p, r in SHORT_TEXTS]
+
+    def requests(count: int, mode: str, offset: int = 0) -> list:
+        return [
+            GuardRequest(spec, pool[(offset + i) % len(pool)]["prompt"], pool[(offset + i) % len(pool)].get("response"), mode=mode)
+            for i in range(count)
+        ]
+
+    prepared = backend.prepare_batch(requests(64, "fast")) if hasattr(backend, "prepare_batch") else [
+        backend.prepare(r) for r in requests(64, "fast")
+    ]
+    tokens = sum(len(p.input_ids) - p.head_len for p in prepared) / len(prepared)
+    head = max(p.head_len for p in prepared)
+    say("warming up ...")
+    backend.classify_batch(requests(2, "fast"))
+    backend.classify_batch(requests(1, "reason"))
+
+    def synchronize() -> None:
+        if backend.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    rows = []
+    plan = [("fast", b) for b in fast_sizes] + [("reason", b) for b in reason_sizes]
+    for mode, size in plan:
+        count = (args.items or max(64, size)) if mode == "fast" else (args.reason_items or max(16, size))
+        batch = requests(count, mode)
+        backend.max_batch_size = size
+        backend.max_batch_tokens = 10**9
+        say(f"{mode:<6} batch {size:>4}: {count} items ...")
+        synchronize()
+        counter = SyncCounter()
+        with counter.active():
+            t0 = time.perf_counter()
+            verdicts = backend.classify_batch(batch)
+            synchronize()
+            seconds = time.perf_counter() - t0
+        assert len(verdicts) == count
+        batches = -(-count // size)
+        ops = inside = None
+        if not args.no_profile:
+            sample = requests(min(size, count), mode, offset=1)
+            total_ops, inside_ops = count_ops(backend, sample)
+            ops, inside = total_ops / len(sample), inside_ops / len(sample)
+        row = {
+            "mode": mode,
+            "batch": size,
+            "items": count,
+            "seconds": seconds,
+            "items_per_s": count / seconds,
+            "host_syncs_per_batch": counter.count / batches,
+            "ops_per_item": ops,
+            "ops_per_item_outside_forward": None if ops is None else ops - inside,
+        }
+        rows.append(row)
+        say(f"{mode:<6} batch {size:>4}: {row['items_per_s']:.1f} items/s")
+
+    load1, load5, _ = os.getloadavg()
+    print(f"guard throughput: {label}, device {backend.device} ({backend.dtype}), torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
+    print(f"cpus {os.cpu_count()}, load average {load1:.1f}/{load5:.1f} (other processes share the CPU); model load {load_s:.1f}s")
+    print(f"policy {spec.name} ({len(spec.codes)} codes, head {head} tokens, computed once); "
+          f"conversation tokens per item {tokens:.0f} (mean); explanation budget {backend.max_new_tokens} tokens")
+    print()
+    print(f"{'mode':<8}{'batch':>6}{'items':>7}{'seconds':>9}{'items/s':>10}{'syncs/batch':>13}{'ops/item':>10}{'outside fwd':>13}")
+    for row in rows:
+        ops = "-" if row["ops_per_item"] is None else f"{row['ops_per_item']:.0f}"
+        outside = "-" if row["ops_per_item_outside_forward"] is None else f"{row['ops_per_item_outside_forward']:.1f}"
+        print(
+            f"{row['mode']:<8}{row['batch']:>6}{row['items']:>7}{row['seconds']:>9.2f}{row['items_per_s']:>10.1f}"
+            f"{row['host_syncs_per_batch']:>13.1f}{ops:>10}{outside:>13}"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": label, "device": str(backend.device), "rows": rows}, indent=2))
     return 0
 
 

@@ -5,22 +5,28 @@ Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions`` (non-streaming),
 temperature 0, sampling otherwise; honours ``max_tokens``, ``stop``, ``seed``
 and vLLM's structured-output extension (``"structured_outputs": {"regex": ...}``,
 or the older top-level ``guided_regex``) by token-level regex-constrained
-decoding. Requests are served one at a time per model (the model is not
-thread-safe); the HTTP layer is threaded so health checks stay responsive.
+decoding. The HTTP layer is threaded; concurrent completions are batched:
+a single ``GenerationBatcher`` thread owns the model and judges together the
+requests that arrive while it is busy (up to the backend's batch size), so the
+OpenAI-compatible path is not serial.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 import time
 import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from guard.backends.base import GuardError
-from guard.backends.transformers_backend import TransformersBackend
+from guard.backends.transformers_backend import Generation, TransformersBackend
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +86,83 @@ def messages_to_text(messages: list[dict[str, str]], tokenizer: Any) -> str:
     return text + "<start_of_turn>model\n"
 
 
+@dataclass
+class _Job:
+    text: str
+    max_tokens: int
+    temperature: float
+    regex: str | None
+    stop: tuple[str, ...]
+    seed: int | None
+    future: Future = field(default_factory=Future)
+
+    @property
+    def key(self) -> tuple:
+        """Jobs with equal keys are generated in one backend call (greedy ignores the seed)."""
+        seed = self.seed if self.temperature > 0 else None
+        return (self.max_tokens, self.temperature, self.regex, self.stop, seed)
+
+
+class GenerationBatcher:
+    """One thread that owns the backend and batches the completions waiting for it.
+
+    While a batch runs, new requests queue up; the next batch takes all that
+    are waiting (up to ``max_batch``), grouped by their generation parameters.
+    A request whose own input fails (e.g. too long) fails alone."""
+
+    def __init__(self, backend: TransformersBackend, max_batch: int | None = None) -> None:
+        self.backend = backend
+        self.max_batch = max(1, max_batch or backend.max_batch_size)
+        self.jobs: queue.Queue[_Job] = queue.Queue()
+        self.batch_sizes: list[int] = []
+        self._thread = threading.Thread(target=self._run, name="guard-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: _Job) -> Generation:
+        self.jobs.put(job)
+        return job.future.result()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self.jobs.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self.jobs.get_nowait())
+                except queue.Empty:
+                    break
+            self.batch_sizes.append(len(batch))
+            groups: dict[tuple, list[_Job]] = {}
+            for job in batch:
+                groups.setdefault(job.key, []).append(job)
+            for jobs in groups.values():
+                self._generate(jobs)
+
+    def _generate(self, jobs: list[_Job]) -> None:
+        first = jobs[0]
+        try:
+            results = self.backend.generate(
+                [job.text for job in jobs],
+                max_new_tokens=first.max_tokens,
+                temperature=first.temperature,
+                regex=first.regex,
+                stop=list(first.stop),
+                seed=first.seed,
+            )
+        except GuardError as error:
+            if len(jobs) == 1:
+                first.future.set_exception(error)
+                return
+            for job in jobs:  # find the one(s) at fault; the others still get answers
+                self._generate([job])
+            return
+        except Exception as error:  # noqa: BLE001 - reported to every waiting request
+            for job in jobs:
+                job.future.set_exception(error)
+            return
+        for job, result in zip(jobs, results, strict=True):
+            job.future.set_result(result)
+
+
 class GuardHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -87,6 +170,7 @@ class GuardHTTPServer(ThreadingHTTPServer):
         self.backend = backend
         self.model_name = model_name
         self.created = int(time.time())
+        self.batcher = GenerationBatcher(backend)
         super().__init__(address, GuardRequestHandler)
 
     def chat_completion(self, body: Any) -> dict[str, Any]:
@@ -138,10 +222,9 @@ class GuardHTTPServer(ThreadingHTTPServer):
         if regex is not None and not isinstance(regex, str):
             raise RequestError(HTTPStatus.BAD_REQUEST, "structured_outputs.regex must be a string")
         text = messages_to_text(messages, self.backend.tokenizer)
+        job = _Job(text, max_tokens, float(temperature), regex, tuple(stop), seed)
         try:
-            result = self.backend.generate(
-                [text], max_new_tokens=max_tokens, temperature=float(temperature), regex=regex, stop=stop, seed=seed
-            )[0]
+            result = self.batcher.submit(job)
         except GuardError as error:
             raise RequestError(HTTPStatus.BAD_REQUEST, str(error)) from error
         return {

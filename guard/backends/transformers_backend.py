@@ -7,54 +7,53 @@ Both modes share one constrained scoring pass over the answer block of
 How a batch is judged
 =====================
 
-1. **Prefill.** Every request is rendered with ``contract.render`` (the
-   conversation text truncated by tokens so that the whole input fits
-   ``GUARD_MAX_INPUT_TOKENS``), followed by the answer prefix ``"prompt:"``.
-   Rows are LEFT-padded into one batch; attention masks and position ids are
-   built explicitly (padding is never attended and never shifts positions),
-   and only the hidden state of the last position goes through the LM head
-   — and only for the few token ids we need, never the 262k vocabulary at
-   every position.
+0. **Tokenise once, in batch.** Requests are rendered with ``contract.render``
+   (the conversation truncated by tokens so the input fits
+   ``GUARD_MAX_INPUT_TOKENS``; the texts' token counts come from one batched
+   tokenizer call). The rendered input splits at ``"User prompt:"`` into the
+   policy head (the same for every request on a policy: encoded once and
+   cached) and the conversation (all of a batch's encoded in one call).
+   Requests are grouped by policy head and bucketed by length, so rows of a
+   batch are about equally long and padding stays small.
+
+1. **Prefill.** The policy head's keys and values are computed once per policy
+   (kept in a small LRU cache) and shared by every row without a per-row copy
+   (``gemma_runner``). Each row's conversation and the answer prefix
+   ``"prompt:"`` are fed right-padded; only the hidden state of each row's last
+   real token goes through the LM head, and only for the token ids needed —
+   never the 262k vocabulary at every position.
 
 2. **Label fields** (``LABEL_CHOICES``). The distribution of a field is the
    softmax of the logits of the *first token* of each choice (``" safe"``,
-   ``" unsafe"``, ...), renormalised over the choices that are valid for the
-   request (``response``/``refusal`` are ``safe|unsafe`` and
-   ``refusal|compliance`` when there is an AI response, and forced to
-   ``none`` — unscored — when there is none). This is exactly the
-   distribution a constrained decoder samples from, divided by an optional
-   calibration temperature. The field's label is the argmax, or, when the
-   model is calibrated with a threshold for the field, the positive label
+   ``" unsafe"``, ...), renormalised over the choices valid for the request
+   (``response``/``refusal`` when there is an AI response; forced to ``none``
+   otherwise), divided by an optional calibration temperature. The label is the
+   argmax, or, with a calibrated threshold for the field, the positive label
    (``unsafe``/``refusal``) as soon as its probability reaches the threshold
-   (``guard.calibration``).
-   Each following field is scored by one cached step: the chosen label of the
-   previous field is teacher-forced, i.e. the text between the two field
-   names (``" unsafe\\nresponse:"``, taken from ``contract.answer_prefix_before``)
-   is appended to the KV cache of every row in one small forward, and the next
-   field's distribution is read at its last position. A request without an AI
-   response appends ``" <prompt label>\\nresponse: none\\nrefusal: none\\ncategories:"``
-   at once.
+   (``guard.calibration.choose_label``; the same rule runs on the device).
+   The next field is scored by one short forward that teacher-forces the
+   chosen label: the text between the two field names (``" unsafe\\nresponse:"``)
+   is picked per row from a small table of every label's chunk, on the device.
+   A request without an AI response appends
+   ``" <prompt label>\\nresponse: none\\nrefusal: none\\ncategories:"`` at once.
 
-3. **Categories.** Every policy code and ``none`` is a candidate continuation
-   after ``"categories:"`` (``" S1"``, ``" S10"``, ``" none"``). The candidates'
-   tokens form a trie that is fed as ONE extra chunk per row over the cached
-   prefix, with a tree attention mask (a node sees the prefix and its
-   ancestors only) and positions ``prefix + depth``; the chunk is cropped from
-   the cache afterwards. A candidate's probability is the product, along its
-   path, of the softmax restricted to the tokens allowed at each node (the
-   children, plus the terminators ``","``/``"\\n"`` where a code may end), so
-   ``S1`` and ``S10`` are told apart and the candidates' probabilities sum to
-   1. Decision (multi-label): the codes whose probability reaches
-   ``CATEGORY_THRESHOLD``; at least the most probable code when the verdict
-   is unsafe; none when it is safe.
+3. **Categories** (``guard.backends.categories``): every code and ``none`` as
+   a token trie fed as ONE tree chunk; all candidates of all rows are scored
+   with a few gathers. Multi-label decision: the codes reaching
+   ``CATEGORY_THRESHOLD``, at least the most probable when the verdict is
+   unsafe, none when it is safe.
+
+   Fast mode reads everything back with **one host sync per batch**.
 
 4. **Reason mode** continues the same cache with the chosen categories and
-   ``"\\nexplanation:"``, then generates the explanation greedily (at most
-   ``GUARD_MAX_NEW_TOKENS`` tokens, stopping at a newline or end of turn);
-   the answer text is built with ``contract.format_answer`` and checked with
-   ``contract.parse``. ``classify_batch(..., constrained=False)`` instead
-   generates the whole answer freely and parses it: that is how training and
-   evaluation measure a fine-tuned model's real parse failures.
+   ``"\\nexplanation:"`` and decodes the explanation greedily for the whole
+   batch on the device (one argmax per step for all rows, stop checks on token
+   ids, finished rows dropped every few steps, at most ``GUARD_MAX_NEW_TOKENS``
+   tokens), detokenising once at the end. The answer text is built with
+   ``contract.format_answer`` and checked with ``contract.parse``.
+   ``classify_batch(..., constrained=False)`` instead generates the whole
+   answer freely and parses it: that is how training and evaluation measure a
+   fine-tuned model's real parse failures.
 
 Out of GPU memory, a batch is halved and retried (``run_in_halving_batches``).
 """
@@ -66,7 +65,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -74,8 +73,13 @@ import torch
 
 from guard import contract
 from guard.backends.base import GuardError, GuardRequest
-from guard.calibration import choose_label
+from guard.backends.categories import CategoryTable, CategoryTrie, decide_categories
+from guard.backends.decoding import RegexConstraint, Vocabulary, pick
+from guard.backends.gemma_runner import GemmaRunner, Prefix, RowCache, UnsupportedModel
+from guard.calibration import POSITIVE_LABEL
 from guard.contract import NONE, SAFE, UNSAFE, PolicySpec, Verdict
+
+__all__ = ["Generation", "RegexConstraint", "TransformersBackend", "run_in_halving_batches"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +94,12 @@ CATEGORY_TERMINATORS = (",", "\n")
 # Where the conversation starts in a rendered input (contract.render): everything
 # before it depends only on the policy, so its KV is computed once and shared.
 CONVERSATION_MARKER = "User prompt:"
+# Text after a policy head used to check that the head's tokens end where the conversation starts.
+_SPLIT_PROBE = "User prompt:\nhello\n\nAI response: none"
 PREFIX_CACHE_ENTRIES = 8
 MIN_SHARED_PREFIX = 16
-_ASCII_PROBE = [chr(i) for i in range(32, 127)] + ["\n", "\t"]
-_NON_ASCII_PROBE = ["é", "ж", "中", "😀"]
+# Greedy decoding checks for finished rows (a host sync) this often.
+FINISHED_CHECK_EVERY = 8
 
 
 def _setting(name: str, default: Any) -> Any:
@@ -149,137 +155,38 @@ def run_in_halving_batches(
     return results
 
 
-# --------------------------------------------------------------------------- KV state
+# --------------------------------------------------------------------------- buckets
 
 
-class _KVState:
-    """The KV cache of one batch, plus each cached key's position and validity.
-
-    Masks and positions are explicit so that chunks can be padded per row
-    (left) and so that a chunk can be a tree (category candidates).
-    """
-
-    def __init__(self, backend: TransformersBackend, batch: int) -> None:
-        from transformers import DynamicCache
-
-        self.backend = backend
-        device = backend.device
-        # No config: every layer keeps all its keys (the sliding window is applied by our mask).
-        self.cache = DynamicCache()
-        self.key_pos = torch.zeros((batch, 0), dtype=torch.long, device=device)
-        self.key_ok = torch.zeros((batch, 0), dtype=torch.bool, device=device)
-        self.next_pos = torch.zeros(batch, dtype=torch.long, device=device)
-        self.batch = batch
-
-    @property
-    def length(self) -> int:
-        return int(self.key_ok.shape[1])
-
-    def seed(self, layers: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> None:
-        """Start every row with the same ``length`` cached tokens (positions 0..length-1)."""
-        assert self.length == 0, "seed an empty state only"
-        for index, (keys, values) in enumerate(layers):
-            self.cache.update(
-                keys.expand(self.batch, -1, -1, -1).contiguous(),
-                values.expand(self.batch, -1, -1, -1).contiguous(),
-                index,
-            )
-        device = self.backend.device
-        self.key_pos = torch.arange(length, device=device).expand(self.batch, length).clone()
-        self.key_ok = torch.ones((self.batch, length), dtype=torch.bool, device=device)
-        self.next_pos = torch.full((self.batch,), length, dtype=torch.long, device=device)
-
-    def crop(self, length: int) -> None:
-        """Forget the keys after the first ``length`` (e.g. a tree chunk)."""
-        if length >= self.length:
-            return
-        self.cache.crop(length - self.length)  # negative: the number of tokens to drop
-        self.key_pos = self.key_pos[:, :length]
-        self.key_ok = self.key_ok[:, :length]
-
-    def extend(self, chunks: list[list[int]], parents: list[list[int]] | None = None) -> torch.Tensor:
-        """Feed one chunk of token ids per row (left-padded) and return the hidden
-        states ``(batch, T, hidden)``; row ``r``'s token ``k`` sits at column
-        ``T - len(chunks[r]) + k``.
-
-        ``parents`` makes each chunk a tree: node ``k`` attends to the cached
-        prefix and to its ancestors (``parents[r][k]`` is the index of its parent
-        in the chunk, -1 for a root); positions are ``next position + depth`` and
-        ``next_pos`` does not advance (tree chunks are cropped afterwards).
-        Without ``parents`` a chunk is a plain causal continuation.
-        """
-        backend = self.backend
-        device = backend.device
-        batch = len(chunks)
-        width = max(1, max((len(c) for c in chunks), default=1))
-        pad = backend.pad_id
-        rows = [[pad] * (width - len(c)) + list(c) for c in chunks]
-        ids = torch.tensor(rows, dtype=torch.long, device=device)
-        lengths = torch.tensor([len(c) for c in chunks], dtype=torch.long, device=device)
-        columns = torch.arange(width, device=device)
-        valid = columns[None, :] >= (width - lengths)[:, None]
-
-        if parents is None:
-            offsets = torch.cumsum(valid.long(), dim=1) - 1
-            positions = torch.where(valid, self.next_pos[:, None] + offsets, torch.zeros_like(offsets))
-            causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
-            new_visible = causal[None, :, :] & valid[:, None, :]
-        else:
-            depth_rows = [[0] * width for _ in range(batch)]
-            visible = torch.zeros((batch, width, width), dtype=torch.bool)
-            for r, (chunk, chunk_parents) in enumerate(zip(chunks, parents, strict=True)):
-                offset = width - len(chunk)
-                depths: list[int] = []
-                for k, parent in enumerate(chunk_parents):
-                    depths.append(0 if parent < 0 else depths[parent] + 1)
-                    depth_rows[r][offset + k] = depths[k]
-                    node = k
-                    while node >= 0:
-                        visible[r, offset + k, offset + node] = True
-                        node = chunk_parents[node]
-            new_visible = visible.to(device)
-            depth = torch.tensor(depth_rows, dtype=torch.long, device=device)
-            positions = torch.where(valid, self.next_pos[:, None] + depth, torch.zeros_like(depth))
-        # Padding queries attend to themselves: a row with nothing to attend to
-        # would yield NaN, and 0 * NaN poisons the rows that ignore it.
-        new_visible = new_visible | torch.eye(width, dtype=torch.bool, device=device)[None]
-
-        old_visible = self.key_ok[:, None, :].expand(batch, width, self.length)
-        full = torch.cat([old_visible, new_visible], dim=2)
-        key_positions = torch.cat([self.key_pos, positions], dim=1)
-        mask = backend.attention_masks(full, positions, key_positions)
-        output = backend.decoder(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=self.cache,
-            use_cache=True,
-        )
-        self.key_pos = key_positions
-        self.key_ok = torch.cat([self.key_ok, valid], dim=1)
-        if parents is None:
-            self.next_pos = self.next_pos + lengths
-        return output.last_hidden_state
+def partition(
+    sizes: Sequence[int], overhead: float, *, max_rows: int | None = None, max_tokens: int | None = None
+) -> list[tuple[int, int]]:
+    """Cut rows sorted by length (shortest first) into consecutive ``(first, end)``
+    ranges minimising padded tokens (rows x longest) plus ``overhead`` per range, with
+    at most ``max_rows`` rows and ``max_tokens`` padded tokens a range (a single row
+    may exceed it). Dynamic programming over the cut points."""
+    count = len(sizes)
+    best = [0.0] + [float("inf")] * count
+    cut = [0] * (count + 1)
+    for end in range(1, count + 1):
+        longest = sizes[end - 1]
+        lowest = max(0, end - max_rows) if max_rows else 0
+        for first in range(end - 1, lowest - 1, -1):
+            rows = end - first
+            if max_tokens and rows > 1 and rows * longest > max_tokens:
+                break
+            cost = best[first] + rows * longest + overhead
+            if cost < best[end]:
+                best[end], cut[end] = cost, first
+    ranges = []
+    end = count
+    while end > 0:
+        ranges.append((cut[end], end))
+        end = cut[end]
+    return ranges[::-1]
 
 
-# --------------------------------------------------------------------------- categories
-
-
-@dataclass
-class _CategoryTrie:
-    """The candidates of the categories slot (codes and ``none``) as a token trie."""
-
-    tokens: list[int] = field(default_factory=list)
-    parents: list[int] = field(default_factory=list)
-    children: dict[int, list[int]] = field(default_factory=dict)  # node (-1 = root) -> child nodes
-    # (label, end node) for every candidate; label is a code or "none".
-    candidates: list[tuple[str, int]] = field(default_factory=list)
-    # End node -> the terminator token ids allowed after it.
-    terminators: dict[int, list[int]] = field(default_factory=dict)
-
-    def allowed(self, node: int) -> list[int]:
-        ids = [self.tokens[child] for child in self.children.get(node, [])]
-        return ids + self.terminators.get(node, [])
+# --------------------------------------------------------------------------- items
 
 
 @dataclass
@@ -304,28 +211,32 @@ class Generation:
     finish_reason: str  # "stop" or "length"
 
 
-class RegexConstraint:
-    """Token-level constrained decoding against a regular expression.
+class _PreEncoded:
+    """A tokenizer whose ``encode`` answers from one batched call made beforehand
+    (``contract.render`` counts the tokens of each text it may truncate)."""
 
-    A token is allowed when the text so far plus the token can still become a
-    full match (``regex`` partial matching); end of text is allowed once the
-    text fully matches. Used by ``guard_serve`` for vLLM-style ``regex``
-    structured outputs.
-    """
+    def __init__(self, tokenizer: Any, known: dict[str, list[int]]) -> None:
+        self.tokenizer = tokenizer
+        self.known = known
 
-    def __init__(self, pattern: str) -> None:
-        import regex
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        ids = self.known.get(text) if not add_special_tokens else None
+        return ids if ids is not None else list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens))
 
-        try:
-            self._pattern = regex.compile(pattern)
-        except regex.error as error:
-            raise GuardError(f"invalid structured-output regex: {error}") from error
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
-    def can_continue(self, text: str) -> bool:
-        return self._pattern.fullmatch(text, partial=True) is not None
 
-    def is_complete(self, text: str) -> bool:
-        return self._pattern.fullmatch(text) is not None
+@dataclass
+class _ChunkTable:
+    """Token chunks indexed by a variant number, right-padded, on the device."""
+
+    ids: torch.Tensor  # (variants, width)
+    lengths: torch.Tensor  # (variants,)
+
+    @property
+    def width(self) -> int:
+        return int(self.ids.shape[1])
 
 
 # --------------------------------------------------------------------------- backend
@@ -340,7 +251,7 @@ def _load_tokenizer(path: str) -> Any:
 
 
 class TransformersBackend:
-    """A causal LM (optionally with a merged LoRA adapter) judging guard requests."""
+    """A Gemma 3 causal LM (optionally with a merged LoRA adapter) judging guard requests."""
 
     name = "transformers"
 
@@ -369,15 +280,17 @@ class TransformersBackend:
         self.thresholds: dict[str, float] = dict(thresholds or {})
         self.max_input_tokens = int(max_input_tokens or _setting("GUARD_MAX_INPUT_TOKENS", 2048))
         self.max_new_tokens = int(max_new_tokens or _setting("GUARD_MAX_NEW_TOKENS", 96))
-        self.max_batch_size = int(max_batch_size or (256 if self.device.type == "cuda" else 16))
+        self.max_batch_size = int(max_batch_size or (256 if self.device.type == "cuda" else 64))
         # Padded tokens fed per forward (CPU cost is linear in them; padding is pure waste).
-        self.max_batch_tokens = int(max_batch_tokens or (131072 if self.device.type == "cuda" else 4096))
+        self.max_batch_tokens = int(max_batch_tokens or (131072 if self.device.type == "cuda" else 8192))
+        # What one more batch, or one more prefill forward within a batch, costs in
+        # padded tokens: splitting by length pays off when it saves more padding.
+        self.batch_overhead_tokens = 16384 if self.device.type == "cuda" else 256
+        self.bucket_overhead_tokens = 8192 if self.device.type == "cuda" else 64
         self._lock = threading.Lock()
         try:
             self.tokenizer = _load_tokenizer(str(self.base_path))
-            model = AutoModelForCausalLM.from_pretrained(
-                self.base_path, dtype=self.dtype, attn_implementation="sdpa"
-            )
+            model = AutoModelForCausalLM.from_pretrained(self.base_path, dtype=self.dtype, attn_implementation="sdpa")
         except Exception as error:  # noqa: BLE001 - any loading failure is a bad model directory
             raise GuardError(f"could not load guard model from {self.base_path}: {error}") from error
         if self.adapter_path is not None:
@@ -389,13 +302,13 @@ class TransformersBackend:
             except Exception as error:  # noqa: BLE001
                 raise GuardError(f"could not load LoRA adapter {self.adapter_path}: {error}") from error
         self.model = model.to(self.device).eval()
-        self.decoder = self.model.get_decoder()
-        self.lm_head = self.model.get_output_embeddings()
-        config = self.model.config
-        self.softcap = getattr(config, "final_logit_softcapping", None)
-        self.sliding_window = getattr(config, "sliding_window", None)
-        self.layer_types = set(getattr(config, "layer_types", None) or [])
-        self.attn_implementation = getattr(config, "_attn_implementation", "sdpa")
+        try:
+            self.runner = GemmaRunner(self.model)
+        except UnsupportedModel as error:
+            raise GuardError(
+                f"the transformers backend runs Gemma 3 guard models; {self.base_path} is not one ({error}). "
+                "Serve other architectures with GUARD_BACKEND=vllm or openai."
+            ) from error
         self._init_vocabulary()
 
     # ----------------------------------------------------------------- setup
@@ -413,6 +326,11 @@ class TransformersBackend:
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def _encode_many(self, texts: list[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def _first_token(self, text: str) -> int:
         ids = self.encode(text)
@@ -438,58 +356,66 @@ class TransformersBackend:
             stops.add(end_of_turn)
         self.stop_ids = {s for s in stops if s is not None}
         self.special_ids = set(tok.all_special_ids) | {self.pad_id}
+        self.vocabulary = Vocabulary(tok, self.stop_ids, self.special_ids)
         self.answer_start = self.encode(contract.answer_prefix_before(contract.FIELD_PROMPT, {}))
-        self._tries: dict[tuple[str, ...], _CategoryTrie] = {}
+        self._tries: dict[tuple[str, ...], CategoryTrie] = {}
+        self._tables: dict[tuple[str, ...], CategoryTable] = {}
         self._budgets: dict[PolicySpec, int] = {}
-        self._token_text: dict[int, str] = {}
-        self._head_ids: dict[str, list[int]] = {}
+        self._head_ids: dict[str, list[int] | None] = {}
+        self._between_ids: dict[tuple, list[int]] = {}
         # KV of recently used policy heads (instructions + policy block), most recent last.
-        self._prefix_kv: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self._prefix_kv: OrderedDict[tuple[int, ...], Prefix] = OrderedDict()
+        device = self.device
+        self._choice_tensors = {
+            name: torch.tensor([ids[c] for c in choices if c != NONE], dtype=torch.long, device=device)
+            for name, ids in self.choice_ids.items()
+            for choices in [contract.LABEL_CHOICES[name]]
+        }
+        self._stop_tensor = torch.tensor(sorted(self.stop_ids), dtype=torch.long, device=device)
+        prompt_choices = (SAFE, UNSAFE)
+        self._after_prompt = self._chunk_table(
+            [self._between(contract.FIELD_PROMPT, contract.FIELD_RESPONSE, {contract.FIELD_PROMPT: p}) for p in prompt_choices]
+            + [
+                self._between(
+                    contract.FIELD_PROMPT,
+                    contract.FIELD_CATEGORIES,
+                    {contract.FIELD_PROMPT: p, contract.FIELD_RESPONSE: NONE, contract.FIELD_REFUSAL: NONE},
+                )
+                for p in prompt_choices
+            ]
+        )
+        self._after_response = self._chunk_table(
+            [self._between(contract.FIELD_RESPONSE, contract.FIELD_REFUSAL, {contract.FIELD_RESPONSE: r}) for r in (SAFE, UNSAFE)]
+        )
+        self._after_refusal = self._chunk_table(
+            [
+                self._between(contract.FIELD_REFUSAL, contract.FIELD_CATEGORIES, {contract.FIELD_REFUSAL: r})
+                for r in (contract.REFUSAL, contract.COMPLIANCE)
+            ]
+        )
 
-    def attention_masks(
-        self, visible: torch.Tensor, query_positions: torch.Tensor, key_positions: torch.Tensor
-    ) -> torch.Tensor | dict[str, torch.Tensor]:
-        """4-D masks from a ``(batch, q, k)`` visibility matrix, per layer type."""
-        full = visible
-        masks: dict[str, torch.Tensor] = {"full_attention": full}
-        if self.sliding_window and "sliding_attention" in self.layer_types:
-            distance = query_positions[:, :, None] - key_positions[:, None, :]
-            masks["sliding_attention"] = full & (distance < self.sliding_window)
-        prepared = {name: self._as_4d(mask) for name, mask in masks.items()}
-        if "sliding_attention" in self.layer_types:
-            return prepared
-        return prepared["full_attention"]
+    def _chunk_table(self, chunks: list[list[int]]) -> _ChunkTable:
+        width = max(len(c) for c in chunks)
+        rows = [c + [self.pad_id] * (width - len(c)) for c in chunks]
+        return _ChunkTable(
+            torch.tensor(rows, dtype=torch.long, device=self.device),
+            torch.tensor([len(c) for c in chunks], dtype=torch.long, device=self.device),
+        )
 
-    def _as_4d(self, mask: torch.Tensor) -> torch.Tensor:
-        mask = mask[:, None, :, :]
-        if self.attn_implementation == "sdpa":
-            return mask
-        # eager attention adds the mask to the scores
-        additive = torch.zeros(mask.shape, dtype=self.dtype, device=mask.device)
-        return additive.masked_fill(~mask, torch.finfo(self.dtype).min)
-
-    def _trie(self, spec: PolicySpec) -> _CategoryTrie:
-        key = spec.codes
-        trie = self._tries.get(key)
-        if trie is not None:
-            return trie
-        trie = _CategoryTrie()
-        comma, newline = self.terminator_ids
-        for label in (*spec.codes, NONE):
-            node = -1
-            for token in self.encode(f" {label}"):
-                child = next((c for c in trie.children.get(node, []) if trie.tokens[c] == token), None)
-                if child is None:
-                    child = len(trie.tokens)
-                    trie.tokens.append(token)
-                    trie.parents.append(node)
-                    trie.children.setdefault(node, []).append(child)
-                node = child
-            trie.candidates.append((label, node))
-            # "none" stands alone on its line; a code may be followed by another.
-            trie.terminators[node] = [newline] if label == NONE else [comma, newline]
-        self._tries[key] = trie
+    def _trie(self, spec: PolicySpec) -> CategoryTrie:
+        trie = self._tries.get(spec.codes)
+        if trie is None:
+            comma, newline = self.terminator_ids
+            trie = CategoryTrie.build(spec, self.encode, comma, newline)
+            self._tries[spec.codes] = trie
         return trie
+
+    def _table(self, spec: PolicySpec) -> CategoryTable:
+        table = self._tables.get(spec.codes)
+        if table is None:
+            table = CategoryTable(self._trie(spec), self.device)
+            self._tables[spec.codes] = table
+        return table
 
     def _text_budget(self, spec: PolicySpec) -> int:
         budget = self._budgets.get(spec)
@@ -510,116 +436,197 @@ class TransformersBackend:
         add_bos = not (self.bos_token and text.startswith(self.bos_token))
         return list(self.tokenizer.encode(text, add_special_tokens=add_bos))
 
+    # ----------------------------------------------------------------- input
+
     def prepare(self, request: GuardRequest) -> _Item:
-        if not isinstance(request.prompt, str) or not request.prompt.strip():
-            raise GuardError("the prompt is empty: there is nothing to judge")
-        if request.mode not in contract.MODES:
-            raise GuardError(f"unknown mode {request.mode!r}; expected fast or reason")
-        spec = contract.as_spec(request.policy)
-        rendered = contract.render(
-            spec,
-            request.prompt,
-            request.response,
-            request.mode,
-            tokenizer=self.tokenizer,
-            max_text_tokens=self._text_budget(spec),
+        return self.prepare_batch([request])[0]
+
+    def prepare_batch(self, requests: Sequence[GuardRequest]) -> list[_Item]:
+        """Render and tokenise ``requests`` with two batched tokenizer calls (see step 0)."""
+        for request in requests:
+            if not isinstance(request.prompt, str) or not request.prompt.strip():
+                raise GuardError("the prompt is empty: there is nothing to judge")
+            if request.mode not in contract.MODES:
+                raise GuardError(f"unknown mode {request.mode!r}; expected fast or reason")
+        specs = [contract.as_spec(request.policy) for request in requests]
+        texts: dict[str, None] = {}
+        for request in requests:
+            texts[request.prompt.strip()] = None
+            if isinstance(request.response, str) and request.response.strip():
+                texts[request.response.strip()] = None
+        counted = _PreEncoded(self.tokenizer, dict(zip(texts, self._encode_many(list(texts)), strict=True)))
+        rendered = [
+            contract.render(
+                spec, request.prompt, request.response, request.mode, tokenizer=counted, max_text_tokens=self._text_budget(spec)
+            )
+            for request, spec in zip(requests, specs, strict=True)
+        ]
+        full_texts = [r.to_text(self.tokenizer) for r in rendered]
+        cuts = [text.find(CONVERSATION_MARKER) for text in full_texts]
+        heads = [self._split_head(text[:cut]) if cut > 0 else None for text, cut in zip(full_texts, cuts, strict=True)]
+        tails = self._encode_many(
+            [text[cut:] for text, cut, head in zip(full_texts, cuts, heads, strict=True) if head is not None]
         )
-        text = rendered.to_text(self.tokenizer)
-        ids = self._input_ids(text)
-        return _Item(0, request, spec, ids, rendered.has_response, rendered.truncated, self._head_length(text, ids))
+        items: list[_Item] = []
+        tail_iter = iter(tails)
+        for index, (request, spec, text, head, r) in enumerate(zip(requests, specs, full_texts, heads, rendered, strict=True)):
+            if head is not None:
+                ids, head_len = head + next(tail_iter), len(head)
+            else:
+                ids = self._input_ids(text)
+                head_len = 0
+            items.append(_Item(index, request, spec, ids, r.has_response, r.truncated, head_len))
+        return items
+
+    def _split_head(self, head: str) -> list[int] | None:
+        """The ids of a policy head, when a rendered input's tokens split exactly where
+        the conversation starts (checked once per head); None otherwise."""
+        if head not in self._head_ids:
+            head_ids = self._input_ids(head)
+            probe = self._input_ids(head + _SPLIT_PROBE)
+            ok = probe == head_ids + self.encode(_SPLIT_PROBE)
+            if len(self._head_ids) > 64:
+                self._head_ids.clear()
+            self._head_ids[head] = head_ids if ok else None
+        return self._head_ids[head]
 
     def _head_length(self, text: str, ids: list[int]) -> int:
         """How many leading tokens of ``ids`` encode the text before the conversation
-        (``"User prompt:"``): the part shared by every request on the same policy.
-        0 when there is no such marker or the tokens do not split there."""
+        (``"User prompt:"``); 0 when there is no such marker or the tokens do not split there."""
         cut = text.find(CONVERSATION_MARKER)
         if cut <= 0:
             return 0
-        head = text[:cut]
-        head_ids = self._head_ids.get(head)
+        head_ids = self._split_head(text[:cut])
         if head_ids is None:
-            head_ids = self._input_ids(head)
-            if len(self._head_ids) > 64:
-                self._head_ids.clear()
-            self._head_ids[head] = head_ids
+            return 0
         n = len(head_ids)
         return n if n < len(ids) and ids[:n] == head_ids else 0
 
-    # ----------------------------------------------------------------- shared prefix
+    def _between(
+        self, field_name: str, next_field: str, labels: dict[str, str], codes: Sequence[str] = ()
+    ) -> list[int]:
+        """Token ids of the answer text from after ``"<field>:"`` to ``"<next_field>:"``."""
+        key = (field_name, next_field, tuple(sorted(labels.items())), tuple(codes))
+        ids = self._between_ids.get(key)
+        if ids is None:
+            before = contract.answer_prefix_before(field_name, labels, codes)
+            after = contract.answer_prefix_before(next_field, labels, codes)
+            if not after.startswith(before):
+                raise RuntimeError(f"answer prefix for {next_field!r} does not extend the one for {field_name!r}")
+            ids = self.encode(after[len(before) :])
+            self._between_ids[key] = ids
+        return ids
 
-    def prefix_kv(self, prefix: tuple[int, ...], *, remember: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per-layer (keys, values) of ``prefix`` alone, shape (1, heads, len, dim).
+    # ----------------------------------------------------------------- batches
 
-        ``remember`` keeps it in a small LRU cache: a policy head is computed
-        once and reused by every later batch on that policy (an online filter
-        then only pays for the conversation)."""
-        cached = self._prefix_kv.get(prefix)
+    def _batches(self, items: list[_Item]) -> list[list[_Item]]:
+        """Rows grouped by policy head and bucketed by length: each group, sorted, is
+        cut where a new batch saves more padding than ``batch_overhead_tokens``, with
+        at most ``max_batch_size`` rows and ``max_batch_tokens`` padded tokens a batch
+        (the shared head is not counted: it is computed once)."""
+        groups: dict[tuple, list[_Item]] = {}
+        for item in items:
+            head = tuple(item.input_ids[: item.head_len]) if item.head_len >= MIN_SHARED_PREFIX else ()
+            groups.setdefault((head, item.spec.codes), []).append(item)
+        batches: list[list[_Item]] = []
+        for group in groups.values():
+            group.sort(key=self._fed)
+            cuts = partition(
+                [self._fed(item) for item in group],
+                self.batch_overhead_tokens,
+                max_rows=self.max_batch_size,
+                max_tokens=self.max_batch_tokens,
+            )
+            batches.extend(group[first:end] for first, end in cuts)
+        return batches
+
+    @staticmethod
+    def _fed(item: _Item) -> int:
+        return len(item.input_ids) - (item.head_len if item.head_len >= MIN_SHARED_PREFIX else 0)
+
+    def _remember_oom(self, size: int) -> None:
+        # A device that ran out of memory once will again: later batches start smaller.
+        self.max_batch_size = min(self.max_batch_size, size)
+
+    def _prefix(self, head: tuple[int, ...]) -> Prefix:
+        """The policy head's KV, computed once (LRU of ``PREFIX_CACHE_ENTRIES``)."""
+        cached = self._prefix_kv.get(head)
         if cached is not None:
-            self._prefix_kv.move_to_end(prefix)
+            self._prefix_kv.move_to_end(head)
             return cached
-        state = _KVState(self, 1)
-        state.extend([list(prefix)])
-        layers = [(layer.keys, layer.values) for layer in state.cache.layers]
-        if remember:
-            self._prefix_kv[prefix] = layers
-            while len(self._prefix_kv) > PREFIX_CACHE_ENTRIES:
-                self._prefix_kv.popitem(last=False)
-        return layers
+        prefix = self.runner.prefix(list(head))
+        self._prefix_kv[head] = prefix
+        while len(self._prefix_kv) > PREFIX_CACHE_ENTRIES:
+            self._prefix_kv.popitem(last=False)
+        return prefix
 
-    def new_state(self, rows: list[list[int]], head_lengths: Sequence[int] | None = None) -> tuple[_KVState, torch.Tensor]:
-        """A batch state after feeding ``rows``; returns it and the hidden states of the
-        fed suffixes (see ``_KVState.extend``: left-padded, last column = last token).
+    def _start(self, rows: list[list[int]], heads: Sequence[int], reserve: int) -> tuple[RowCache, torch.Tensor]:
+        """A batch cache after feeding ``rows`` (right-padded) over their shared head;
+        returns it and the hidden state of each row's last token, (B, hidden)."""
+        head_len = heads[0] if heads else 0
+        prefix = None
+        if head_len >= MIN_SHARED_PREFIX and all(n == head_len for n in heads):
+            head = tuple(rows[0][:head_len])
+            if all(tuple(row[:head_len]) == head for row in rows):
+                prefix = self._prefix(head)
+                rows = [row[head_len:] for row in rows]
+        sizes = [len(row) for row in rows]
+        width = max(sizes)
+        cache = RowCache(self.runner, len(rows), width + reserve, prefix)
+        last = torch.empty((len(rows), self.runner.hidden_size), dtype=self.runner.dtype, device=self.device)
+        for first, end in self._buckets(sizes):
+            part = rows[first:end]
+            bucket_width = max(sizes[first:end])
+            padded = [row + [self.pad_id] * (bucket_width - len(row)) for row in part]
+            ids = torch.tensor(padded, dtype=torch.long).to(self.device, non_blocking=True)
+            lengths = torch.tensor(sizes[first:end], dtype=torch.long).to(self.device, non_blocking=True)
+            view = cache.rows(first, end)
+            hidden = self.runner.forward(view, ids, lengths)
+            last[first:end] = self._last(hidden, lengths)
+            cache.next_pos[first:end] = view.next_pos
+        cache.length = width  # a shorter bucket's slots past its width stay invalid
+        return cache, last
 
-        The rows' shared leading tokens are computed once (batch of one) and
-        their KV copied to every row: the policy head when all rows share it
-        (kept in the prefix cache), else the rows' longest common prefix."""
-        batch = len(rows)
-        state = _KVState(self, batch)
-        prefix: tuple[int, ...] = ()
-        remember = False
-        if head_lengths is not None and head_lengths and min(head_lengths) > 0:
-            heads = {tuple(row[:n]) for row, n in zip(rows, head_lengths, strict=True)}
-            if len(heads) == 1:
-                prefix = heads.pop()
-                remember = True
-        if not prefix and batch > 1:
-            shortest = min(len(row) for row in rows)
-            n = 0
-            while n < shortest and all(row[n] == rows[0][n] for row in rows):
-                n += 1
-            prefix = tuple(rows[0][:n])
-        prefix = prefix[: max(0, min(len(row) for row in rows) - 1)]  # every row keeps a token to feed
-        if len(prefix) >= MIN_SHARED_PREFIX:
-            state.seed(self.prefix_kv(prefix, remember=remember), len(prefix))
-            rows = [row[len(prefix) :] for row in rows]
-        return state, state.extend(rows)
+    def _buckets(self, sizes: list[int]) -> list[tuple[int, int]]:
+        """Consecutive prefill buckets of a batch's rows (shortest first); unsorted rows form one."""
+        if any(a > b for a, b in zip(sizes, sizes[1:], strict=False)):
+            return [(0, len(sizes))]
+        return partition(sizes, self.bucket_overhead_tokens)
 
-    # ----------------------------------------------------------------- logits
+    @staticmethod
+    def _last(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return hidden[rows, (lengths - 1).clamp(min=0)]
 
-    def _logits(self, hidden: torch.Tensor, token_ids: Sequence[int] | None = None) -> torch.Tensor:
-        """LM-head logits (float32) of ``hidden`` for ``token_ids`` only (all when None)."""
-        if token_ids is None:
-            logits = self.lm_head(hidden)
-        else:
-            weight = self.lm_head.weight[torch.as_tensor(list(token_ids), device=hidden.device)]
-            logits = hidden @ weight.T
-            bias = getattr(self.lm_head, "bias", None)
-            if bias is not None:
-                logits = logits + bias[torch.as_tensor(list(token_ids), device=hidden.device)]
-        logits = logits.float()
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits
+    def _feed(self, cache: RowCache, table: _ChunkTable, variant: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Feed each row its chunk ``table[variant[row]]`` (rows where ``keep`` is False
+        feed nothing); returns the hidden state at each row's last fed token."""
+        lengths = table.lengths[variant]
+        if keep is not None:
+            lengths = torch.where(keep, lengths, torch.zeros_like(lengths))
+        hidden = self.runner.forward(cache, table.ids[variant], lengths)
+        return self._last(hidden, lengths)
 
-    def _label_distribution(
-        self, hidden_last: torch.Tensor, field_name: str, choices: Sequence[str]
-    ) -> list[dict[str, float]]:
-        ids = [self.choice_ids[field_name][c] for c in choices]
-        logits = self._logits(hidden_last, ids)
+    # ----------------------------------------------------------------- labels
+
+    def _distribution(self, hidden: torch.Tensor, field_name: str) -> torch.Tensor:
+        """(B, 2) probabilities of the field's two real choices, in ``LABEL_CHOICES`` order."""
+        logits = self.runner.logits(hidden, self._choice_tensors[field_name])
         if self.temperature and self.temperature > 0:
             logits = logits / self.temperature
-        probs = torch.softmax(logits, dim=-1).cpu().tolist()
-        return [dict(zip(choices, row, strict=True)) for row in probs]
+        return torch.softmax(logits, dim=-1)
+
+    def _decide(self, probs: torch.Tensor, field_name: str) -> torch.Tensor:
+        """``choose_label`` on the device: index of the chosen choice per row."""
+        choices = [c for c in contract.LABEL_CHOICES[field_name] if c != NONE]
+        threshold = self.thresholds.get(field_name)
+        positive = POSITIVE_LABEL.get(field_name)
+        if threshold is None or positive not in choices:
+            return torch.argmax(probs, dim=-1)
+        index = choices.index(positive)
+        # float64 compare: exactly Python's ``p >= threshold`` on the same float32 value.
+        reaches = probs[:, index].double() >= threshold
+        return torch.where(reaches, torch.full_like(reaches, index, dtype=torch.long), torch.full_like(reaches, 1 - index, dtype=torch.long))
 
     # ----------------------------------------------------------------- public
 
@@ -630,9 +637,7 @@ class TransformersBackend:
         them (fast-mode requests are always scored)."""
         if not requests:
             return []
-        items = [self.prepare(r) for r in requests]
-        for index, item in enumerate(items):
-            item.index = index
+        items = self.prepare_batch(requests)
         verdicts: list[Verdict | None] = [None] * len(items)
         groups: dict[str, list[_Item]] = {}
         for item in items:
@@ -640,37 +645,15 @@ class TransformersBackend:
             groups.setdefault(kind, []).append(item)
         with self._lock, torch.inference_mode():
             for kind, group in groups.items():
-                if kind == "free":
-                    fn: Callable[[list[_Item]], list[Verdict]] = self._generate_answers
-                else:
-                    def fn(batch: list[_Item], explain: bool = kind == "reason") -> list[Verdict]:
-                        return self._score(batch, explain=explain)
                 for batch in self._batches(group):
+                    if kind == "free":
+                        fn: Callable[[list[_Item]], list[Verdict]] = self._generate_answers
+                    else:
+                        fn = functools.partial(self._score, explain=kind == "reason")
                     results = run_in_halving_batches(fn, batch, len(batch), on_out_of_memory=self._remember_oom)
                     for item, verdict in zip(batch, results, strict=True):
                         verdicts[item.index] = verdict
         return [v for v in verdicts if v is not None]
-
-    def _batches(self, items: list[_Item]) -> list[list[_Item]]:
-        """Longest first, at most ``max_batch_size`` rows and ``max_batch_tokens``
-        padded tokens (the shared policy head is not counted: it is computed once)."""
-        def fed(item: _Item) -> int:
-            return len(item.input_ids) - item.head_len
-
-        batches: list[list[_Item]] = []
-        for item in sorted(items, key=fed, reverse=True):
-            if batches:
-                current = batches[-1]
-                width = fed(current[0])  # the longest of the batch
-                if len(current) < self.max_batch_size and (len(current) + 1) * width <= self.max_batch_tokens:
-                    current.append(item)
-                    continue
-            batches.append([item])
-        return batches
-
-    def _remember_oom(self, size: int) -> None:
-        # A device that ran out of memory once will again: later batches start smaller.
-        self.max_batch_size = min(self.max_batch_size, size)
 
     def generate(
         self,
@@ -697,105 +680,130 @@ class TransformersBackend:
         if temperature > 0:
             generator = torch.Generator(device="cpu")
             generator.manual_seed(seed if seed is not None else torch.seed())
+        heads = [self._head_length(text, ids) for text, ids in zip(texts, inputs, strict=True)]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, (ids, n) in enumerate(zip(inputs, heads, strict=True)):
+            groups.setdefault(tuple(ids[:n]) if n >= MIN_SHARED_PREFIX else (), []).append(index)
+        results: list[Generation | None] = [None] * len(texts)
         with self._lock, torch.inference_mode():
-            heads = [self._head_length(text, ids) for text, ids in zip(texts, inputs, strict=True)]
-            state, hidden = self.new_state(inputs, heads)
-            texts_out, counts, reasons = self._decode(
-                state,
-                hidden[:, -1],
-                max_new_tokens=max_new_tokens,
-                stop_at_newline=False,
-                temperature=temperature,
-                constraint=constraint,
-                generator=generator,
-                stop=stop,
-            )
-        return [
-            Generation(text, len(ids), count, reason)
-            for text, ids, count, reason in zip(texts_out, inputs, counts, reasons, strict=True)
-        ]
+            for indices in groups.values():
+                indices.sort(key=lambda i: len(inputs[i]))  # length buckets need sorted rows
+                rows = [inputs[i] for i in indices]
+                cache, last = self._start(rows, [heads[i] for i in indices], reserve=max_new_tokens)
+                if constraint is None and temperature <= 0 and not any(stop):
+                    tokens, reasons = self._greedy(cache, last, max_new_tokens=max_new_tokens, stop_at_newline=False)
+                    outs = [(self.tokenizer.decode(t, skip_special_tokens=True), len(t), r) for t, r in zip(tokens, reasons, strict=True)]
+                else:
+                    outs = self._decode_on_host(
+                        cache, last, max_new_tokens=max_new_tokens, temperature=temperature,
+                        constraint=constraint, generator=generator, stop=stop,
+                    )
+                for i, (text, count, reason) in zip(indices, outs, strict=True):
+                    results[i] = Generation(text, len(inputs[i]), count, reason)
+        return [r for r in results if r is not None]
 
     # ----------------------------------------------------------------- scoring
 
     def _score(self, items: list[_Item], *, explain: bool) -> list[Verdict]:
         batch = len(items)
-        state, hidden = self.new_state(
-            [item.input_ids + self.answer_start for item in items], [item.head_len for item in items]
+        device = self.device
+        table = self._table(items[0].spec)
+        any_response = any(item.has_response for item in items)
+        reserve = self._after_prompt.width + table.tokens.shape[0] + 8
+        if any_response:
+            reserve += self._after_response.width + self._after_refusal.width
+        cache, last = self._start(
+            [item.input_ids + self.answer_start for item in items], [item.head_len for item in items], reserve
         )
-        prompt_probs = self._label_distribution(hidden[:, -1], contract.FIELD_PROMPT, (SAFE, UNSAFE))
-        labels: list[dict[str, str]] = [
-            {contract.FIELD_PROMPT: choose_label(self.thresholds, contract.FIELD_PROMPT, p)} for p in prompt_probs
-        ]
-        probabilities: list[dict[str, dict[str, float]]] = [{contract.FIELD_PROMPT: p} for p in prompt_probs]
-        categories_hidden: list[torch.Tensor | None] = [None] * batch
+        has_response = torch.tensor([item.has_response for item in items], dtype=torch.bool).to(device, non_blocking=True)
 
-        # Rows without an AI response go straight to "categories:".
-        chunks = []
-        for i, item in enumerate(items):
-            if item.has_response:
-                chunks.append(self._between(contract.FIELD_PROMPT, contract.FIELD_RESPONSE, labels[i]))
-            else:
-                labels[i][contract.FIELD_RESPONSE] = NONE
-                labels[i][contract.FIELD_REFUSAL] = NONE
-                chunks.append(self._between(contract.FIELD_PROMPT, contract.FIELD_CATEGORIES, labels[i]))
-        hidden = state.extend(chunks)
-        for i, item in enumerate(items):
-            if not item.has_response:
-                categories_hidden[i] = hidden[i, -1]
+        prompt_probs = self._distribution(last, contract.FIELD_PROMPT)
+        prompt_choice = self._decide(prompt_probs, contract.FIELD_PROMPT)
+        # Variants 0/1: "<label>\nresponse:"; 2/3: "<label>\nresponse: none\nrefusal: none\ncategories:".
+        variant = prompt_choice + 2 * (~has_response).long()
+        root = self._feed(cache, self._after_prompt, variant)
+        packed = [prompt_probs, prompt_choice[:, None].float()]
+        if any_response:
+            response_probs = self._distribution(root, contract.FIELD_RESPONSE)
+            response_choice = self._decide(response_probs, contract.FIELD_RESPONSE)
+            hidden = self._feed(cache, self._after_response, response_choice, keep=has_response)
+            refusal_probs = self._distribution(hidden, contract.FIELD_REFUSAL)
+            refusal_choice = self._decide(refusal_probs, contract.FIELD_REFUSAL)
+            hidden = self._feed(cache, self._after_refusal, refusal_choice, keep=has_response)
+            root = torch.where(has_response[:, None], hidden, root)
+            packed += [response_probs, response_choice[:, None].float(), refusal_probs, refusal_choice[:, None].float()]
 
-        with_response = [i for i, item in enumerate(items) if item.has_response]
-        if with_response:
-            steps = (
-                (contract.FIELD_RESPONSE, (SAFE, UNSAFE), contract.FIELD_REFUSAL),
-                (contract.FIELD_REFUSAL, (contract.REFUSAL, contract.COMPLIANCE), contract.FIELD_CATEGORIES),
-            )
-            for field_name, choices, next_field in steps:
-                dists = self._label_distribution(hidden[with_response, -1], field_name, choices)
-                chunks = [[] for _ in items]
-                for i, dist in zip(with_response, dists, strict=True):
-                    probabilities[i][field_name] = dist
-                    labels[i][field_name] = choose_label(self.thresholds, field_name, dist)
-                    chunks[i] = self._between(field_name, next_field, labels[i])
-                hidden = state.extend(chunks)
-            for i in with_response:
-                categories_hidden[i] = hidden[i, -1]
-
-        category_probs = self._category_distributions(
-            state, items, torch.stack([h for h in categories_hidden if h is not None])
+        width = table.tokens.shape[0]
+        tree = self.runner.forward(
+            cache, table.tokens[None].expand(batch, width), tree_depth=table.depth, tree_visible=table.visible
         )
-        verdicts: list[Verdict] = []
-        codes_per_row: list[list[str]] = []
-        for i, item in enumerate(items):
-            dist = category_probs[i]
-            probabilities[i][contract.FIELD_CATEGORIES] = dist
-            unsafe = UNSAFE in (labels[i][contract.FIELD_PROMPT], labels[i].get(contract.FIELD_RESPONSE))
-            codes = self._decide_categories(item.spec, dist) if unsafe else []
-            codes_per_row.append(codes)
-            primary = contract.primary_field(item.has_response)
+        slots = torch.cat([root[:, None], tree], dim=1)
+        category_probs = table.probabilities(self.runner.logits(slots, table.union))
+        packed.append(category_probs)
+        host = torch.cat(packed, dim=1).tolist()  # the one host sync of a fast batch
+
+        verdicts, codes_per_row, labels_per_row = [], [], []
+        for item, row in zip(items, host, strict=True):
+            probabilities, labels = self._read_row(item, row, table.labels)
+            unsafe = UNSAFE in (labels[contract.FIELD_PROMPT], labels.get(contract.FIELD_RESPONSE))
+            codes = decide_categories(item.spec, probabilities[contract.FIELD_CATEGORIES]) if unsafe else []
             verdict = Verdict(
-                prompt_label=labels[i][contract.FIELD_PROMPT],
-                response_label=labels[i][contract.FIELD_RESPONSE] if item.has_response else None,
-                refusal_label=labels[i][contract.FIELD_REFUSAL] if item.has_response else None,
+                prompt_label=labels[contract.FIELD_PROMPT],
+                response_label=labels[contract.FIELD_RESPONSE] if item.has_response else None,
+                refusal_label=labels[contract.FIELD_REFUSAL] if item.has_response else None,
                 categories=codes,
                 explanation="",
-                confidence=probabilities[i][primary][UNSAFE],
-                probabilities=probabilities[i],
+                confidence=probabilities[contract.primary_field(item.has_response)][UNSAFE],
+                probabilities=probabilities,
                 truncated=item.truncated,
                 mode="fast",
             )
             verdict.raw_output = contract.format_answer(verdict, item.has_response)
             verdicts.append(verdict)
+            codes_per_row.append(codes)
+            labels_per_row.append(labels)
         if not explain:
             return verdicts
+        return self._explain(cache, items, verdicts, labels_per_row, codes_per_row)
 
+    def _read_row(
+        self, item: _Item, row: list[float], category_labels: list[str]
+    ) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+        """One row of the packed fast-mode tensor as probabilities and labels."""
+        fields = [contract.FIELD_PROMPT]
+        if len(row) > 3 + len(category_labels):
+            fields += [contract.FIELD_RESPONSE, contract.FIELD_REFUSAL]
+        probabilities: dict[str, dict[str, float]] = {}
+        labels: dict[str, str] = {}
+        at = 0
+        for name in fields:
+            choices = [c for c in contract.LABEL_CHOICES[name] if c != NONE]
+            if name == contract.FIELD_PROMPT or item.has_response:
+                probabilities[name] = dict(zip(choices, row[at : at + 2], strict=True))
+                labels[name] = choices[int(row[at + 2])]
+            at += 3
+        if not item.has_response:
+            labels[contract.FIELD_RESPONSE] = NONE
+            labels[contract.FIELD_REFUSAL] = NONE
+        probabilities[contract.FIELD_CATEGORIES] = dict(zip(category_labels, row[at:], strict=True))
+        return probabilities, labels
+
+    def _explain(
+        self,
+        cache: RowCache,
+        items: list[_Item],
+        verdicts: list[Verdict],
+        labels: list[dict[str, str]],
+        codes: list[list[str]],
+    ) -> list[Verdict]:
         chunks = [
-            self._between(contract.FIELD_CATEGORIES, contract.FIELD_EXPLANATION, labels[i], codes_per_row[i])
-            for i in range(batch)
+            self._between(contract.FIELD_CATEGORIES, contract.FIELD_EXPLANATION, {}, row_codes) for row_codes in codes
         ]
-        hidden = state.extend(chunks)
-        explanations, _, _ = self._decode(
-            state, hidden[:, -1], max_new_tokens=self.max_new_tokens, stop_at_newline=True
-        )
+        table = self._chunk_table(chunks)
+        variant = torch.arange(len(chunks), device=self.device)
+        last = self._feed(cache, table, variant)
+        tokens, _ = self._greedy(cache, last, max_new_tokens=self.max_new_tokens, stop_at_newline=True)
+        explanations = [self.tokenizer.decode(t, skip_special_tokens=True).split("\n", 1)[0] for t in tokens]
         results = []
         for item, verdict, explanation in zip(items, verdicts, explanations, strict=True):
             verdict.explanation = explanation.strip()
@@ -817,124 +825,88 @@ class TransformersBackend:
             results.append(final)
         return results
 
-    def _between(
-        self, field_name: str, next_field: str, labels: dict[str, str], codes: Sequence[str] = ()
-    ) -> list[int]:
-        """Token ids of the answer text from after ``"<field>:"`` to ``"<next_field>:"``."""
-        before = contract.answer_prefix_before(field_name, labels, codes)
-        after = contract.answer_prefix_before(next_field, labels, codes)
-        if not after.startswith(before):
-            raise RuntimeError(f"answer prefix for {next_field!r} does not extend the one for {field_name!r}")
-        return self.encode(after[len(before) :])
-
-    def _category_distributions(
-        self, state: _KVState, items: list[_Item], root_hidden: torch.Tensor
-    ) -> list[dict[str, float]]:
-        tries = [self._trie(item.spec) for item in items]
-        union = sorted({t for trie in tries for t in (*trie.tokens, *self.terminator_ids)})
-        column = {token: j for j, token in enumerate(union)}
-        root_logits = self._logits(root_hidden, union).cpu()
-        length = state.length
-        hidden = state.extend([trie.tokens for trie in tries], parents=[trie.parents for trie in tries])
-        width = hidden.shape[1]
-        node_logits = self._logits(hidden, union).cpu()
-        state.crop(length)
-
-        def log_prob(row: int, trie: _CategoryTrie, node: int, token: int) -> float:
-            allowed = trie.allowed(node)
-            if node < 0:
-                logits = root_logits[row]
-            else:
-                logits = node_logits[row, width - len(trie.tokens) + node]
-            values = logits[[column[t] for t in allowed]]
-            return float(values[allowed.index(token)] - torch.logsumexp(values, dim=0))
-
-        results: list[dict[str, float]] = []
-        for row, trie in enumerate(tries):
-            scores: dict[str, float] = {}
-            for label, end in trie.candidates:
-                total = 0.0
-                node = end
-                path = []
-                while node >= 0:
-                    path.append(node)
-                    node = trie.parents[node]
-                parent = -1
-                for node in reversed(path):
-                    total += log_prob(row, trie, parent, trie.tokens[node])
-                    parent = node
-                allowed = trie.allowed(end)
-                if len(allowed) > len(trie.terminators[end]):
-                    # Probability that the candidate ends here rather than growing into a longer code.
-                    logits = node_logits[row, width - len(trie.tokens) + end][[column[t] for t in allowed]]
-                    ends = logits[len(allowed) - len(trie.terminators[end]) :]
-                    total += float(torch.logsumexp(ends, 0) - torch.logsumexp(logits, 0))
-                scores[label] = total
-            values = torch.softmax(torch.tensor(list(scores.values())), dim=0).tolist()
-            results.append(dict(zip(scores, values, strict=True)))
-        return results
-
     @staticmethod
     def _decide_categories(spec: PolicySpec, dist: dict[str, float]) -> list[str]:
-        codes = [c for c in spec.codes if c in dist]
-        if not codes:
-            return []
-        chosen = {c for c in codes if dist[c] >= contract.CATEGORY_THRESHOLD}
-        chosen.add(max(codes, key=dist.__getitem__))
-        return [c for c in spec.codes if c in chosen]  # policy order
+        return decide_categories(spec, dist)
 
     # ----------------------------------------------------------------- generation
 
-    def _token_str(self, token: int) -> str:
-        text = self._token_text.get(token)
-        if text is None:
-            text = self.tokenizer.decode([token], skip_special_tokens=True)
-            self._token_text[token] = text
-        return text
+    def _greedy(
+        self, cache: RowCache, last: torch.Tensor, *, max_new_tokens: int, stop_at_newline: bool
+    ) -> tuple[list[list[int]], list[str]]:
+        """Greedy decoding of every row on the device: one argmax per step for the
+        batch, stops detected on token ids, finished rows dropped every
+        ``FINISHED_CHECK_EVERY`` steps. Returns each row's tokens (a stop token
+        excluded, a newline-writing token included) and finish reasons."""
+        batch = last.shape[0]
+        device = self.device
+        out = torch.full((batch, max(1, max_new_tokens)), self.pad_id, dtype=torch.long, device=device)
+        count = torch.zeros(batch, dtype=torch.long, device=device)
+        stopped = torch.zeros(batch, dtype=torch.bool, device=device)  # by a stop token or newline
+        rows = torch.arange(batch, device=device)
+        newline = self.vocabulary.newline_mask(self.runner.lm_head.shape[0], device) if stop_at_newline else None
+        banned = sorted({*self.stop_ids, self.newline_id}) if stop_at_newline else []
+        for step in range(max_new_tokens):
+            logits = self.runner.logits(last)
+            if step == 0 and banned:
+                # An explanation has at least one token (the answer regex demands it).
+                logits[:, banned] = float("-inf")
+            token = torch.argmax(logits, dim=-1)
+            is_stop = torch.isin(token, self._stop_tensor)
+            alive = ~stopped[rows]
+            write = alive & ~is_stop
+            out[rows, step] = torch.where(write, token, out[rows, step])
+            count[rows] += write.long()
+            finished = is_stop if newline is None else is_stop | newline[token]
+            stopped[rows] |= alive & finished
+            if step == max_new_tokens - 1:
+                break
+            if (step + 1) % FINISHED_CHECK_EVERY == 0:
+                keep = ~stopped[rows]
+                remaining = int(keep.sum())  # host sync, every few steps only
+                if remaining == 0:
+                    break
+                if remaining <= 0.75 * rows.shape[0]:
+                    kept = keep.nonzero().squeeze(1)
+                    cache.keep_rows(kept)
+                    rows, token = rows[kept], token[kept]
+            last = self.runner.forward(cache, token[:, None])[:, 0]
+        tokens_host, counts, ended = out.tolist(), count.tolist(), stopped.tolist()
+        tokens = [row[:n] for row, n in zip(tokens_host, counts, strict=True)]
+        return tokens, ["stop" if done else "length" for done in ended]
 
-    def _decode(
+    def _decode_on_host(
         self,
-        state: _KVState,
-        hidden_last: torch.Tensor,
+        cache: RowCache,
+        last: torch.Tensor,
         *,
         max_new_tokens: int,
-        stop_at_newline: bool,
-        temperature: float = 0.0,
-        constraint: RegexConstraint | None = None,
-        generator: torch.Generator | None = None,
-        stop: Sequence[str] = (),
-    ) -> tuple[list[str], list[int], list[str]]:
-        """Continue every row of ``state``; returns (texts, token counts, finish reasons).
-
-        Generation of a row ends at a stop token, at a newline when
-        ``stop_at_newline``, at any of the ``stop`` strings (cut off, like the
-        OpenAI API), or after ``max_new_tokens``."""
-        batch = hidden_last.shape[0]
+        temperature: float,
+        constraint: RegexConstraint | None,
+        generator: torch.Generator | None,
+        stop: Sequence[str],
+    ) -> list[tuple[str, int, str]]:
+        """Sampling, regex constraints and stop strings: each row's token is chosen on the
+        host (``decoding.pick``). Returns (text, token count, finish reason) per row."""
+        batch = last.shape[0]
         tokens: list[list[int]] = [[] for _ in range(batch)]
         texts = [""] * batch
         reasons = ["length"] * batch
         active = [True] * batch
-        banned_first = sorted({*self.stop_ids, self.newline_id}) if stop_at_newline else []
         for step in range(max_new_tokens):
-            logits = self._logits(hidden_last)
-            if step == 0 and banned_first:
-                # An explanation has at least one token (the answer regex demands it).
-                logits[:, banned_first] = float("-inf")
-            chosen: list[int | None] = [None] * batch
+            logits = self.runner.logits(last).cpu()
+            chosen = [self.pad_id] * batch
+            fed = [0] * batch
             for row in range(batch):
                 if not active[row]:
                     continue
-                token = self._pick(logits[row], texts[row], temperature, constraint, generator)
+                token = pick(self.vocabulary, logits[row], texts[row], temperature, constraint, generator)
                 if token is None or token in self.stop_ids:
                     active[row] = False
                     reasons[row] = "stop"
                     continue
                 tokens[row].append(token)
                 text = self.tokenizer.decode(tokens[row], skip_special_tokens=True)
-                if stop_at_newline and "\n" in text:
-                    text = text.split("\n", 1)[0]
-                    active[row] = False
-                    reasons[row] = "stop"
                 for marker in stop:
                     if marker and marker in text:
                         text = text.split(marker, 1)[0]
@@ -942,104 +914,25 @@ class TransformersBackend:
                         reasons[row] = "stop"
                 texts[row] = text
                 if active[row]:
-                    chosen[row] = token
-            if not any(active):
+                    chosen[row], fed[row] = token, 1
+            if not any(active) or step == max_new_tokens - 1:
                 break
-            if step == max_new_tokens - 1:
-                break
-            hidden = state.extend([[t] if t is not None else [] for t in chosen])
-            hidden_last = hidden[:, -1]
-        return texts, [len(t) for t in tokens], reasons
-
-    def _pick(
-        self,
-        logits: torch.Tensor,
-        text: str,
-        temperature: float,
-        constraint: RegexConstraint | None,
-        generator: torch.Generator | None,
-    ) -> int | None:
-        """The next token: greedy (temperature 0) or sampled from the top 64, under
-        ``constraint``. None means: stop here (the constraint allows nothing else)."""
-        if constraint is None and temperature <= 0:
-            return int(torch.argmax(logits))
-        complete = constraint.is_complete(text) if constraint is not None else True
-        top = torch.topk(logits, k=min(64, logits.shape[-1]))
-        candidates = top.indices.tolist()
-        values = top.values
-        if constraint is not None:
-            keep = [j for j, token in enumerate(candidates) if self._allowed(token, text, complete, constraint)]
-            if keep:
-                candidates = [candidates[j] for j in keep]
-                values = values[keep]
-            else:
-                # The model's favourites are all forbidden: search the whole vocabulary.
-                candidates = self._allowed_in_vocabulary(text, complete, constraint)
-                if not candidates:
-                    return None
-                values = logits[candidates]
-                order = torch.argsort(values, descending=True)[:64]
-                candidates = [candidates[int(j)] for j in order]
-                values = values[order]
-        if temperature <= 0:
-            return candidates[0]
-        probs = torch.softmax(values.float().cpu() / temperature, dim=0)
-        return candidates[int(torch.multinomial(probs, 1, generator=generator))]
-
-    def _allowed_in_vocabulary(self, text: str, complete: bool, constraint: RegexConstraint) -> list[int]:
-        """Every token the constraint allows next. Tokens are grouped by their first
-        one and two characters, so only the groups whose prefix can continue the
-        match are checked token by token."""
-        if not hasattr(self, "_by_first_char"):
-            pieces = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))], skip_special_tokens=True)
-            groups: dict[str, dict[str, list[int]]] = {}
-            for token, piece in enumerate(pieces):
-                self._token_text[token] = piece
-                if piece and token not in self.special_ids:
-                    groups.setdefault(piece[0], {}).setdefault(piece[:2], []).append(token)
-            self._by_first_char = groups
-        allowed = [t for t in self.stop_ids if complete]
-        # Answer blocks are ASCII except in free text: probe ASCII first, and all
-        # ~30k first characters only when non-ASCII text may follow or ASCII found nothing.
-        chars: list[str] = [c for c in _ASCII_PROBE if c in self._by_first_char]
-        if any(constraint.can_continue(text + c) for c in _NON_ASCII_PROBE):
-            chars = list(self._by_first_char)
-        found = self._tokens_for_chars(chars, text, constraint)
-        if not found and len(chars) < len(self._by_first_char):
-            found = self._tokens_for_chars(list(self._by_first_char), text, constraint)
-        return allowed + found
-
-    def _tokens_for_chars(self, chars: list[str], text: str, constraint: RegexConstraint) -> list[int]:
-        found: list[int] = []
-        for char in chars:
-            if not constraint.can_continue(text + char):
-                continue
-            for prefix, tokens in self._by_first_char[char].items():
-                if len(prefix) == 1 or constraint.can_continue(text + prefix):
-                    found.extend(t for t in tokens if constraint.can_continue(text + self._token_text[t]))
-        return found
-
-    def _allowed(self, token: int, text: str, complete: bool, constraint: RegexConstraint) -> bool:
-        if token in self.stop_ids:
-            return complete
-        if token in self.special_ids:
-            return False
-        piece = self._token_str(token)
-        # A token that adds no text would let a constrained decoder loop forever.
-        return bool(piece) and constraint.can_continue(text + piece)
+            ids = torch.tensor(chosen, dtype=torch.long, device=self.device)[:, None]
+            lengths = torch.tensor(fed, dtype=torch.long, device=self.device)
+            cache.ensure(1)
+            last = self._last(self.runner.forward(cache, ids, lengths), lengths.clamp(min=1))
+        return [(text, len(t), reason) for text, t, reason in zip(texts, tokens, reasons, strict=True)]
 
     # ----------------------------------------------------------------- free answers
 
     def _generate_answers(self, items: list[_Item]) -> list[Verdict]:
-        state, hidden = self.new_state([item.input_ids for item in items], [item.head_len for item in items])
-        texts, _, _ = self._decode(
-            state,
-            hidden[:, -1],
-            max_new_tokens=self.max_new_tokens + LABEL_LINES_TOKENS,
-            stop_at_newline=False,
+        cache, last = self._start(
+            [item.input_ids for item in items], [item.head_len for item in items], self.max_new_tokens + LABEL_LINES_TOKENS
         )
+        tokens, _ = self._greedy(cache, last, max_new_tokens=self.max_new_tokens + LABEL_LINES_TOKENS, stop_at_newline=False)
         verdicts = []
-        for item, text in zip(items, texts, strict=True):
+        for item, ids in zip(items, tokens, strict=True):
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
             parsed = contract.parse(text, item.spec, item.has_response)
             if parsed.verdict is None:
                 assert parsed.error is not None
