@@ -40,36 +40,50 @@ MANIFEST.md beside the data); ``licences=`` restricts a run to an allowlist.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
-import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from guard.contract import (
     EXPLANATION_WORD_BUDGET,
     NONE,
     SAFE,
     UNSAFE,
-    CategorySpec,
     PolicySpec,
-    Verdict,
-    format_answer,
     parse,
-    render,
 )
-from policies.datasets import TAXONOMIES_FILE, iter_jsonl, taxonomies_beside
+from policies.datasets import TAXONOMIES_FILE, taxonomies_beside
 from trainer import explanations as explaining
 from trainer import licences as licensing
 from trainer import mix as mixing
 from trainer import policy_following
+from trainer.corpus import (  # noqa: F401 - re-exported: the trainer's one entry point
+    REVIEWED_PREFIX,
+    expand_paths,
+    file_sha256,
+    is_held_out,
+    licence_for,
+    parse_manifest,
+    read_jsonl,
+    shared_dataset_files,
+)
+from trainer.examples import (  # noqa: F401 - re-exported
+    ANSWER_END,
+    GoldLabels,
+    Teacher,
+    TrainingExample,
+    completion_mask_spans,
+    gold_for_row,
+    gold_from_record,
+    looks_like_refusal,
+    spec_from_json,
+    spec_to_json,
+)
 
-REVIEWED_PREFIX = "reviewed"
 # The ids of every example a run was built from (one per line, in the run directory):
 # what calibration and evaluation must leave out to measure the model on data it never saw.
 TRAINING_IDS_FILE = "training_ids.txt"
@@ -78,314 +92,6 @@ COMPOSED_WORD_LIMIT = EXPLANATION_WORD_BUDGET - 2
 # Policies longer than this are always shown as a subset (aart_crime has 70
 # categories, catqa 66): the whole block would crowd out the conversation.
 DEFAULT_MAX_CATEGORIES = 16
-# Gemma's end of a model turn, then the tokenizer's end of sequence: whichever a
-# backend stops at, the answer ends there (the parser strips both).
-ANSWER_END = "<end_of_turn><eos>"
-
-
-# --------------------------------------------------------------------------- policy (de)serialisation
-
-
-def spec_to_json(spec: PolicySpec) -> str:
-    return json.dumps(asdict(spec), sort_keys=True, ensure_ascii=False)
-
-
-@lru_cache(maxsize=4096)
-def spec_from_json(text: str) -> PolicySpec:
-    data = json.loads(text)
-    categories = tuple(
-        CategorySpec(
-            code=c["code"],
-            name=c["name"],
-            description=c.get("description", ""),
-            violating_examples=tuple(c.get("violating_examples", ())),
-            allowed_examples=tuple(c.get("allowed_examples", ())),
-        )
-        for c in data.get("categories", ())
-    )
-    return PolicySpec(name=data["name"], categories=categories, description=data.get("description", ""))
-
-
-# --------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class GoldLabels:
-    prompt_label: str
-    response_label: str | None
-    refusal_label: str | None
-    categories: tuple[str, ...]
-    # False when the record is unsafe but its source names no category (taxonomy "none").
-    categories_known: bool
-    # Answer fields whose target value is a placeholder (no gold): masked in the SFT loss.
-    unknown: tuple[str, ...] = ()
-    # Answer fields whose gold was derived here (e.g. compliance of a benign answer), not given by the source.
-    derived: tuple[str, ...] = ()
-
-    @property
-    def is_unsafe(self) -> bool:
-        return UNSAFE in (self.prompt_label, self.response_label)
-
-    @property
-    def label(self) -> str:
-        return UNSAFE if self.is_unsafe else SAFE
-
-    def verdict(self, explanation: str = "") -> Verdict:
-        return Verdict(
-            prompt_label=self.prompt_label,
-            response_label=self.response_label,
-            refusal_label=self.refusal_label,
-            categories=list(self.categories),
-            explanation=explanation,
-        )
-
-
-@dataclass
-class TrainingExample:
-    id: str
-    source: str  # file stem, or "reviewed:<slug>"
-    policy: PolicySpec
-    prompt: str
-    response: str | None
-    gold: GoldLabels
-    explanation: str = ""
-    explanation_origin: str = "composed"  # composed | teacher
-    licence: str = licensing.UNKNOWN
-    # For a safe example shown under a policy without its category: what is not covered (the explanation says so).
-    not_covered: str | None = None
-    not_covered_how: str = "does not list"
-
-    @property
-    def has_response(self) -> bool:
-        return self.response is not None and self.response.strip() != ""
-
-    @property
-    def task(self) -> str:
-        """refusal (a source refusal label), response (an AI response) or prompt; see ``trainer.mix``."""
-        if self.has_response and self.gold.refusal_label and "refusal" not in self.gold.unknown + self.gold.derived:
-            return "refusal"
-        return "response" if self.has_response else "prompt"
-
-    @property
-    def task_label(self) -> str:
-        task = self.task
-        if task == "refusal":
-            return str(self.gold.refusal_label)
-        return str(self.gold.response_label if task == "response" else self.gold.prompt_label)
-
-    def mix_key(self) -> tuple[str, str, str]:
-        return self.task, self.task_label, self.source
-
-    @property
-    def masked_fields(self) -> list[str]:
-        fields = [name for name in ("prompt", "response", "refusal") if name in self.gold.unknown]
-        if self.gold.is_unsafe and not self.gold.categories_known:
-            fields.append("categories")
-        return fields
-
-    @property
-    def target(self) -> str:
-        """The answer block the model should write (without the end-of-turn marker)."""
-        return format_answer(self.gold.verdict(self.explanation), self.has_response)
-
-    def input_text(self, tokenizer: Any = None, max_text_tokens: int | None = None) -> str:
-        rendered = render(self.policy, self.prompt, self.response, "reason", tokenizer=tokenizer, max_text_tokens=max_text_tokens)
-        return rendered.to_text(tokenizer)
-
-    def columns(self, tokenizer: Any = None, max_text_tokens: int | None = None) -> dict[str, Any]:
-        """One dataset row: the rendered prompt, the target, and the gold labels for the rewards."""
-        return {
-            "prompt": self.input_text(tokenizer, max_text_tokens),
-            "completion": self.target + ANSWER_END,
-            "example_id": self.id,
-            "source": self.source,
-            "policy": spec_to_json(self.policy),
-            "has_response": self.has_response,
-            # "" = no gold for that field (the reward skips it).
-            "gold_prompt": "" if "prompt" in self.gold.unknown else self.gold.prompt_label,
-            "gold_response": self.gold.response_label or "",
-            "gold_refusal": "" if "refusal" in self.gold.unknown else (self.gold.refusal_label or ""),
-            "masked_fields": json.dumps(self.masked_fields),
-            "licence": self.licence,
-            # JSON, not a list column: Arrow cannot type a column whose lists are all empty.
-            "gold_categories": json.dumps(list(self.gold.categories)),
-            "categories_known": self.gold.categories_known,
-        }
-
-
-class Teacher(Protocol):
-    """Writes the answer for an example given its gold labels; None when it cannot."""
-
-    name: str
-
-    def answer(self, example: TrainingExample) -> str | None: ...
-
-
-# --------------------------------------------------------------------------- manifest / provenance
-
-
-def parse_manifest(path: Path) -> dict[str, str]:
-    """File name -> licence, from the table of a MANIFEST.md beside the data."""
-    if not path.exists():
-        return {}
-    licences: dict[str, str] = {}
-    header: list[str] | None = None
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip().startswith("|"):
-            header = None  # a table ended; the next one needs its own header
-            continue
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if header is None:
-            lowered = [cell.lower() for cell in cells]
-            if "file" in lowered and "licence" in lowered:
-                header = lowered
-            continue
-        if set("".join(cells)) <= set("-: "):
-            continue  # the |---|---| separator
-        if len(cells) != len(header):
-            continue
-        row = dict(zip(header, cells, strict=True))
-        name = row["file"].split()[0] if row["file"] else ""
-        if name:
-            licences[name] = row["licence"]
-    return licences
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def licence_for(path: Path) -> str:
-    return parse_manifest(path.parent / "MANIFEST.md").get(path.name, "unknown (not listed in MANIFEST.md)")
-
-
-def completion_mask_spans(completion: str, fields: Sequence[str]) -> list[tuple[int, int]]:
-    """Character spans (value with its leading space) of the answer fields whose tokens get no loss."""
-    spans = []
-    for name in fields:
-        match = re.search(rf"^{re.escape(name)}:( .*)$", completion, re.MULTILINE)
-        if match:
-            spans.append((match.start(1), match.end(1)))
-    return spans
-
-
-# --------------------------------------------------------------------------- reading sources
-
-
-def expand_paths(sources: Iterable[str]) -> tuple[list[Path], list[str]]:
-    """Split data sources into JSONL files (directories expanded) and ``reviewed`` specs.
-
-    Raises ``FileNotFoundError`` naming the first missing path.
-    """
-    files: list[Path] = []
-    reviewed: list[str] = []
-    for source in sources:
-        source = str(source).strip()
-        if not source:
-            continue
-        if source == REVIEWED_PREFIX or source.startswith(REVIEWED_PREFIX + ":"):
-            reviewed.append(source)
-            continue
-        path = Path(source).expanduser()
-        if path.is_dir():
-            files.extend(sorted(p for p in path.glob("*.jsonl") if p.is_file()))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"data source {source!r} is neither a JSONL file, a directory nor reviewed:<policy-slug>")
-    return files, reviewed
-
-
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """The JSON objects of one file; a line that is not JSON raises ``DatasetLineError`` (a ``ValueError``).
-
-    Lines that are JSON but not objects are skipped: training takes what it can use
-    (the evaluation harness, which must score every line, refuses them instead).
-    """
-    for _, record in iter_jsonl(path):
-        if isinstance(record, dict):
-            yield record
-
-
-def shared_dataset_files(directory: Path | None = None) -> list[Path]:
-    """The JSONL files of the shared benchmark corpus (for the UI's checkboxes)."""
-    from django.conf import settings
-
-    root = Path(directory or settings.SHARED_DATASETS_DIR)
-    return sorted(p for p in root.glob("*.jsonl") if p.is_file()) if root.is_dir() else []
-
-
-def is_held_out(record_id: str, percent: int) -> bool:
-    """A fixed, seed-independent split: the same records are held out in every run."""
-    if percent <= 0:
-        return False
-    bucket = int(hashlib.sha1(record_id.encode("utf-8")).hexdigest()[:8], 16) % 100
-    return bucket < percent
-
-
-def _label(value: Any, choices: tuple[str, ...]) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip().casefold()
-    return text if text in choices else None
-
-
-REFUSAL_OPENING = re.compile(
-    r"^\W*(i['’]?m sorry|i am sorry|sorry|i can['’]?t|i cannot|i can not|i won['’]?t|i will not|i['’]?m not able|"
-    r"i am not able|i['’]?m unable|i am unable|as an ai|i must decline|unfortunately,? i|i apologi[sz]e|no,? i)",
-    re.IGNORECASE,
-)
-
-
-def looks_like_refusal(response: str) -> bool:
-    return bool(REFUSAL_OPENING.match(response.strip()[:200]))
-
-
-def gold_from_record(record: dict[str, Any], codes: list[str]) -> GoldLabels | None:
-    """Gold labels usable as a training target, or None (no label at all, or a response without a response label).
-
-    A missing prompt label (response-harm sets) or refusal label becomes a masked
-    placeholder; see the module docstring for the derived refusal labels.
-    """
-    prompt_label = _label(record.get("prompt_label"), (SAFE, UNSAFE))
-    response = record.get("response") or ""
-    has_response = bool(response.strip())
-    response_label = _label(record.get("response_label"), (SAFE, UNSAFE)) if has_response else None
-    if has_response and response_label is None:
-        return None  # the contract needs a response label whenever there is a response
-    unknown: list[str] = []
-    derived: list[str] = []
-    if prompt_label is None:
-        if response_label is None:
-            return None
-        prompt_label = response_label  # placeholder (masked): an unsafe response usually answers an unsafe prompt
-        unknown.append("prompt")
-    refusal_label = _label(record.get("refusal_label"), ("refusal", "compliance")) if has_response else None
-    if has_response and refusal_label is None:
-        if response_label == UNSAFE:
-            refusal_label = "compliance"  # it gave the harmful content
-            derived.append("refusal")
-        elif "prompt" not in unknown and prompt_label == SAFE and not looks_like_refusal(response):
-            refusal_label = "compliance"  # a benign answer to a benign request
-            derived.append("refusal")
-        else:
-            refusal_label = "refusal" if looks_like_refusal(response) else "compliance"  # placeholder (masked)
-            unknown.append("refusal")
-    unsafe = UNSAFE in (prompt_label, response_label)
-    return GoldLabels(
-        prompt_label=prompt_label,
-        response_label=response_label,
-        refusal_label=refusal_label,
-        categories=tuple(codes) if unsafe else (),
-        # An unsafe record without codes (taxonomy "none") has unknown, not empty, gold categories.
-        categories_known=bool(codes) or not unsafe,
-        unknown=tuple(unknown),
-        derived=tuple(derived),
-    )
 
 
 # --------------------------------------------------------------------------- explanations
@@ -584,58 +290,6 @@ def _reviewed_records(spec: str) -> Iterator[tuple[PolicySpec, dict, GoldLabels,
         if gold is None:
             continue
         yield policy, record, gold, f"{REVIEWED_PREFIX}:{slug}"
-
-
-def balance(examples: list[TrainingExample], budget: int | None, rng: random.Random) -> list[TrainingExample]:
-    """Half the budget per label, then water-filling across sources within each label."""
-    if budget is None or budget >= len(examples):
-        chosen = list(examples)
-        rng.shuffle(chosen)
-        return chosen
-    by_label: dict[str, dict[str, list[TrainingExample]]] = defaultdict(lambda: defaultdict(list))
-    for example in examples:
-        by_label[example.gold.label][example.source].append(example)
-    labels = sorted(by_label)
-    available = {label: sum(len(g) for g in by_label[label].values()) for label in labels}
-    quota: dict[str, int] = {}
-    remaining, open_labels = budget, list(labels)
-    # Labels with fewer examples than their share give the rest to the others.
-    while open_labels:
-        share = remaining // len(open_labels)
-        short = [label for label in open_labels if available[label] <= share]
-        if not short:
-            for index, label in enumerate(sorted(open_labels)):
-                quota[label] = share + (1 if index < remaining - share * len(open_labels) else 0)
-            break
-        for label in short:
-            quota[label] = available[label]
-            remaining -= available[label]
-            open_labels.remove(label)
-    chosen: list[TrainingExample] = []
-    for label in labels:
-        groups = {source: list(items) for source, items in by_label[label].items()}
-        for items in groups.values():
-            rng.shuffle(items)
-        chosen.extend(_water_fill(groups, quota.get(label, 0)))
-    rng.shuffle(chosen)
-    return chosen
-
-
-def _water_fill(groups: dict[str, list[TrainingExample]], budget: int) -> list[TrainingExample]:
-    taken = {source: 0 for source in groups}
-    left = budget
-    while left > 0:
-        open_groups = [s for s in sorted(groups) if taken[s] < len(groups[s])]
-        if not open_groups:
-            break
-        step = max(left // len(open_groups), 1)
-        for source in open_groups:
-            extra = min(step, len(groups[source]) - taken[source], left)
-            taken[source] += extra
-            left -= extra
-            if left == 0:
-                break
-    return [item for source in sorted(groups) for item in groups[source][: taken[source]]]
 
 
 def _mix(examples: Sequence[TrainingExample]) -> dict[str, dict[str, int]]:
@@ -862,20 +516,6 @@ def resolve_policy_override(policy: str) -> PolicySpec | None:
         raise ValueError(f"unknown policy {value!r}: use auto, a policy slug or a preset name") from None
 
 
-def gold_for_row(row: dict[str, Any]) -> GoldLabels:
-    """Gold labels back from a dataset row made by ``TrainingExample.columns``."""
-    return GoldLabels(
-        prompt_label=row["gold_prompt"],
-        response_label=row.get("gold_response") or None,
-        refusal_label=row.get("gold_refusal") or None,
-        categories=tuple(json.loads(row.get("gold_categories") or "[]")),
-        categories_known=bool(row.get("categories_known", True)),
-        # An empty gold column is a field without gold (masked in SFT, skipped by the rewards).
-        unknown=tuple(name for name, column in (("prompt", "gold_prompt"), ("refusal", "gold_refusal"))
-                      if not row.get(column) and (name == "prompt" or row.get("has_response"))),
-    )
-
-
 __all__ = [
     "ANSWER_END",
     "BuiltData",
@@ -884,7 +524,6 @@ __all__ = [
     "Teacher",
     "TrainingExample",
     "augment_policy",
-    "balance",
     "build_dataset",
     "compose_explanation",
     "parse_manifest",
