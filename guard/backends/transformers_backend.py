@@ -67,39 +67,28 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
 from guard import contract
 from guard.backends.base import GuardError, GuardRequest
+from guard.backends.batching import MIN_SHARED_PREFIX, partition, run_in_halving_batches
 from guard.backends.categories import CategoryTable, CategoryTrie, decide_categories
-from guard.backends.decoding import RegexConstraint, Vocabulary, pick
+from guard.backends.decoding import RegexConstraint, Vocabulary
 from guard.backends.gemma_runner import GemmaRunner, Prefix, RowCache, UnsupportedModel
+from guard.backends.generation import Generation, GenerationMixin
+from guard.backends.inputs import InputsMixin, PreparedItem
 from guard.calibration import POSITIVE_LABEL
 from guard.contract import NONE, SAFE, UNSAFE, PolicySpec, Verdict
 
-__all__ = ["Generation", "RegexConstraint", "TransformersBackend", "run_in_halving_batches"]
+# Re-exported: tests, guard_serve and bench scripts import these from here.
+__all__ = ["Generation", "RegexConstraint", "TransformersBackend", "partition", "run_in_halving_batches"]
 
 logger = logging.getLogger(__name__)
 
-ItemT = TypeVar("ItemT")
-ResultT = TypeVar("ResultT")
-
-# Room kept free in the input budget for the answer block that follows the input.
-ANSWER_RESERVE_TOKENS = 48
-# Tokens allowed for the label lines of a freely generated (unconstrained) answer.
-LABEL_LINES_TOKENS = 48
 CATEGORY_TERMINATORS = (",", "\n")
-# Where the conversation starts in a rendered input (contract.render): everything
-# before it depends only on the policy, so its KV is computed once and shared.
-CONVERSATION_MARKER = "User prompt:"
-# Text after a policy head used to check that the head's tokens end where the conversation starts.
-_SPLIT_PROBE = "User prompt:\nhello\n\nAI response: none"
 PREFIX_CACHE_ENTRIES = 8
-MIN_SHARED_PREFIX = 16
-# Greedy decoding checks for finished rows (a host sync) this often.
-FINISHED_CHECK_EVERY = 8
 
 
 def _setting(name: str, default: Any) -> Any:
@@ -109,122 +98,6 @@ def _setting(name: str, default: Any) -> Any:
         return getattr(settings, name, default) if settings.configured else default
     except Exception:  # noqa: BLE001 - usable without Django (bench scripts, notebooks)
         return default
-
-
-# --------------------------------------------------------------------------- OOM
-
-
-def run_in_halving_batches(
-    fn: Callable[[list[ItemT]], list[ResultT]],
-    items: Sequence[ItemT],
-    batch_size: int,
-    *,
-    on_out_of_memory: Callable[[int], None] | None = None,
-) -> list[ResultT]:
-    """Apply ``fn`` to consecutive batches of ``items``; on ``torch.OutOfMemoryError``
-    (``torch.cuda.OutOfMemoryError`` is the same class) halve the batch size and
-    retry the failed batch, down to 1. The reduced size is kept for the rest.
-
-    ``on_out_of_memory(new_size)`` runs after each failure, outside the except
-    block so the failed batch's tensors are already released.
-    """
-    results: list[ResultT] = []
-    size = max(1, int(batch_size))
-    start = 0
-    while start < len(items):
-        chunk = list(items[start : start + size])
-        failed = False
-        try:
-            out = fn(chunk)
-        except torch.OutOfMemoryError as error:
-            if size == 1:
-                raise GuardError("out of GPU memory even for a batch of one request") from error
-            failed = True
-        if failed:
-            size = max(1, size // 2)
-            logger.warning("guard batch ran out of memory; retrying with batch size %d", size)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            if on_out_of_memory is not None:
-                on_out_of_memory(size)
-            continue
-        if len(out) != len(chunk):
-            raise RuntimeError(f"batch function returned {len(out)} results for {len(chunk)} items")
-        results.extend(out)
-        start += len(chunk)
-    return results
-
-
-# --------------------------------------------------------------------------- buckets
-
-
-def partition(
-    sizes: Sequence[int], overhead: float, *, max_rows: int | None = None, max_tokens: int | None = None
-) -> list[tuple[int, int]]:
-    """Cut rows sorted by length (shortest first) into consecutive ``(first, end)``
-    ranges minimising padded tokens (rows x longest) plus ``overhead`` per range, with
-    at most ``max_rows`` rows and ``max_tokens`` padded tokens a range (a single row
-    may exceed it). Dynamic programming over the cut points."""
-    count = len(sizes)
-    best = [0.0] + [float("inf")] * count
-    cut = [0] * (count + 1)
-    for end in range(1, count + 1):
-        longest = sizes[end - 1]
-        lowest = max(0, end - max_rows) if max_rows else 0
-        for first in range(end - 1, lowest - 1, -1):
-            rows = end - first
-            if max_tokens and rows > 1 and rows * longest > max_tokens:
-                break
-            cost = best[first] + rows * longest + overhead
-            if cost < best[end]:
-                best[end], cut[end] = cost, first
-    ranges = []
-    end = count
-    while end > 0:
-        ranges.append((cut[end], end))
-        end = cut[end]
-    return ranges[::-1]
-
-
-# --------------------------------------------------------------------------- items
-
-
-@dataclass
-class _Item:
-    index: int
-    request: GuardRequest
-    spec: PolicySpec
-    input_ids: list[int]
-    has_response: bool
-    truncated: bool
-    # Leading tokens that are the same for every request on this policy (instructions + policy).
-    head_len: int = 0
-
-
-@dataclass
-class Generation:
-    """One generated completion (also what ``guard_serve`` returns)."""
-
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # "stop" or "length"
-
-
-class _PreEncoded:
-    """A tokenizer whose ``encode`` answers from one batched call made beforehand
-    (``contract.render`` counts the tokens of each text it may truncate)."""
-
-    def __init__(self, tokenizer: Any, known: dict[str, list[int]]) -> None:
-        self.tokenizer = tokenizer
-        self.known = known
-
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        ids = self.known.get(text) if not add_special_tokens else None
-        return ids if ids is not None else list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens))
-
-    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
 
 @dataclass
@@ -250,7 +123,7 @@ def _load_tokenizer(path: str) -> Any:
     return AutoTokenizer.from_pretrained(path)
 
 
-class TransformersBackend:
+class TransformersBackend(InputsMixin, GenerationMixin):
     """A Gemma 3 causal LM (optionally with a merged LoRA adapter) judging guard requests."""
 
     name = "transformers"
@@ -323,20 +196,6 @@ class TransformersBackend:
         if requested not in ("cpu",) and not requested.startswith("cuda"):
             raise GuardError(f"unknown GUARD_DEVICE {requested!r}; expected auto, cpu or cuda")
         return torch.device(requested)
-
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
-
-    def _encode_many(self, texts: list[str]) -> list[list[int]]:
-        if not texts:
-            return []
-        return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-
-    def _first_token(self, text: str) -> int:
-        ids = self.encode(text)
-        if not ids:
-            raise GuardError(f"the tokenizer encodes {text!r} as nothing")
-        return ids[0]
 
     def _init_vocabulary(self) -> None:
         tok = self.tokenizer
@@ -417,118 +276,18 @@ class TransformersBackend:
             self._tables[spec.codes] = table
         return table
 
-    def _text_budget(self, spec: PolicySpec) -> int:
-        budget = self._budgets.get(spec)
-        if budget is None:
-            skeleton = contract.render(spec, "x", None, "fast").to_text(self.tokenizer)
-            overhead = len(self._input_ids(skeleton)) + ANSWER_RESERVE_TOKENS + self.max_new_tokens
-            budget = self.max_input_tokens - overhead
-            if budget < 16:
-                raise GuardError(
-                    f"the policy alone takes about {overhead} tokens; GUARD_MAX_INPUT_TOKENS "
-                    f"({self.max_input_tokens}) leaves no room for the conversation"
-                )
-            self._budgets[spec] = budget
-        return budget
-
-    def _input_ids(self, text: str) -> list[int]:
-        # A chat template already writes <bos>; the Gemma-marker fallback does not.
-        add_bos = not (self.bos_token and text.startswith(self.bos_token))
-        return list(self.tokenizer.encode(text, add_special_tokens=add_bos))
-
-    # ----------------------------------------------------------------- input
-
-    def prepare(self, request: GuardRequest) -> _Item:
-        return self.prepare_batch([request])[0]
-
-    def prepare_batch(self, requests: Sequence[GuardRequest]) -> list[_Item]:
-        """Render and tokenise ``requests`` with two batched tokenizer calls (see step 0)."""
-        for request in requests:
-            if not isinstance(request.prompt, str) or not request.prompt.strip():
-                raise GuardError("the prompt is empty: there is nothing to judge")
-            if request.mode not in contract.MODES:
-                raise GuardError(f"unknown mode {request.mode!r}; expected fast or reason")
-        specs = [contract.as_spec(request.policy) for request in requests]
-        texts: dict[str, None] = {}
-        for request in requests:
-            texts[request.prompt.strip()] = None
-            if isinstance(request.response, str) and request.response.strip():
-                texts[request.response.strip()] = None
-        counted = _PreEncoded(self.tokenizer, dict(zip(texts, self._encode_many(list(texts)), strict=True)))
-        rendered = [
-            contract.render(
-                spec, request.prompt, request.response, request.mode, tokenizer=counted, max_text_tokens=self._text_budget(spec)
-            )
-            for request, spec in zip(requests, specs, strict=True)
-        ]
-        full_texts = [r.to_text(self.tokenizer) for r in rendered]
-        cuts = [text.find(CONVERSATION_MARKER) for text in full_texts]
-        heads = [self._split_head(text[:cut]) if cut > 0 else None for text, cut in zip(full_texts, cuts, strict=True)]
-        tails = self._encode_many(
-            [text[cut:] for text, cut, head in zip(full_texts, cuts, heads, strict=True) if head is not None]
-        )
-        items: list[_Item] = []
-        tail_iter = iter(tails)
-        for index, (request, spec, text, head, r) in enumerate(zip(requests, specs, full_texts, heads, rendered, strict=True)):
-            if head is not None:
-                ids, head_len = head + next(tail_iter), len(head)
-            else:
-                ids = self._input_ids(text)
-                head_len = 0
-            items.append(_Item(index, request, spec, ids, r.has_response, r.truncated, head_len))
-        return items
-
-    def _split_head(self, head: str) -> list[int] | None:
-        """The ids of a policy head, when a rendered input's tokens split exactly where
-        the conversation starts (checked once per head); None otherwise."""
-        if head not in self._head_ids:
-            head_ids = self._input_ids(head)
-            probe = self._input_ids(head + _SPLIT_PROBE)
-            ok = probe == head_ids + self.encode(_SPLIT_PROBE)
-            if len(self._head_ids) > 64:
-                self._head_ids.clear()
-            self._head_ids[head] = head_ids if ok else None
-        return self._head_ids[head]
-
-    def _head_length(self, text: str, ids: list[int]) -> int:
-        """How many leading tokens of ``ids`` encode the text before the conversation
-        (``"User prompt:"``); 0 when there is no such marker or the tokens do not split there."""
-        cut = text.find(CONVERSATION_MARKER)
-        if cut <= 0:
-            return 0
-        head_ids = self._split_head(text[:cut])
-        if head_ids is None:
-            return 0
-        n = len(head_ids)
-        return n if n < len(ids) and ids[:n] == head_ids else 0
-
-    def _between(
-        self, field_name: str, next_field: str, labels: dict[str, str], codes: Sequence[str] = ()
-    ) -> list[int]:
-        """Token ids of the answer text from after ``"<field>:"`` to ``"<next_field>:"``."""
-        key = (field_name, next_field, tuple(sorted(labels.items())), tuple(codes))
-        ids = self._between_ids.get(key)
-        if ids is None:
-            before = contract.answer_prefix_before(field_name, labels, codes)
-            after = contract.answer_prefix_before(next_field, labels, codes)
-            if not after.startswith(before):
-                raise RuntimeError(f"answer prefix for {next_field!r} does not extend the one for {field_name!r}")
-            ids = self.encode(after[len(before) :])
-            self._between_ids[key] = ids
-        return ids
-
     # ----------------------------------------------------------------- batches
 
-    def _batches(self, items: list[_Item]) -> list[list[_Item]]:
+    def _batches(self, items: list[PreparedItem]) -> list[list[PreparedItem]]:
         """Rows grouped by policy head and bucketed by length: each group, sorted, is
         cut where a new batch saves more padding than ``batch_overhead_tokens``, with
         at most ``max_batch_size`` rows and ``max_batch_tokens`` padded tokens a batch
         (the shared head is not counted: it is computed once)."""
-        groups: dict[tuple, list[_Item]] = {}
+        groups: dict[tuple, list[PreparedItem]] = {}
         for item in items:
             head = tuple(item.input_ids[: item.head_len]) if item.head_len >= MIN_SHARED_PREFIX else ()
             groups.setdefault((head, item.spec.codes), []).append(item)
-        batches: list[list[_Item]] = []
+        batches: list[list[PreparedItem]] = []
         for group in groups.values():
             group.sort(key=self._fed)
             cuts = partition(
@@ -541,7 +300,7 @@ class TransformersBackend:
         return batches
 
     @staticmethod
-    def _fed(item: _Item) -> int:
+    def _fed(item: PreparedItem) -> int:
         return len(item.input_ids) - (item.head_len if item.head_len >= MIN_SHARED_PREFIX else 0)
 
     def _remember_oom(self, size: int) -> None:
@@ -639,7 +398,7 @@ class TransformersBackend:
             return []
         items = self.prepare_batch(requests)
         verdicts: list[Verdict | None] = [None] * len(items)
-        groups: dict[str, list[_Item]] = {}
+        groups: dict[str, list[PreparedItem]] = {}
         for item in items:
             kind = item.request.mode if (item.request.mode == "fast" or constrained) else "free"
             groups.setdefault(kind, []).append(item)
@@ -647,7 +406,7 @@ class TransformersBackend:
             for kind, group in groups.items():
                 for batch in self._batches(group):
                     if kind == "free":
-                        fn: Callable[[list[_Item]], list[Verdict]] = self._generate_answers
+                        fn: Callable[[list[PreparedItem]], list[Verdict]] = self._generate_answers
                     else:
                         fn = functools.partial(self._score, explain=kind == "reason")
                     results = run_in_halving_batches(fn, batch, len(batch), on_out_of_memory=self._remember_oom)
@@ -655,56 +414,9 @@ class TransformersBackend:
                         verdicts[item.index] = verdict
         return [v for v in verdicts if v is not None]
 
-    def generate(
-        self,
-        texts: list[str],
-        *,
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        regex: str | None = None,
-        stop: Sequence[str] = (),
-        seed: int | None = None,
-    ) -> list[Generation]:
-        """Free generation for raw model inputs (``guard_serve``): greedy at
-        temperature 0, sampling otherwise; ``regex`` constrains the output."""
-        constraint = RegexConstraint(regex) if regex else None
-        inputs = [self._input_ids(text) for text in texts]
-        context = int(getattr(self.model.config, "max_position_embeddings", 0) or 8192)
-        for ids in inputs:
-            if len(ids) + max_new_tokens > context:
-                raise GuardError(
-                    f"the input is {len(ids)} tokens; with max_tokens={max_new_tokens} it exceeds "
-                    f"the model's context of {context} tokens"
-                )
-        generator = None
-        if temperature > 0:
-            generator = torch.Generator(device="cpu")
-            generator.manual_seed(seed if seed is not None else torch.seed())
-        heads = [self._head_length(text, ids) for text, ids in zip(texts, inputs, strict=True)]
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for index, (ids, n) in enumerate(zip(inputs, heads, strict=True)):
-            groups.setdefault(tuple(ids[:n]) if n >= MIN_SHARED_PREFIX else (), []).append(index)
-        results: list[Generation | None] = [None] * len(texts)
-        with self._lock, torch.inference_mode():
-            for indices in groups.values():
-                indices.sort(key=lambda i: len(inputs[i]))  # length buckets need sorted rows
-                rows = [inputs[i] for i in indices]
-                cache, last = self._start(rows, [heads[i] for i in indices], reserve=max_new_tokens)
-                if constraint is None and temperature <= 0 and not any(stop):
-                    tokens, reasons = self._greedy(cache, last, max_new_tokens=max_new_tokens, stop_at_newline=False)
-                    outs = [(self.tokenizer.decode(t, skip_special_tokens=True), len(t), r) for t, r in zip(tokens, reasons, strict=True)]
-                else:
-                    outs = self._decode_on_host(
-                        cache, last, max_new_tokens=max_new_tokens, temperature=temperature,
-                        constraint=constraint, generator=generator, stop=stop,
-                    )
-                for i, (text, count, reason) in zip(indices, outs, strict=True):
-                    results[i] = Generation(text, len(inputs[i]), count, reason)
-        return [r for r in results if r is not None]
-
     # ----------------------------------------------------------------- scoring
 
-    def _score(self, items: list[_Item], *, explain: bool) -> list[Verdict]:
+    def _score(self, items: list[PreparedItem], *, explain: bool) -> list[Verdict]:
         batch = len(items)
         device = self.device
         table = self._table(items[0].spec)
@@ -767,7 +479,7 @@ class TransformersBackend:
         return self._explain(cache, items, verdicts, labels_per_row, codes_per_row)
 
     def _read_row(
-        self, item: _Item, row: list[float], category_labels: list[str]
+        self, item: PreparedItem, row: list[float], category_labels: list[str]
     ) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
         """One row of the packed fast-mode tensor as probabilities and labels."""
         fields = [contract.FIELD_PROMPT]
@@ -791,7 +503,7 @@ class TransformersBackend:
     def _explain(
         self,
         cache: RowCache,
-        items: list[_Item],
+        items: list[PreparedItem],
         verdicts: list[Verdict],
         labels: list[dict[str, str]],
         codes: list[list[str]],
@@ -829,118 +541,3 @@ class TransformersBackend:
     def _decide_categories(spec: PolicySpec, dist: dict[str, float]) -> list[str]:
         return decide_categories(spec, dist)
 
-    # ----------------------------------------------------------------- generation
-
-    def _greedy(
-        self, cache: RowCache, last: torch.Tensor, *, max_new_tokens: int, stop_at_newline: bool
-    ) -> tuple[list[list[int]], list[str]]:
-        """Greedy decoding of every row on the device: one argmax per step for the
-        batch, stops detected on token ids, finished rows dropped every
-        ``FINISHED_CHECK_EVERY`` steps. Returns each row's tokens (a stop token
-        excluded, a newline-writing token included) and finish reasons."""
-        batch = last.shape[0]
-        device = self.device
-        out = torch.full((batch, max(1, max_new_tokens)), self.pad_id, dtype=torch.long, device=device)
-        count = torch.zeros(batch, dtype=torch.long, device=device)
-        stopped = torch.zeros(batch, dtype=torch.bool, device=device)  # by a stop token or newline
-        rows = torch.arange(batch, device=device)
-        newline = self.vocabulary.newline_mask(self.runner.lm_head.shape[0], device) if stop_at_newline else None
-        banned = sorted({*self.stop_ids, self.newline_id}) if stop_at_newline else []
-        for step in range(max_new_tokens):
-            logits = self.runner.logits(last)
-            if step == 0 and banned:
-                # An explanation has at least one token (the answer regex demands it).
-                logits[:, banned] = float("-inf")
-            token = torch.argmax(logits, dim=-1)
-            is_stop = torch.isin(token, self._stop_tensor)
-            alive = ~stopped[rows]
-            write = alive & ~is_stop
-            out[rows, step] = torch.where(write, token, out[rows, step])
-            count[rows] += write.long()
-            finished = is_stop if newline is None else is_stop | newline[token]
-            stopped[rows] |= alive & finished
-            if step == max_new_tokens - 1:
-                break
-            if (step + 1) % FINISHED_CHECK_EVERY == 0:
-                keep = ~stopped[rows]
-                remaining = int(keep.sum())  # host sync, every few steps only
-                if remaining == 0:
-                    break
-                if remaining <= 0.75 * rows.shape[0]:
-                    kept = keep.nonzero().squeeze(1)
-                    cache.keep_rows(kept)
-                    rows, token = rows[kept], token[kept]
-            last = self.runner.forward(cache, token[:, None])[:, 0]
-        tokens_host, counts, ended = out.tolist(), count.tolist(), stopped.tolist()
-        tokens = [row[:n] for row, n in zip(tokens_host, counts, strict=True)]
-        return tokens, ["stop" if done else "length" for done in ended]
-
-    def _decode_on_host(
-        self,
-        cache: RowCache,
-        last: torch.Tensor,
-        *,
-        max_new_tokens: int,
-        temperature: float,
-        constraint: RegexConstraint | None,
-        generator: torch.Generator | None,
-        stop: Sequence[str],
-    ) -> list[tuple[str, int, str]]:
-        """Sampling, regex constraints and stop strings: each row's token is chosen on the
-        host (``decoding.pick``). Returns (text, token count, finish reason) per row."""
-        batch = last.shape[0]
-        tokens: list[list[int]] = [[] for _ in range(batch)]
-        texts = [""] * batch
-        reasons = ["length"] * batch
-        active = [True] * batch
-        for step in range(max_new_tokens):
-            logits = self.runner.logits(last).cpu()
-            chosen = [self.pad_id] * batch
-            fed = [0] * batch
-            for row in range(batch):
-                if not active[row]:
-                    continue
-                token = pick(self.vocabulary, logits[row], texts[row], temperature, constraint, generator)
-                if token is None or token in self.stop_ids:
-                    active[row] = False
-                    reasons[row] = "stop"
-                    continue
-                tokens[row].append(token)
-                text = self.tokenizer.decode(tokens[row], skip_special_tokens=True)
-                for marker in stop:
-                    if marker and marker in text:
-                        text = text.split(marker, 1)[0]
-                        active[row] = False
-                        reasons[row] = "stop"
-                texts[row] = text
-                if active[row]:
-                    chosen[row], fed[row] = token, 1
-            if not any(active) or step == max_new_tokens - 1:
-                break
-            ids = torch.tensor(chosen, dtype=torch.long, device=self.device)[:, None]
-            lengths = torch.tensor(fed, dtype=torch.long, device=self.device)
-            cache.ensure(1)
-            last = self._last(self.runner.forward(cache, ids, lengths), lengths.clamp(min=1))
-        return [(text, len(t), reason) for text, t, reason in zip(texts, tokens, reasons, strict=True)]
-
-    # ----------------------------------------------------------------- free answers
-
-    def _generate_answers(self, items: list[_Item]) -> list[Verdict]:
-        cache, last = self._start(
-            [item.input_ids for item in items], [item.head_len for item in items], self.max_new_tokens + LABEL_LINES_TOKENS
-        )
-        tokens, _ = self._greedy(cache, last, max_new_tokens=self.max_new_tokens + LABEL_LINES_TOKENS, stop_at_newline=False)
-        verdicts = []
-        for item, ids in zip(items, tokens, strict=True):
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            parsed = contract.parse(text, item.spec, item.has_response)
-            if parsed.verdict is None:
-                assert parsed.error is not None
-                verdict = contract.failed_verdict(parsed.error, item.has_response, mode="reason")
-            else:
-                verdict = parsed.verdict
-                verdict.mode = "reason"
-            verdict.raw_output = text
-            verdict.truncated = item.truncated
-            verdicts.append(verdict)
-        return verdicts
