@@ -156,24 +156,24 @@ def gpu_oom(stack: Stack) -> dict[str, Any]:
 
     with api.client() as client:
         ids = api.submit(client, [f"oom test {n}: how do I whittle a spoon?" for n in range(48)]).json()["ids"]
-    real = backend.decoder
+    real = backend.runner.forward
     sizes: list[int] = []
     ooms = 0
 
     def small_gpu(*args: Any, **kwargs: Any) -> Any:
         nonlocal ooms
-        rows = kwargs["input_ids"].shape[0]
+        rows = args[1].shape[0]  # runner.forward(cache, ids, ...)
         sizes.append(rows)
         if rows > 4:
             ooms += 1
             raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected, {rows} rows)")
         return real(*args, **kwargs)
 
-    backend.decoder = small_gpu
+    backend.runner.forward = small_gpu
     started = time.monotonic()
     result = dispatch.run_pending(time_budget_s=600)
     cramped_s = time.monotonic() - started
-    backend.decoder = real
+    del backend.runner.forward
     api.process.stop()
     outcome = stack.outcome(ids)
     roomy = stack.outcome(roomy_ids)

@@ -82,8 +82,10 @@ class RowCache:
         self.batch = batch
         device = runner.device
         shape = (runner.num_layers, batch, runner.kv_heads, max(1, capacity), runner.head_dim)
-        self.keys = torch.empty(shape, dtype=runner.dtype, device=device)
-        self.values = torch.empty(shape, dtype=runner.dtype, device=device)
+        # Zeros, not empty: unused slots are masked out of the scores, but their values
+        # are still multiplied by a zero weight, and 0 * NaN garbage would be NaN.
+        self.keys = torch.zeros(shape, dtype=runner.dtype, device=device)
+        self.values = torch.zeros(shape, dtype=runner.dtype, device=device)
         self.slot_pos = torch.zeros((batch, max(1, capacity)), dtype=torch.long, device=device)
         self.slot_ok = torch.zeros((batch, max(1, capacity)), dtype=torch.bool, device=device)
         start = prefix.length if prefix is not None else 0
@@ -122,7 +124,7 @@ class RowCache:
         used = self.length
         for name in ("keys", "values"):
             old = getattr(self, name)
-            kept = old.new_empty((old.shape[0], rows.shape[0], *old.shape[2:]))
+            kept = old.new_zeros((old.shape[0], rows.shape[0], *old.shape[2:]))
             kept[:, :, :, :used] = old[:, rows, :, :used]
             setattr(self, name, kept)
         self.slot_pos = self.slot_pos[rows]

@@ -21,19 +21,19 @@ ITEMS = 12
 
 
 class SmallGpu:
-    """The decoder of a GPU with room for ``rows`` sequences at a time."""
+    """The model forward (``runner.forward(cache, ids, ...)``) of a GPU with room for ``rows`` sequences at a time."""
 
-    def __init__(self, decoder, rows: int) -> None:  # noqa: ANN001
-        self.decoder = decoder
+    def __init__(self, forward, rows: int) -> None:  # noqa: ANN001
+        self.forward = forward
         self.rows = rows
         self.batch_sizes: list[int] = []
 
-    def __call__(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN204
-        rows = kwargs["input_ids"].shape[0]
+    def __call__(self, cache, ids, *args, **kwargs):  # noqa: ANN002, ANN003, ANN204
+        rows = ids.shape[0]
         self.batch_sizes.append(rows)
         if rows > self.rows:
             raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB for {rows} rows (injected)")
-        return self.decoder(*args, **kwargs)
+        return self.forward(cache, ids, *args, **kwargs)
 
 
 @pytest.fixture
@@ -60,8 +60,8 @@ def submit(count: int) -> list[int]:
 
 @pytest.mark.django_db
 def test_out_of_memory_mid_batch_halves_the_batch_and_every_item_gets_one_verdict(tiny_backend, monkeypatch):
-    small = SmallGpu(tiny_backend.decoder, rows=2)
-    monkeypatch.setattr(tiny_backend, "decoder", small)
+    small = SmallGpu(tiny_backend.runner.forward, rows=2)
+    monkeypatch.setattr(tiny_backend.runner, "forward", small)
     ids = submit(ITEMS)
 
     outcome = dispatch.run_pending(time_budget_s=120)
@@ -82,7 +82,7 @@ def test_halving_changes_no_verdict(tiny_backend, monkeypatch):
     Verdict.objects.all().delete()
     Item.objects.filter(pk__in=ids).update(status="queued", attempts=0)
 
-    monkeypatch.setattr(tiny_backend, "decoder", SmallGpu(tiny_backend.decoder, rows=1))
+    monkeypatch.setattr(tiny_backend.runner, "forward", SmallGpu(tiny_backend.runner.forward, rows=1))
     dispatch.run_pending(time_budget_s=120)
     cramped = {v.item.prompt: (v.prompt_label, v.categories) for v in Verdict.objects.filter(item_id__in=ids).select_related("item")}
     assert cramped == roomy
@@ -90,7 +90,7 @@ def test_halving_changes_no_verdict(tiny_backend, monkeypatch):
 
 @pytest.mark.django_db
 def test_out_of_memory_even_for_one_request_gives_the_items_back_with_the_reason(tiny_backend, monkeypatch):
-    monkeypatch.setattr(tiny_backend, "decoder", SmallGpu(tiny_backend.decoder, rows=0))
+    monkeypatch.setattr(tiny_backend.runner, "forward", SmallGpu(tiny_backend.runner.forward, rows=0))
     ids = submit(3)
     outcome = dispatch.run_pending(time_budget_s=60)
     assert outcome.failed == 3 and outcome.stored == 0
