@@ -143,7 +143,6 @@ def labelled_forward(backend) -> Iterator[None]:
 
 def count_ops(backend, requests: list) -> tuple[int, int]:
     """(leaf aten ops in total, of them inside the model forward) for one classify_batch call."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     with labelled_forward(backend), profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -162,7 +161,6 @@ def count_ops(backend, requests: list) -> tuple[int, int]:
                 inside += 1
                 break
             parent = parent.cpu_parent
-    del torch
     return total, inside
 
 

@@ -186,7 +186,6 @@ class GenerationMixin:
                 break
             ids = torch.tensor(chosen, dtype=torch.long, device=self.device)[:, None]
             lengths = torch.tensor(fed, dtype=torch.long, device=self.device)
-            cache.ensure(1)
             last = self._last(self.runner.forward(cache, ids, lengths), lengths.clamp(min=1))
         return [(text, len(t), reason) for text, t, reason in zip(texts, tokens, reasons, strict=True)]
 
