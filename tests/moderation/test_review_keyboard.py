@@ -40,7 +40,9 @@ def test_after_ctrl_enter_from_the_note_the_focus_returns_to_the_page_so_shortcu
     panel = page.locator("#review-panel")
     page.keyboard.press("j")
     expect(panel).to_have_attribute("data-task-id", str(first.pk))
+    expect(panel).to_be_focused()  # the swap has settled: the shortcuts are wired to the new item
     page.keyboard.press("n")
+    expect(page.locator("#note")).to_be_focused()
     page.keyboard.type("checked the context")
     page.keyboard.press("Control+Enter")  # submit from inside the note
 
