@@ -35,6 +35,8 @@ CARD_OUT=${CARD_OUT:-models/guardsite-guard-270m}
 LICENCES=${LICENCES:-all}
 MIX=${MIX:-source.toxicchat_train=2,source.toxicchat_train_extra=2,source.openai_moderation_train=2,source.davidson_hate_offensive=0.5,source.harmfulqa=0.5,source.aart=0.5,source.catqa=0.5}
 PREVIOUS=${PREVIOUS:-models/guardsite-guard-270m}
+# EVAL_BASE=0 skips evaluating the untrained base (its reports then come from an earlier run, if any).
+EVAL_BASE=${EVAL_BASE:-1}
 HELDOUT=$DATA_DIR/heldout
 if [ "$SMOKE" = 1 ]; then
   # Every stage of the chosen profile, in minutes on a CPU: the tiny random model, 2 steps each.
@@ -124,8 +126,10 @@ run $PY manage.py calibrate --model "$FINAL/adapter" --data "${CALIBRATION[@]}" 
 run $PY manage.py evaluate --model "$FINAL/adapter" --mode fast --data "${DATA[@]}" $FAST_LIMITS --batch-size 16 --out "$OUT/reports/adapter-fast.json"
 run $PY manage.py evaluate --model "$FINAL/adapter" --mode reason --data "${DATA[@]}" $REASON_LIMITS --batch-size 16 --out "$OUT/reports/adapter-reason.json"
 for MODE in fast reason; do
-  # shellcheck disable=SC2086
-  run $PY manage.py evaluate --model "$BASE" --mode $MODE --data "${DATA[@]}" $BASE_LIMITS --batch-size 16 --out "$OUT/reports/base-$MODE.json"
+  if [ "$EVAL_BASE" = 1 ]; then
+    # shellcheck disable=SC2086
+    run $PY manage.py evaluate --model "$BASE" --mode $MODE --data "${DATA[@]}" $BASE_LIMITS --batch-size 16 --out "$OUT/reports/base-$MODE.json"
+  fi
   # The guard shipped before this run, on the same held-out records (the comparison the card shows).
   if [ -n "$PREVIOUS" ] && [ -f "$PREVIOUS/adapter_config.json" ]; then
     LIMITS=$FAST_LIMITS; [ "$MODE" = reason ] && LIMITS=$REASON_LIMITS

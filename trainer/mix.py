@@ -257,20 +257,38 @@ def summary(counts: dict[str, dict[str, dict[str, int]]]) -> dict[str, Any]:
     return {"total": total, "tasks": tasks, "sources": sources}
 
 
-def format_table(counts: dict[str, dict[str, dict[str, int]]]) -> str:
-    """The realised mix as a plain-text table: one row per source, one column per task and label."""
+@dataclass(frozen=True)
+class MixRows:
+    """The realised mix laid out for a table: one row per source, one column per (task, label)."""
+
+    columns: list[tuple[str, str]]
+    rows: list[tuple[str, list[int], int]]  # (source, count per column, source total)
+    totals: list[int]
+    grand: int
+
+
+def mix_rows(counts: dict[str, dict[str, dict[str, int]]]) -> MixRows:
     columns = [(task, label) for task in TASKS for label in (NEGATIVE[task], POSITIVE[task]) if task in counts]
     sources = sorted({s for labels in counts.values() for group in labels.values() for s in group})
-    width = max([len(s) for s in sources] + [6])
-    head = f"{'source':{width}} " + " ".join(f"{t[:4]}:{lab[:6]:>6}" for t, lab in columns) + f" {'total':>7} {'share':>6}"
-    lines = [head, "-" * len(head)]
-    grand = sum(n for labels in counts.values() for group in labels.values() for n in group.values())
+    rows = []
     for source in sources:
         cells = [counts.get(t, {}).get(lab, {}).get(source, 0) for t, lab in columns]
-        lines.append(f"{source:{width}} " + " ".join(f"{n:11d}" for n in cells) + f" {sum(cells):7d} {100 * sum(cells) / grand:5.1f}%")
+        rows.append((source, cells, sum(cells)))
     totals = [sum(counts.get(t, {}).get(lab, {}).values()) for t, lab in columns]
+    return MixRows(columns=columns, rows=rows, totals=totals, grand=sum(totals))
+
+
+def format_table(counts: dict[str, dict[str, dict[str, int]]]) -> str:
+    """The realised mix as a plain-text table: one row per source, one column per task and label."""
+    layout = mix_rows(counts)
+    width = max([len(source) for source, _, _ in layout.rows] + [6])
+    head = f"{'source':{width}} " + " ".join(f"{t[:4]}:{lab[:6]:>6}" for t, lab in layout.columns) + f" {'total':>7} {'share':>6}"
+    lines = [head, "-" * len(head)]
+    for source, cells, total in layout.rows:
+        lines.append(f"{source:{width}} " + " ".join(f"{n:11d}" for n in cells) + f" {total:7d} {100 * total / layout.grand:5.1f}%")
     lines.append("-" * len(head))
-    lines.append(f"{'total':{width}} " + " ".join(f"{n:11d}" for n in totals) + f" {grand:7d} {100.0 if grand else 0:5.1f}%")
+    lines.append(f"{'total':{width}} " + " ".join(f"{n:11d}" for n in layout.totals)
+                 + f" {layout.grand:7d} {100.0 if layout.grand else 0:5.1f}%")
     info = summary(counts)
     lines.append("tasks: " + ", ".join(f"{t} {v['n']} ({100 * v['share']:.1f}%, {POSITIVE[t]} {100 * v['positive_share']:.1f}%)"
                                       for t, v in info["tasks"].items()))
@@ -279,17 +297,14 @@ def format_table(counts: dict[str, dict[str, dict[str, int]]]) -> str:
 
 def markdown_table(counts: dict[str, dict[str, dict[str, int]]]) -> list[str]:
     """The same table as Markdown lines (the model card)."""
-    columns = [(task, label) for task in TASKS for label in (NEGATIVE[task], POSITIVE[task]) if task in counts]
-    sources = sorted({s for labels in counts.values() for group in labels.values() for s in group})
-    lines = ["| source | " + " | ".join(f"{t} {lab}" for t, lab in columns) + " | total |",
-             "|---|" + "---|" * (len(columns) + 1)]
-    for source in sources:
-        cells = [counts.get(t, {}).get(lab, {}).get(source, 0) for t, lab in columns]
-        lines.append(f"| {source} | " + " | ".join(str(n) for n in cells) + f" | {sum(cells)} |")
-    totals = [sum(counts.get(t, {}).get(lab, {}).values()) for t, lab in columns]
-    lines.append("| **total** | " + " | ".join(str(n) for n in totals) + f" | {sum(totals)} |")
+    layout = mix_rows(counts)
+    lines = ["| source | " + " | ".join(f"{t} {lab}" for t, lab in layout.columns) + " | total |",
+             "|---|" + "---|" * (len(layout.columns) + 1)]
+    for source, cells, total in layout.rows:
+        lines.append(f"| {source} | " + " | ".join(str(n) for n in cells) + f" | {total} |")
+    lines.append("| **total** | " + " | ".join(str(n) for n in layout.totals) + f" | {layout.grand} |")
     return lines
 
 
-__all__ = ["NEGATIVE", "POSITIVE", "TASKS", "MixSpec", "allocate", "format_table", "markdown_table", "summary", "table",
-           "water_fill"]
+__all__ = ["NEGATIVE", "POSITIVE", "TASKS", "MixRows", "MixSpec", "allocate", "format_table", "markdown_table", "mix_rows",
+           "summary", "table", "water_fill"]

@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from guardsite.roles import POLICY_EDITOR, can_edit_policies, role_required
+from trainer import mix as mixing
 from trainer.charts import training_charts
 from trainer.forms import StartTrainingForm
 from trainer.models import STALE_AFTER_SECONDS, TrainingJob
@@ -76,15 +77,28 @@ def _known_slugs() -> set[str]:
     return set(policy_slugs())
 
 
+def _mix_context(data_mix: dict[str, Any]) -> dict[str, Any]:
+    """The realised task x label x source table; jobs built before it was recorded show source x label."""
+    if data_mix.get("table"):
+        layout = mixing.mix_rows(data_mix["table"])
+        tasks = data_mix.get("summary", {}).get("tasks", {})
+        return {"mix_columns": [f"{task} {label}" for task, label in layout.columns], "mix_rows": layout.rows,
+                "mix_totals": layout.totals, "mix_grand": layout.grand,
+                "mix_tasks": [(task, info["n"], round(100 * info["share"], 1), mixing.POSITIVE[task],
+                               round(100 * info["positive_share"], 1)) for task, info in tasks.items()]}
+    after = data_mix.get("after", {})
+    labels = sorted({label for counts in after.values() for label in counts})
+    return {"mix_columns": labels,
+            "mix_rows": [(source, [counts.get(label, 0) for label in labels], sum(counts.values()))
+                         for source, counts in after.items()]}
+
+
 def _detail_context(request: HttpRequest, job: TrainingJob) -> dict[str, Any]:
-    mix = job.data_mix.get("after", {})
-    labels = sorted({label for counts in mix.values() for label in counts})
     context: dict[str, Any] = {
         "job": job,
         "charts": training_charts(job.metrics, total_steps=job.total_steps),
         "can_control": can_edit_policies(request.user),
-        "mix_rows": [(source, [counts.get(label, 0) for label in labels], sum(counts.values())) for source, counts in mix.items()],
-        "mix_labels": labels,
+        **_mix_context(job.data_mix),
         "training": job.summary.get("training", {}),
         "evaluation": job.summary.get("evaluation", {}),
         "waiting": wait_reason(job),

@@ -242,6 +242,19 @@ def test_the_data_mix_is_inside_the_polled_fragment(client_as):
     assert 'id="job-data-mix"' in text and "<td>x</td>" in text
 
 
+def test_the_job_page_shows_the_realised_task_by_label_by_source_mix(client_as):
+    from trainer import mix as mixing
+
+    table = {"prompt": {"safe": {"toxicchat_train": 4}, "unsafe": {"advbench": 3, "toxicchat_train": 1}},
+             "refusal": {"compliance": {"rbr_gold": 2}, "refusal": {"rbr_gold": 2}}}
+    job = TrainingJob.objects.create(recipe="sft", data_sources=["x.jsonl"], status="running", stage="training", total_steps=5,
+                                     summary={"data_mix": {"table": table, "summary": mixing.summary(table)}})
+    text = client_as("viewer").get(f"/training/{job.pk}/progress").content.decode()
+    assert "<th>prompt safe</th><th>prompt unsafe</th><th>refusal compliance</th><th>refusal refusal</th>" in text
+    assert "<tr><td>toxicchat_train</td><td>4</td><td>1</td><td>0</td><td>0</td><td>5</td></tr>" in text
+    assert "prompt 8 (66.7%, unsafe 50.0%)" in text
+
+
 def test_a_one_step_loss_chart_starts_at_step_1_and_never_goes_below_zero():
     from trainer.charts import axis_ranges, training_charts
 
