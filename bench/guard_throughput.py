@@ -18,6 +18,12 @@ instead (the pure-overhead case).
     .venv/bin/python bench/guard_throughput.py --short
     .venv/bin/python bench/guard_throughput.py --model embedded --device cuda --batch-sizes 1,64,256,1024
 
+Arithmetic: GFLOP per item is counted by torch's FlopCounterMode on one batch (matmuls and
+attention; CPU attention counted densely), and the **ceiling** is the items/s this device
+would reach if it did nothing but that arithmetic at the rate of a large matrix multiply
+(measured first, same threads). Where items/s is close to the ceiling the batch is
+compute-bound and overhead is no longer what limits it.
+
 Kernel-like ops are the leaf ``aten::`` operations the torch profiler records
 (one per kernel launch on a GPU); "outside the forward" excludes those inside the
 model's decoder forward. Host syncs are the calls that read a tensor's values
@@ -164,13 +170,58 @@ def count_ops(backend, requests: list) -> tuple[int, int]:
     return total, inside
 
 
+def _register_cpu_attention_flops() -> None:
+    """FlopCounterMode has no formula for the CPU flash-attention kernel; count it like the GPU ones."""
+    import torch
+    from torch.utils import flop_counter
+
+    op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    if op in flop_counter.flop_registry or getattr(op, "default", None) in flop_counter.flop_registry:
+        return
+
+    @flop_counter.register_flop_formula(op)
+    def _cpu_sdpa(query, key, value, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+        return flop_counter.sdpa_flop_count(query, key, value)
+
+
+def count_flops(backend, requests: list) -> float:
+    """Floating-point operations of one classify_batch call (matmuls and attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _register_cpu_attention_flops()
+    with FlopCounterMode(display=False) as counter:
+        backend.classify_batch(requests)
+    return float(counter.get_total_flops())
+
+
+def matmul_flops_per_second(device, dtype, seconds: float = 1.0) -> float:
+    """The device's rate on a large square matrix multiply: the arithmetic ceiling's yardstick."""
+    import torch
+
+    size = 2048 if device.type == "cuda" else 1024
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    torch.mm(a, b)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    runs, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        torch.mm(a, b)
+        runs += 1
+        if device.type == "cuda" and runs % 10 == 0:
+            torch.cuda.synchronize()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * size**3 * runs / (time.perf_counter() - started)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny18", help="tiny18 (the overhead proxy, default), embedded, a model version name or a directory")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--batch-sizes", default="1,16,64,256")
     parser.add_argument("--reason-batch-sizes", default="1,16,64")
-    parser.add_argument("--items", type=int, default=0, help="items per measurement (default: max(64, batch))")
+    parser.add_argument("--items", type=int, default=0, help="items per fast measurement (default: max(64, largest batch), the same items at every batch size)")
     parser.add_argument("--reason-items", type=int, default=0, help="items per reason measurement (default: max(16, batch))")
     parser.add_argument("--max-new-tokens", type=int, default=0, help="explanation budget (default: the backend's)")
     parser.add_argument("--short", action="store_true", help="short texts and a 3-category policy (pure overhead)")
@@ -230,6 +281,7 @@ def main() -> int:
     ]
     tokens = sum(len(p.input_ids) - p.head_len for p in prepared) / len(prepared)
     head = max(p.head_len for p in prepared)
+    peak = None if args.no_profile else matmul_flops_per_second(backend.device, backend.dtype)
     say("warming up ...")
     backend.classify_batch(requests(2, "fast"))
     backend.classify_batch(requests(1, "reason"))
@@ -241,7 +293,7 @@ def main() -> int:
     rows = []
     plan = [("fast", b) for b in fast_sizes] + [("reason", b) for b in reason_sizes]
     for mode, size in plan:
-        count = (args.items or max(64, size)) if mode == "fast" else (args.reason_items or max(16, size))
+        count = (args.items or max(64, *fast_sizes)) if mode == "fast" else (args.reason_items or max(16, size))
         batch = requests(count, mode)
         backend.max_batch_size = size
         backend.max_batch_tokens = 10**9
@@ -255,11 +307,12 @@ def main() -> int:
             seconds = time.perf_counter() - t0
         assert len(verdicts) == count
         batches = -(-count // size)
-        ops = inside = None
+        ops = inside = flops = None
         if not args.no_profile:
             sample = requests(min(size, count), mode, offset=1)
             total_ops, inside_ops = count_ops(backend, sample)
             ops, inside = total_ops / len(sample), inside_ops / len(sample)
+            flops = count_flops(backend, sample) / len(sample)
         row = {
             "mode": mode,
             "batch": size,
@@ -269,6 +322,8 @@ def main() -> int:
             "host_syncs_per_batch": counter.count / batches,
             "ops_per_item": ops,
             "ops_per_item_outside_forward": None if ops is None else ops - inside,
+            "gflop_per_item": None if flops is None else flops / 1e9,
+            "ceiling_items_per_s": None if flops is None or not flops else peak / flops,
         }
         rows.append(row)
         say(f"{mode:<6} batch {size:>4}: {row['items_per_s']:.1f} items/s")
@@ -279,17 +334,23 @@ def main() -> int:
     print(f"cpus {os.cpu_count()}, load average {load1:.1f}/{load5:.1f} (other processes share the CPU); model load {load_s:.1f}s")
     print(f"policy {spec.name} ({len(spec.codes)} codes, head {head} tokens, computed once); "
           f"conversation tokens per item {tokens:.0f} (mean); explanation budget {backend.max_new_tokens} tokens")
+    if peak:
+        print(f"matrix multiply rate {peak / 1e9:.1f} GFLOP/s ({backend.dtype}): the ceiling column is that rate / GFLOP per item")
     print()
-    print(f"{'mode':<8}{'batch':>6}{'items':>7}{'seconds':>9}{'items/s':>10}{'syncs/batch':>13}{'ops/item':>10}{'outside fwd':>13}")
+    print(f"{'mode':<8}{'batch':>6}{'items':>7}{'seconds':>9}{'items/s':>10}{'syncs/batch':>13}{'ops/item':>10}"
+          f"{'outside fwd':>13}{'GFLOP/item':>12}{'ceiling/s':>11}")
     for row in rows:
         ops = "-" if row["ops_per_item"] is None else f"{row['ops_per_item']:.0f}"
         outside = "-" if row["ops_per_item_outside_forward"] is None else f"{row['ops_per_item_outside_forward']:.1f}"
+        gflop = "-" if row["gflop_per_item"] is None else f"{row['gflop_per_item']:.3f}"
+        ceiling = "-" if row["ceiling_items_per_s"] is None else f"{row['ceiling_items_per_s']:.0f}"
         print(
             f"{row['mode']:<8}{row['batch']:>6}{row['items']:>7}{row['seconds']:>9.2f}{row['items_per_s']:>10.1f}"
-            f"{row['host_syncs_per_batch']:>13.1f}{ops:>10}{outside:>13}"
+            f"{row['host_syncs_per_batch']:>13.1f}{ops:>10}{outside:>13}{gflop:>12}{ceiling:>11}"
         )
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": label, "device": str(backend.device), "rows": rows}, indent=2))
+        Path(args.json).write_text(json.dumps({"model": label, "device": str(backend.device), "matmul_flops_per_s": peak,
+                                               "rows": rows}, indent=2))
     return 0
 
 
