@@ -40,12 +40,14 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "guardsite.settings")
+
+from host_syncs import SyncCounter  # noqa: E402
 
 FILES = ("jbb_behaviors.jsonl", "jbb_artifacts.jsonl", "toxicchat_train.jsonl", "openai_moderation_train.jsonl", "aart.jsonl")
 SHORT_TEXTS = (
@@ -86,36 +88,6 @@ def load_items(directory: Path, count: int) -> list[dict]:
                 items.append(rows[index])
         index += 1
     return items
-
-
-class SyncCounter:
-    """Counts host reads of tensor values while active (wraps torch.Tensor methods)."""
-
-    METHODS = ("tolist", "item", "cpu", "numpy", "__int__", "__float__", "__bool__", "__index__")
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    @contextlib.contextmanager
-    def active(self) -> Iterator[SyncCounter]:
-        import torch
-
-        saved = {name: getattr(torch.Tensor, name) for name in self.METHODS}
-
-        def wrap(original: Callable) -> Callable:
-            def counted(tensor, *args, **kwargs):
-                self.count += 1
-                return original(tensor, *args, **kwargs)
-
-            return counted
-
-        for name, original in saved.items():
-            setattr(torch.Tensor, name, wrap(original))
-        try:
-            yield self
-        finally:
-            for name, original in saved.items():
-                setattr(torch.Tensor, name, original)
 
 
 def forward_callable(backend) -> tuple[object, str]:

@@ -396,6 +396,10 @@ def _common_args(settings: TrainSettings, out: Path) -> dict[str, Any]:
         "dataloader_pin_memory": info["cuda"],
         "disable_tqdm": True,
         "save_only_model": False,
+        # The Trainer's NaN/Inf filter reads every step's loss back to the host (two syncs per step, measured by
+        # bench/train_speed.py), which stops the host queueing the next step's kernels on a GPU. A NaN loss now
+        # shows in the logged loss instead of being papered over with the running mean.
+        "logging_nan_inf_filter": False,
     }
 
 
