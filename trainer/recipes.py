@@ -445,6 +445,38 @@ def _fits(rows: Sequence[dict[str, Any]], tokenizer: Any, limit: int) -> tuple[l
 # --------------------------------------------------------------------------- the recipes
 
 
+def right_padded_attention_masks(inputs: dict[str, Any], config: Any) -> dict[str, Any]:
+    """Give a right-padded training batch the per-layer-type causal masks directly, instead of its padding mask.
+
+    TRL's collator pads on the right (always, for non-packed batches), so under a causal mask a real
+    token only ever attends to tokens before it, all real; pads get no loss. The padding mask then
+    changes nothing the loss reads, and building masks from it costs transformers 3.5 host syncs per
+    step (checks of the mask's values; 2 from its packed-sequence check without one), measured by
+    bench/train_speed.py: each one stops the host from queueing the next kernels on a GPU. A mapping
+    of layer type -> mask is taken as is by transformers' decoders: ``None`` for full attention (SDPA's
+    causal path), a boolean sliding-window causal mask built on the device for sliding layers. A model
+    with other layer types keeps its padding mask.
+    """
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    layer_types = set(getattr(text, "layer_types", None) or ["full_attention"])
+    if not layer_types <= {"full_attention", "sliding_attention"} or "input_ids" not in inputs:
+        return inputs
+    import torch
+
+    length = inputs["input_ids"].shape[-1]
+    masks: dict[str, Any] = {"full_attention": None}
+    if "sliding_attention" in layer_types:
+        window = int(text.sliding_window)
+        if length <= window:
+            masks["sliding_attention"] = None  # the window covers the whole sequence: plain causal
+        else:
+            position = torch.arange(length, device=inputs["input_ids"].device)
+            distance = position[:, None] - position[None, :]
+            masks["sliding_attention"] = ((distance >= 0) & (distance < window))[None, None]
+    inputs["attention_mask"] = masks
+    return inputs
+
+
 def lean_sft_trainer_class(base: type) -> type:
     """SFTTrainer with the answer-token loss only: no per-step entropy / token-accuracy metrics.
 
@@ -467,6 +499,7 @@ def lean_sft_trainer_class(base: type) -> type:
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                          num_items_in_batch: Any = None) -> Any:
             inputs["use_cache"] = False
+            right_padded_attention_masks(inputs, model.config)
             outputs = model(**inputs, fused_lm_head=True)
             tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
             loss = -outputs.log_probs.sum() / torch.as_tensor(tokens, device=outputs.log_probs.device).clamp(min=1)

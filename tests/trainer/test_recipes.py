@@ -49,6 +49,27 @@ def test_sft_trains_only_on_the_answer(tiny_model):
     assert recipes.tokenize_sft(rows, tokenizer, max_length=5) == ([], 1)
 
 
+@pytest.mark.parametrize("length", [8, 40])
+def test_a_right_padded_batch_gives_the_same_logits_with_layer_masks_as_with_its_padding_mask(tiny_model, length):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(tiny_model))
+    config.sliding_window = 16  # length 40 crosses the sliding window, 8 does not
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model), config=config, dtype=torch.float32).eval()
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(10, 5000, (2, length), generator=generator)
+    attention_mask = (torch.arange(length) < torch.tensor([[length], [length // 2]])).long()
+    input_ids[attention_mask == 0] = 0
+    with torch.no_grad():
+        masked = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        inputs = recipes.right_padded_attention_masks({"input_ids": input_ids, "attention_mask": attention_mask}, model.config)
+        assert isinstance(inputs["attention_mask"], dict)
+        by_layer_type = model(**inputs).logits
+    real = attention_mask.bool()
+    assert torch.allclose(masked[real], by_layer_type[real], atol=1e-5)
+
+
 def test_grpo_logs_every_reward_component(corpus, tiny_model, tmp_path):
     settings = fast_settings(recipe="grpo", data=[str(corpus / "mini.jsonl")], base=str(tiny_model),
                              out_dir=str(tmp_path / "grpo"), max_steps=2, learning_rate=1e-3, max_completion_length=16)
