@@ -28,7 +28,10 @@ def test_the_model_card_records_recipe_commands_data_licences_and_evaluation():
     files = training["provenance"]["data"]["files"]
     assert files and all(entry["licence"] and not entry["licence"].startswith("unknown (not listed") for entry in files)
     assert training["history"] and training["commands"]
-    assert set(shipped.shipped_reports()) >= {"base-fast", "base-reason", "adapter-fast", "adapter-reason"}
+    reports = set(shipped.shipped_reports())
+    assert reports >= {"adapter-fast", "adapter-reason"}
+    # compared on the same held-out records with what it replaces, or at least with the untrained base
+    assert {"previous-fast", "previous-reason"} <= reports or {"base-fast", "base-reason"} <= reports
 
 
 def test_the_shipped_adapter_is_the_deployment_default_guard(settings):

@@ -61,6 +61,24 @@ def test_the_card_gives_targets_data_licences_commands_and_the_loss_curve(tmp_pa
         "adapter-fast.json", "adapter-reason.json", "base-fast.json", "base-reason.json"]
 
 
+def test_the_card_compares_with_the_previously_shipped_guard_target_by_target(tmp_path):
+    run = make_run(tmp_path)
+    reports = tmp_path / "reports"
+    for mode in ("fast", "reason"):
+        (reports / f"base-{mode}.json").rename(reports / f"previous-{mode}.json")
+    out = tmp_path / "card"
+    done = subprocess.run(
+        [sys.executable, "scripts/write_model_card.py", "--run", str(run), "--reports", str(reports),
+         "--commands", str(tmp_path / "commands.txt"), "--manifest", str(tmp_path / "MANIFEST.md"), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    card = (out / "README.md").read_text()
+    assert "| target | goal | previous fast | previous reason | **ours fast** | ours reason |" in card
+    assert "| ToxicChat prompt F1 | ≥ 60 | 0.0 (30) | 0.0 (30) | 0.0 (30) | 0.0 (30) |" in card
+    assert "| policy following: pair accuracy % | ≥ 85 |" in card
+
+
 def test_a_calibrated_run_ships_its_calibration_and_the_card_shows_before_and_after(tmp_path):
     run = make_run(tmp_path)
     fitted = {"prompt": {"n": 300, "positives": 90, "f1_at_half": 20.0, "threshold": 0.1234, "f1_at_threshold": 61.5}}
