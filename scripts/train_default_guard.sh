@@ -33,7 +33,7 @@ BASE=${BASE:-embedded}
 DATA_DIR=${DATA_DIR:-var/data}
 CARD_OUT=${CARD_OUT:-models/guardsite-guard-270m}
 LICENCES=${LICENCES:-all}
-MIX=${MIX:-source.toxicchat_train=2,source.toxicchat_train_extra=2,source.openai_moderation_train=2,source.davidson_hate_offensive=0.5,source.harmfulqa=0.5,source.aart=0.5,source.catqa=0.5}
+DEFAULT_MIX=source.toxicchat_train=2,source.toxicchat_train_extra=2,source.openai_moderation_train=2,source.davidson_hate_offensive=0.5,source.harmfulqa=0.5,source.aart=0.5,source.catqa=0.5
 PREVIOUS=${PREVIOUS:-models/guardsite-guard-270m}
 # EVAL_BASE=0 skips evaluating the untrained base (its reports then come from an earlier run, if any).
 EVAL_BASE=${EVAL_BASE:-1}
@@ -53,14 +53,30 @@ run() {
   "$@"
 }
 
+# A training stage whose adapter is already there (an interrupted run started again) is recorded, not rerun.
+train_stage() {
+  local out=$1; shift
+  if [ -f "$out/adapter/adapter_config.json" ] && [ -f "$out/train_metrics.json" ]; then
+    echo "$*" | sed "s#^$PY #python #" >> "$OUT/commands.txt"
+    echo "kept $out (already trained)"
+    return
+  fi
+  run "$@"
+}
+
 if [ "$PROFILE" = cpu ]; then
-  # Sized for about 70 minutes of training on 2 cores: LoRA on the top 8 layers, batch 4, two stages of 100 steps.
-  STEPS_SFT=${STEPS_SFT:-100}; EXAMPLES=${EXAMPLES:-1200}; BATCH=${BATCH:-4}; LAYERS=${LAYERS:-8}; LR=${LR:-2e-4}
+  # Sized for about 75 minutes of training on 2 idle cores (about 7 s per step): LoRA on the top 8 layers,
+  # batch 4, a stage of 400 steps and a second of 200 from it on a new draw (2,400 sequences seen).
+  STEPS_SFT=${STEPS_SFT:-400}; STEPS_SFT2=${STEPS_SFT2:-200}; EXAMPLES=${EXAMPLES:-1600}; BATCH=${BATCH:-4}
+  LAYERS=${LAYERS:-8}; LR=${LR:-2e-4}
+  # With ~2,400 sequences the 8% + 4% policy-following share of the default mix is ~300 examples: 12% + 6% here.
+  MIX=${MIX:-$DEFAULT_MIX,policy_following=0.12,policy_flip=0.06}
   TEXT_TOKENS=160
   # Evaluation samples (records per file; ToxicChat, OpenAI Moderation), base model on the smaller one.
   FAST_LIMITS="--limit 20 --limit-for toxicchat_train=120 --limit-for openai_moderation_train=80"
   CALIBRATION_LIMITS="--limit 30 --limit-for toxicchat_train=160 --limit-for openai_moderation_train=120"
-  REASON_LIMITS="--limit 8 --limit-for toxicchat_train=32 --limit-for openai_moderation_train=32"
+  # Reason mode's labels are fast mode's by construction (label-first answer), so policy following is scored once.
+  REASON_LIMITS="--limit 8 --limit-for toxicchat_train=32 --limit-for openai_moderation_train=32 --no-policy-following"
   BASE_LIMITS=$REASON_LIMITS
   export GUARD_DEVICE=cpu
 else
@@ -75,32 +91,33 @@ else
   CALIBRATION_LIMITS="--limit 300 --limit-for toxicchat_train=all --limit-for openai_moderation_train=all"
   export GUARD_DEVICE=${GUARD_DEVICE:-auto}
 fi
+MIX=${MIX:-$DEFAULT_MIX}
 if [ "$SMOKE" = 1 ]; then
   FAST_LIMITS="--limit 2 --policy-following-pairs 4"; REASON_LIMITS="--limit 1 --policy-following-pairs 2"
   BASE_LIMITS=$REASON_LIMITS; CALIBRATION_LIMITS="--limit 4"
 fi
 
 run $PY scripts/build_guard_data.py --out "$DATA_DIR"
-run $PY manage.py train --recipe sft --data "$DATA_DIR/train" --base "$BASE" --out "$OUT/sft" \
+train_stage "$OUT/sft" $PY manage.py train --recipe sft --data "$DATA_DIR/train" --base "$BASE" --out "$OUT/sft" \
   --max-steps "$STEPS_SFT" --max-examples "$EXAMPLES" --holdout-percent 0 --batch-size "$BATCH" \
   --lora-rank 16 --lora-layers "$LAYERS" --max-text-tokens "$TEXT_TOKENS" --save-steps 250 --learning-rate "$LR" \
   --mix "$MIX" --licences "$LICENCES"
 FINAL="$OUT/sft"
 RUNS=("$FINAL")
 if [ "$PROFILE" = cpu ]; then
-  # A second SFT stage from the first, on a new balanced draw (seed 1): 2 x 400 examples seen.
-  run $PY manage.py train --recipe sft --data "$DATA_DIR/train" --base "$BASE" --init "$FINAL/adapter" --out "$OUT/sft2" \
-    --max-steps "$STEPS_SFT" --max-examples "$EXAMPLES" --holdout-percent 0 --batch-size "$BATCH" \
+  # A second SFT stage from the first, on a new balanced draw (seed 1).
+  train_stage "$OUT/sft2" $PY manage.py train --recipe sft --data "$DATA_DIR/train" --base "$BASE" --init "$FINAL/adapter" --out "$OUT/sft2" \
+    --max-steps "${STEPS_SFT2:-$STEPS_SFT}" --max-examples "$EXAMPLES" --holdout-percent 0 --batch-size "$BATCH" \
     --max-text-tokens "$TEXT_TOKENS" --save-steps 25 --learning-rate "$LR" --seed 1 --mix "$MIX" --licences "$LICENCES"
   FINAL="$OUT/sft2"; RUNS+=("$FINAL")
 else
-  run $PY manage.py train --recipe grpo --data "$DATA_DIR/train" --base "$BASE" --init "$FINAL/adapter" --out "$OUT/grpo" \
+  train_stage "$OUT/grpo" $PY manage.py train --recipe grpo --data "$DATA_DIR/train" --base "$BASE" --init "$FINAL/adapter" --out "$OUT/grpo" \
     --max-steps "$STEPS_GRPO" --max-examples "$EXAMPLES" --holdout-percent 0 --batch-size "$BATCH" \
     --num-generations "${GENERATIONS:-8}" --max-completion-length "${COMPLETION_TOKENS:-96}" \
     --max-text-tokens "$TEXT_TOKENS" --save-steps 50 --seed 2 --mix "$MIX" --licences "$LICENCES"
   FINAL="$OUT/grpo"; RUNS+=("$FINAL")
   if [ "${DPO:-0}" = "1" ]; then
-    run $PY manage.py train --recipe dpo --data "$DATA_DIR/train" --base "$BASE" --init "$FINAL/adapter" --out "$OUT/dpo" \
+    train_stage "$OUT/dpo" $PY manage.py train --recipe dpo --data "$DATA_DIR/train" --base "$BASE" --init "$FINAL/adapter" --out "$OUT/dpo" \
       --max-steps 100 --holdout-percent 0 --dpo-prompts 512 --dpo-samples 4 --mix "$MIX" --licences "$LICENCES"
     FINAL="$OUT/dpo"; RUNS+=("$FINAL")
   fi
@@ -118,8 +135,10 @@ DATA=("${FILES[@]/#/$HELDOUT/}"); DATA=("${DATA[@]/%/.jsonl}")
 # Calibration data: the same files' TRAINING split, less every record any stage trained on.
 CALIBRATION=("${FILES[@]/#/$DATA_DIR/train/}"); CALIBRATION=("${CALIBRATION[@]/%/.jsonl}")
 EXCLUDE=(); for ids in "$OUT"/*/training_ids.txt; do EXCLUDE+=(--exclude-ids "$ids"); done
-# shellcheck disable=SC2086 # the *_LIMITS are lists of options
-run $PY manage.py evaluate --model "$FINAL/adapter" --mode fast --data "${DATA[@]}" $FAST_LIMITS --batch-size 16 --uncalibrated --out "$OUT/reports/uncalibrated-fast.json"
+if [ "${EVAL_UNCALIBRATED:-1}" = 1 ]; then
+  # shellcheck disable=SC2086 # the *_LIMITS are lists of options
+  run $PY manage.py evaluate --model "$FINAL/adapter" --mode fast --data "${DATA[@]}" $FAST_LIMITS --batch-size 16 --uncalibrated --out "$OUT/reports/uncalibrated-fast.json"
+fi
 # shellcheck disable=SC2086
 run $PY manage.py calibrate --model "$FINAL/adapter" --data "${CALIBRATION[@]}" "${EXCLUDE[@]}" $CALIBRATION_LIMITS
 # shellcheck disable=SC2086
