@@ -437,6 +437,19 @@ def tokenize_sft(rows: Sequence[dict[str, Any]], tokenizer: Any, max_length: int
     return out, dropped
 
 
+def real_token_share(lengths: Sequence[int], batch_size: int, seed: int = 0) -> float:
+    """The share of a random batch's tokens that are not padding (batches padded to their longest row).
+
+    What random batching costs: the rest of every step's compute is spent on pads.
+    """
+    if not lengths:
+        return 1.0
+    order = list(lengths)
+    random.Random(seed).shuffle(order)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return round(sum(map(sum, batches)) / sum(max(b) * len(b) for b in batches), 4)
+
+
 def _fits(rows: Sequence[dict[str, Any]], tokenizer: Any, limit: int) -> tuple[list[dict[str, Any]], int]:
     kept = [row for row in rows if len(tokenizer(row["prompt"])["input_ids"]) <= limit]
     return kept, len(rows) - len(kept)
@@ -518,7 +531,9 @@ def _train_sft(settings: TrainSettings, model: Any, tokenizer: Any, rows: list[d
     tokenized, dropped = tokenize_sft(rows, tokenizer, settings.max_length)
     if not tokenized:
         raise TrainingError(f"every example is longer than max_length={settings.max_length} tokens")
-    log(f"sft: {len(tokenized)} sequences ({dropped} longer than {settings.max_length} tokens dropped)")
+    share = real_token_share([len(row["input_ids"]) for row in tokenized], settings.batch_size, settings.seed)
+    log(f"sft: {len(tokenized)} sequences ({dropped} longer than {settings.max_length} tokens dropped); "
+        f"random batches of {settings.batch_size} are {100 * share:.0f}% real tokens, the rest padding")
     # Random batches, not grouped by length: in this data length predicts the label
     # (short AdvBench-style requests are unsafe, long chat logs mostly safe), so
     # length-grouped batches are nearly single-label and the model learned the last
@@ -529,7 +544,7 @@ def _train_sft(settings: TrainSettings, model: Any, tokenizer: Any, rows: list[d
     trainer = lean_sft_trainer_class(SFTTrainer)(model=model, args=config, train_dataset=Dataset.from_list(tokenized),
                                                  processing_class=tokenizer, callbacks=callbacks)
     _quiet(trainer).train(resume_from_checkpoint=resume)
-    return trainer, {"sequences": len(tokenized), "dropped_too_long": dropped}
+    return trainer, {"sequences": len(tokenized), "dropped_too_long": dropped, "real_token_share": share}
 
 
 def _train_grpo(settings: TrainSettings, model: Any, tokenizer: Any, rows: list[dict[str, Any]], out: Path,

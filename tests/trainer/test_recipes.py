@@ -70,6 +70,12 @@ def test_a_right_padded_batch_gives_the_same_logits_with_layer_masks_as_with_its
     assert torch.allclose(masked[real], by_layer_type[real], atol=1e-5)
 
 
+def test_the_padding_of_random_batches_is_measured():
+    assert recipes.real_token_share([10, 10], batch_size=2) == 1.0
+    assert recipes.real_token_share([10, 5], batch_size=2) == 0.75
+    assert recipes.real_token_share([10, 5], batch_size=1) == 1.0
+
+
 def test_grpo_logs_every_reward_component(corpus, tiny_model, tmp_path):
     settings = fast_settings(recipe="grpo", data=[str(corpus / "mini.jsonl")], base=str(tiny_model),
                              out_dir=str(tmp_path / "grpo"), max_steps=2, learning_rate=1e-3, max_completion_length=16)
