@@ -38,16 +38,21 @@ def make_run(root: Path) -> Path:
     return run
 
 
-def test_the_card_gives_targets_data_licences_commands_and_the_loss_curve(tmp_path):
-    run = make_run(tmp_path)
-    out = tmp_path / "card"
+def write_card(root: Path, runs: Path | list[Path], *extra: str) -> Path:
+    """Run scripts/write_model_card.py on make_run's files (one run, or the stages in order); the card's directory."""
+    out = root / "card"
+    stages = [runs] if isinstance(runs, Path) else runs
     done = subprocess.run(
-        [sys.executable, "scripts/write_model_card.py", "--run", str(run), "--reports", str(tmp_path / "reports"),
-         "--commands", str(tmp_path / "commands.txt"), "--manifest", str(tmp_path / "MANIFEST.md"),
-         "--compute", "2 CPU cores", "--out", str(out)],
+        [sys.executable, "scripts/write_model_card.py", "--run", *map(str, stages), "--reports", str(root / "reports"),
+         "--commands", str(root / "commands.txt"), "--manifest", str(root / "MANIFEST.md"), "--out", str(out), *extra],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_the_card_gives_targets_data_licences_commands_and_the_loss_curve(tmp_path):
+    out = write_card(tmp_path, make_run(tmp_path), "--compute", "2 CPU cores")
     card = (out / "README.md").read_text()
     assert "| ToxicChat (prompt) | 72.4 | 0.0 (30) |" in card
     assert "| toxicchat_train.jsonl | CC-BY-NC-4.0 |" in card
@@ -66,14 +71,7 @@ def test_the_card_compares_with_the_previously_shipped_guard_target_by_target(tm
     reports = tmp_path / "reports"
     for mode in ("fast", "reason"):
         (reports / f"base-{mode}.json").rename(reports / f"previous-{mode}.json")
-    out = tmp_path / "card"
-    done = subprocess.run(
-        [sys.executable, "scripts/write_model_card.py", "--run", str(run), "--reports", str(reports),
-         "--commands", str(tmp_path / "commands.txt"), "--manifest", str(tmp_path / "MANIFEST.md"), "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    card = (out / "README.md").read_text()
+    card = (write_card(tmp_path, run) / "README.md").read_text()
     assert "| target | goal | previous fast | previous reason | **ours fast** | ours reason |" in card
     assert "| ToxicChat prompt F1 | ≥ 60 | 0.0 (30) | 0.0 (30) | 0.0 (30) | 0.0 (30) |" in card
     assert "| policy following: pair accuracy % | ≥ 85 |" in card
@@ -86,13 +84,7 @@ def test_a_calibrated_run_ships_its_calibration_and_the_card_shows_before_and_af
         {"temperature": 1.5, "thresholds": {"prompt": 0.1234}, "fitted": fitted, "records": 300, "excluded_ids": 6}))
     (run / "training_ids.txt").write_text("a\nb\n")
     shutil.copy(REPORT, tmp_path / "reports" / "uncalibrated-fast.json")
-    out = tmp_path / "card"
-    done = subprocess.run(
-        [sys.executable, "scripts/write_model_card.py", "--run", str(run), "--reports", str(tmp_path / "reports"),
-         "--commands", str(tmp_path / "commands.txt"), "--manifest", str(tmp_path / "MANIFEST.md"), "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
+    out = write_card(tmp_path, run)
     card = (out / "README.md").read_text()
     assert "## Calibration" in card and "| prompt | 300 | 90 | 20.0 | 0.1234 | 61.5 |" in card
     assert "| held-out task (fast) | F1 before | F1 after |" in card
@@ -110,13 +102,7 @@ def test_a_two_stage_run_records_both_stages_one_curve_and_every_trained_id(tmp_
     metrics["provenance"]["hyperparameters"]["seed"] = 1
     (second / "train_metrics.json").write_text(json.dumps(metrics))
     (second / "training_ids.txt").write_text("b\nc\n")
-    out = tmp_path / "card"
-    done = subprocess.run(
-        [sys.executable, "scripts/write_model_card.py", "--run", str(first), str(second), "--reports", str(tmp_path / "reports"),
-         "--commands", str(tmp_path / "commands.txt"), "--manifest", str(tmp_path / "MANIFEST.md"), "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
+    out = write_card(tmp_path, [first, second])
     training = json.loads((out / "training.json").read_text())
     assert [stage["stage"] for stage in training["stages"]] == [1, 2]
     assert [entry["step"] for entry in training["history"]] == list(range(1, 41))
