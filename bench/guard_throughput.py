@@ -24,9 +24,10 @@ would reach if it did nothing but that arithmetic at the rate of a large matrix 
 (measured first, same threads). Where items/s is close to the ceiling the batch is
 compute-bound and overhead is no longer what limits it.
 
-Kernel-like ops are the leaf ``aten::`` operations the torch profiler records
-(one per kernel launch on a GPU); "outside the forward" excludes those inside the
-model's decoder forward. Host syncs are the calls that read a tensor's values
+Ops are the leaf ``aten::`` operations the torch profiler records; kernels are
+those of them that launch a kernel on a GPU (views, allocations and conversions
+with nothing to do are left out: ``NO_KERNEL_OPS``); "outside the forward"
+excludes those inside the model's decoder forward. Host syncs are the calls that read a tensor's values
 into Python (``tolist``, ``item``, ``int()``/``float()``/``bool()``, ``cpu()``,
 ``numpy``): on a GPU each one waits for the device.
 """
@@ -119,27 +120,62 @@ def labelled_forward(backend) -> Iterator[None]:
             setattr(owner, name, original)
 
 
-def count_ops(backend, requests: list) -> tuple[int, int]:
-    """(leaf aten ops in total, of them inside the model forward) for one classify_batch call."""
+# Leaf ops that launch no kernel on a GPU: views and other metadata changes, allocations, and conversions
+# that found nothing to do (a leaf ``aten::to``/``contiguous`` did no copy; a real one has a copy_ child).
+NO_KERNEL_OPS = frozenset(f"aten::{name}" for name in (
+    "view", "_unsafe_view", "as_strided", "_reshape_alias", "reshape", "expand", "slice", "select", "unsqueeze",
+    "squeeze", "t", "transpose", "permute", "detach", "detach_", "alias", "resolve_conj", "resolve_neg", "lift_fresh",
+    "empty", "empty_strided", "unbind", "split", "chunk", "narrow", "real", "result_type", "to", "contiguous",
+    "_local_scalar_dense", "set_", "resize_", "lift_fresh_copy", "is_nonzero", "item",
+))
+
+
+@contextlib.contextmanager
+def counted_calls(owner: object, name: str) -> Iterator[list[int]]:
+    """Counts calls of ``owner.name`` while active (a one-element list, read after the block)."""
+    original = getattr(owner, name, None)
+    calls = [0]
+    if original is None:
+        yield calls
+        return
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    setattr(owner, name, counted)
+    try:
+        yield calls
+    finally:
+        delattr(owner, name)
+
+
+def count_ops(backend, requests: list) -> dict[str, int]:
+    """Leaf aten ops of one classify_batch call: all of them and those that launch a kernel,
+    each in total and inside the model forward."""
     from torch.profiler import ProfilerActivity, profile
 
     with labelled_forward(backend), profile(activities=[ProfilerActivity.CPU]) as prof:
         backend.classify_batch(requests)
-    events = prof.events()
-    total = inside = 0
-    for event in events:
+    counts = {"ops": 0, "ops_inside": 0, "kernels": 0, "kernels_inside": 0}
+    for event in prof.events():
         if not event.name.startswith("aten::"):
             continue
         if any(child.name.startswith("aten::") for child in event.cpu_children):
             continue
-        total += 1
+        inside = False
         parent = event.cpu_parent
         while parent is not None:
             if parent.name == "guard_forward":
-                inside += 1
+                inside = True
                 break
             parent = parent.cpu_parent
-    return total, inside
+        kernel = event.name not in NO_KERNEL_OPS
+        counts["ops"] += 1
+        counts["ops_inside"] += inside
+        counts["kernels"] += kernel
+        counts["kernels_inside"] += kernel and inside
+    return counts
 
 
 def _register_cpu_attention_flops() -> None:
@@ -272,7 +308,7 @@ def main() -> int:
         say(f"{mode:<6} batch {size:>4}: {count} items ...")
         synchronize()
         counter = SyncCounter()
-        with counter.active():
+        with counter.active(), counted_calls(backend, "_score") as scored:
             t0 = time.perf_counter()
             verdicts = backend.classify_batch(batch)
             synchronize()
@@ -280,10 +316,13 @@ def main() -> int:
         assert len(verdicts) == count
         batches = -(-count // size)
         ops = inside = flops = None
+        kernels: dict[str, float] = {}
         if not args.no_profile:
             sample = requests(min(size, count), mode, offset=1)
-            total_ops, inside_ops = count_ops(backend, sample)
-            ops, inside = total_ops / len(sample), inside_ops / len(sample)
+            counted = count_ops(backend, sample)
+            ops, inside = counted["ops"] / len(sample), counted["ops_inside"] / len(sample)
+            kernels = {"per_item": counted["kernels"] / len(sample),
+                       "outside_forward": (counted["kernels"] - counted["kernels_inside"]) / len(sample)}
             flops = count_flops(backend, sample) / len(sample)
         row = {
             "mode": mode,
@@ -292,8 +331,13 @@ def main() -> int:
             "seconds": seconds,
             "items_per_s": count / seconds,
             "host_syncs_per_batch": counter.count / batches,
+            # the backend splits a batch into length buckets (less padding); each is scored with its own sync
+            "buckets_per_batch": scored[0] / batches if scored[0] else None,
+            "host_syncs_per_bucket": counter.count / scored[0] if scored[0] else None,
             "ops_per_item": ops,
             "ops_per_item_outside_forward": None if ops is None else ops - inside,
+            "kernels_per_item": kernels.get("per_item"),
+            "kernels_per_item_outside_forward": kernels.get("outside_forward"),
             "gflop_per_item": None if flops is None else flops / 1e9,
             "ceiling_items_per_s": None if flops is None or not flops else peak / flops,
         }
@@ -309,16 +353,19 @@ def main() -> int:
     if peak:
         print(f"matrix multiply rate {peak / 1e9:.1f} GFLOP/s ({backend.dtype}): the ceiling column is that rate / GFLOP per item")
     print()
-    print(f"{'mode':<8}{'batch':>6}{'items':>7}{'seconds':>9}{'items/s':>10}{'syncs/batch':>13}{'ops/item':>10}"
-          f"{'outside fwd':>13}{'GFLOP/item':>12}{'ceiling/s':>11}")
+    print(f"{'mode':<8}{'batch':>6}{'items':>7}{'seconds':>9}{'items/s':>10}{'syncs/batch':>13}{'buckets':>9}{'ops/item':>10}"
+          f"{'outside fwd':>13}{'kernels/item':>14}{'outside fwd':>13}{'GFLOP/item':>12}{'ceiling/s':>11}")
     for row in rows:
         ops = "-" if row["ops_per_item"] is None else f"{row['ops_per_item']:.0f}"
         outside = "-" if row["ops_per_item_outside_forward"] is None else f"{row['ops_per_item_outside_forward']:.1f}"
+        kernels = "-" if row["kernels_per_item"] is None else f"{row['kernels_per_item']:.0f}"
+        buckets = "-" if row["buckets_per_batch"] is None else f"{row['buckets_per_batch']:.1f}"
+        kernels_outside = "-" if row["kernels_per_item"] is None else f"{row['kernels_per_item_outside_forward']:.1f}"
         gflop = "-" if row["gflop_per_item"] is None else f"{row['gflop_per_item']:.3f}"
         ceiling = "-" if row["ceiling_items_per_s"] is None else f"{row['ceiling_items_per_s']:.0f}"
         print(
             f"{row['mode']:<8}{row['batch']:>6}{row['items']:>7}{row['seconds']:>9.2f}{row['items_per_s']:>10.1f}"
-            f"{row['host_syncs_per_batch']:>13.1f}{ops:>10}{outside:>13}{gflop:>12}{ceiling:>11}"
+            f"{row['host_syncs_per_batch']:>13.1f}{buckets:>9}{ops:>10}{outside:>13}{kernels:>14}{kernels_outside:>13}{gflop:>12}{ceiling:>11}"
         )
     if args.json:
         Path(args.json).write_text(json.dumps({"model": label, "device": str(backend.device), "matmul_flops_per_s": peak,
