@@ -29,6 +29,9 @@ from guard.contract import (
 
 COMPOSED_WORD_LIMIT = EXPLANATION_WORD_BUDGET - 2
 QUOTE_WORDS = 9
+# A "word" can be a 400-character run ("cccc…", a URL, base64): a quote keeps at most this many characters of
+# one, or the guard learns to copy the whole run into its explanation.
+QUOTE_WORD_CHARS = 30
 _STOP = frozenset(
     "a an and are as at be by for from how i in is it its of on or that the this to was what with you your "
     "content any other not no do does can my me about into than when who why will would should".split()
@@ -45,9 +48,11 @@ def _clean(text: str) -> str:
 
 def _clip(text: str, limit: int) -> str:
     words = text.split()
-    if len(words) <= limit:
+    if len(words) <= limit and all(len(word) <= QUOTE_WORD_CHARS for word in words):
         return text
-    return " ".join(words[:limit]).rstrip(",;:.") + "…"
+    kept = [word if len(word) <= QUOTE_WORD_CHARS else word[:QUOTE_WORD_CHARS] + "…" for word in words[:limit]]
+    clipped = " ".join(kept)
+    return clipped.rstrip(",;:.") + "…" if len(words) > limit else clipped
 
 
 def clauses(text: str) -> list[str]:

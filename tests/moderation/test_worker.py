@@ -11,11 +11,14 @@ from moderation.models import Item, Verdict
 from tests.conftest import wait_for
 
 ITEM_COUNT = 24
+# Long enough that a micro-batch of 4 takes a visible moment on the 18-layer tiny model (a short one is scored in
+# milliseconds, and the kill landed between batches).
+FILLER = " Please consider every part of this question carefully before answering it." * 120
 
 
 def worker_env() -> dict[str, str]:
     return {
-        "GUARD_MODEL_DIR": str(tiny_model_dir()),
+        "GUARD_MODEL_DIR": str(tiny_model_dir(layers=18)),
         "MODERATION_MICRO_BATCH_SIZE": "4",
         "MODERATION_MICRO_BATCH_WAIT_MS": "0",
         "MODERATION_LEASE_SECONDS": "3",
@@ -31,7 +34,7 @@ def counts() -> dict[str, int]:
 @pytest.mark.worker
 def test_worker_killed_mid_batch_loses_nothing_and_produces_no_duplicate_verdicts(start_worker, api, house_policy):
     first = start_worker(queues="gpu-infer", extra_env=worker_env())
-    body = {"policy": "house", "mode": "fast", "items": [{"prompt": f"Question number {n}?"} for n in range(ITEM_COUNT)]}
+    body = {"policy": "house", "mode": "fast", "items": [{"prompt": f"Question number {n}?{FILLER}"} for n in range(ITEM_COUNT)]}
     ids = api.post("/api/v1/items", body).json()["ids"]
     assert len(ids) == ITEM_COUNT
 

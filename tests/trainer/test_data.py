@@ -43,6 +43,14 @@ def test_composed_explanation_names_the_code_and_quotes_the_triggering_words(cor
     assert "bake bread" in safe.explanation and "S1" not in safe.explanation
 
 
+def test_a_quote_of_one_long_run_of_characters_is_clipped_not_copied_whole():
+    from trainer.explanations import QUOTE_WORD_CHARS, trigger_quote
+
+    quote = trigger_quote("c" * 400)
+    assert quote == "c" * QUOTE_WORD_CHARS + "…"
+    assert trigger_quote("see " + "x" * 80 + " now") == "see " + "x" * QUOTE_WORD_CHARS + "… now"
+
+
 def test_records_without_a_usable_gold_label_are_skipped_and_counted(corpus):
     built = data.build_dataset([str(corpus / "chat.jsonl")], holdout_percent=0, max_examples=None)
     assert "c4" not in {e.id for e in built.examples}
