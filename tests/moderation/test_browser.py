@@ -22,14 +22,17 @@ def test_a_reviewer_reviews_three_items_with_the_keyboard_only(signed_in_page, f
     page.keyboard.press("a")  # agree, submit and next
 
     expect(panel).to_have_attribute("data-task-id", str(second.pk))
+    expect(panel).to_be_focused()  # the swap has settled: the shortcuts are wired to the new item
     page.keyboard.press("1")  # add category S1: an override
     expect(page.locator("#outcome-label")).to_have_text("override")
     page.keyboard.press("n")  # write a note
+    expect(page.locator("#note")).to_be_focused()
     page.keyboard.type("also violent")
     page.keyboard.press("Escape")
     page.keyboard.press("Enter")  # submit and next
 
     expect(panel).to_have_attribute("data-task-id", str(third.pk))
+    expect(panel).to_be_focused()
     page.keyboard.press("p")  # the prompt is safe after all (clears the categories)
     page.keyboard.press("o")  # override, submit and next
 

@@ -144,6 +144,10 @@
     if (!p || !(event.target === p || event.target.contains?.(p) || p.contains(event.target))) return;
     init();
     const active = document.activeElement;
+    // A field of the new panel that has the focus was focused after the swap (the swap replaced the old ones):
+    // the reviewer is typing there (a note begun right after "n"), so the settle must not take the keys away.
+    const typing = active && document.contains(active) && p.contains(active) && active.matches?.("input, textarea, select");
+    if (typing) return;
     if (!active || active === document.body || !document.contains(active) || p.contains(active)) p.focus({ preventScroll: true });
   });
 
