@@ -102,6 +102,14 @@ TARGET_ROWS: list[tuple[str, str, Any]] = [
 ]
 
 
+def cell(value: Any, report: dict[str, Any]) -> str:
+    """One table cell read from a report, or – where the report lacks that figure."""
+    try:
+        return value(report)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return "–"
+
+
 def comparison_columns(reports: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """The reports the card compares, in order: the previous shipped guard, the base, this adapter."""
     names = [("previous-fast", "previous fast"), ("previous-reason", "previous reason"), ("base-fast", "base fast"),
@@ -333,13 +341,7 @@ def quality_rows(reports: dict[str, dict[str, Any]]) -> list[str]:
     lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
 
     def row(label: str, value: Any) -> str:
-        cells = []
-        for name in names:
-            try:
-                cells.append(value(reports[name]))
-            except (KeyError, TypeError):
-                cells.append("–")
-        return f"| {label} | " + " | ".join(cells) + " |"
+        return f"| {label} | " + " | ".join(cell(value, reports[name]) for name in names) + " |"
 
     lines.append(row("policy following: pairs right / code right (%)",
                      lambda r: f"{r['policy_following']['pair_accuracy']:.1f} / {r['policy_following']['code_accuracy']:.1f} "
@@ -438,13 +440,7 @@ def markdown_card(training: dict[str, Any], reports: dict[str, dict[str, Any]], 
         "|---|---|" + "---|" * len(columns),
     ]
     for label, goal, value in TARGET_ROWS:
-        cells = []
-        for _, report in columns:
-            try:
-                cells.append(value(report))
-            except (KeyError, TypeError, ValueError, ZeroDivisionError):
-                cells.append("–")
-        lines.append(f"| {label} | {goal} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | {goal} | " + " | ".join(cell(value, report) for _, report in columns) + " |")
     lines += ["", "Against GuardReasoner-1B (F1 (records); its published figures, ours on the closest held-out data):", "",
               "| benchmark | GuardReasoner-1B | " + " | ".join(label for label, _ in columns) + " | our data |",
               "|---|---|" + "---|" * (len(columns) + 1)]
