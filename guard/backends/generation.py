@@ -114,11 +114,8 @@ class GenerationMixin:
         newline = self.vocabulary.newline_mask(self.runner.lm_head.shape[0], device) if stop_at_newline else None
         banned = sorted({*self.stop_ids, self.newline_id}) if stop_at_newline else []
         for step in range(max_new_tokens):
-            logits = self.runner.logits(last)
-            if step == 0 and banned:
-                # An explanation has at least one token (the answer regex demands it).
-                logits[:, banned] = float("-inf")
-            token = torch.argmax(logits, dim=-1)
+            # An explanation has at least one token (the answer regex demands it).
+            token = self.runner.greedy(last, banned if step == 0 else None)
             is_stop = torch.isin(token, self._stop_tensor)
             alive = ~stopped[rows]
             write = alive & ~is_stop

@@ -306,3 +306,25 @@ def test_the_policy_head_is_computed_once_and_reused(tiny_backend, policy):
     again = tiny_backend.classify_batch([request, GuardRequest(policy, "hello", "hi")])[0]
     assert len(tiny_backend._prefix_kv) == 1
     assert close(first.probabilities, again.probabilities)
+
+
+def test_the_chunked_greedy_pick_equals_the_argmax_of_the_full_logits(tiny_backend):
+    runner = tiny_backend.runner
+    hidden = torch.randn(5, runner.lm_head.shape[1], generator=torch.Generator().manual_seed(0)).to(runner.lm_head.dtype)
+    full = runner.logits(hidden)
+    assert torch.equal(runner.greedy(hidden), torch.argmax(full, dim=-1))
+    banned = torch.argmax(full, dim=-1).tolist()
+    full[:, banned] = float("-inf")
+    assert torch.equal(runner.greedy(hidden, banned), torch.argmax(full, dim=-1))
+
+
+def test_a_tie_across_lm_head_chunks_goes_to_the_lowest_token_id(tiny_backend, monkeypatch):
+    from guard.backends import gemma_runner
+
+    runner = tiny_backend.runner
+    monkeypatch.setattr(gemma_runner, "GREEDY_CHUNK_CPU", 1000)
+    head = runner.lm_head.clone()
+    head[2500] = head[7100] = head.abs().max() * 50  # the same winning row in two chunks
+    monkeypatch.setattr(runner, "lm_head", head)
+    hidden = head[2500:2501].clone()
+    assert runner.greedy(hidden).tolist() == [2500]
