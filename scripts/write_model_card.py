@@ -220,7 +220,21 @@ def training_record(runs: list[Path], manifest: Path, commands: list[str], compu
     licences = parse_manifest(manifest)
     stages: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
-    for number, run in enumerate(runs, start=1):
+    earlier_commands: list[str] = []
+    for run in runs:
+        offset = max((entry["step"] for entry in history if "step" in entry), default=0)
+        if not (run / "train_metrics.json").is_file() and (run / "training.json").is_file():
+            # A packaged guard (a models/ directory) that the next stage continued: its stages, history and
+            # commands come first, so the card still lists everything the adapter saw.
+            packaged = read(run / "training.json")
+            before = len(stages)
+            stages += [{**stage, "stage": stage["stage"] + before} for stage in packaged.get("stages") or [
+                {"stage": 1, "summary": packaged["summary"], "provenance": packaged["provenance"]}]]
+            history += [{**entry, "step": entry["step"] + offset, "stage": entry.get("stage", 1) + before}
+                        if "step" in entry else entry for entry in packaged["history"]]
+            earlier_commands += [f"# {run.name}, the guard the next stage continued:", *packaged.get("commands", [])]
+            continue
+        number = len(stages) + 1
         metrics = read(run / "train_metrics.json")
         provenance = metrics["provenance"]
         # Licences as the data's MANIFEST states them (also fills runs made before the split carried one).
@@ -229,10 +243,11 @@ def training_record(runs: list[Path], manifest: Path, commands: list[str], compu
             entry.pop("path", None)
         provenance.pop("base_model_path", None)
         provenance.pop("held_out", None)
-        offset = max((entry["step"] for entry in history if "step" in entry), default=0)
         history += [{**entry, "step": entry["step"] + offset, "stage": number} if "step" in entry else entry
                     for entry in metrics["history"]]
         stages.append({"stage": number, "summary": metrics["summary"], "provenance": provenance})
+    if earlier_commands:
+        commands = [*earlier_commands, "# this run:", *commands]
     record: dict[str, Any] = {"summary": stages[-1]["summary"], "history": history, "provenance": stages[-1]["provenance"],
                               "commands": commands, "compute": compute}
     if len(stages) > 1:

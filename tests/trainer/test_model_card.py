@@ -109,3 +109,28 @@ def test_a_two_stage_run_records_both_stages_one_curve_and_every_trained_id(tmp_
     assert (out / "training_ids.txt").read_text().split() == ["a", "b", "c"]
     card = (out / "README.md").read_text()
     assert "Stage 2 (continuing stage 1)" in card and "160 examples" in card
+
+
+def test_a_stage_that_continued_a_packaged_guard_keeps_its_stages_commands_and_trained_ids(tmp_path):
+    first = make_run(tmp_path)
+    (first / "training_ids.txt").write_text("a\nb\n")
+    second = tmp_path / "run2"
+    shutil.copytree(first, second)
+    packaged = write_card(tmp_path, [first, second])  # the guard as shipped: two stages, no train_metrics.json
+    third = tmp_path / "run3"
+    shutil.copytree(first, third)
+    metrics = json.loads((third / "train_metrics.json").read_text())
+    metrics["provenance"]["init_adapter"] = str(packaged)
+    (third / "train_metrics.json").write_text(json.dumps(metrics))
+    (third / "training_ids.txt").write_text("d\n")
+    shipped = tmp_path / "shipped"
+    shutil.move(packaged, shipped)
+    out = write_card(tmp_path, [shipped, third])
+    training = json.loads((out / "training.json").read_text())
+    assert [stage["stage"] for stage in training["stages"]] == [1, 2, 3]
+    assert [entry["step"] for entry in training["history"]] == list(range(1, 61))
+    assert (out / "training_ids.txt").read_text().split() == ["a", "b", "d"]
+    assert training["commands"][0] == "# shipped, the guard the next stage continued:"
+    assert "# this run:" in training["commands"]
+    card = (out / "README.md").read_text()
+    assert "Stage 3 (continuing stage 2)" in card and "240 examples" in card
