@@ -68,6 +68,9 @@ class TrainSettings:
     base: str = "embedded"
     init_adapter: str = ""
     max_steps: int = 100
+    # Stop the training loop after this many minutes (0: no limit); the adapter is saved as after max_steps.
+    # A device session has a fixed budget: a run that stops on time beats one killed mid-step.
+    max_minutes: float = 0.0
     lora_rank: int = 8
     # LoRA on the top N decoder layers only (0 = all). Autograd then stops at
     # the lowest adapted layer, which is what makes CPU training affordable.
@@ -108,6 +111,8 @@ class TrainSettings:
             raise TrainingError(f"unknown recipe {self.recipe!r}; expected one of {', '.join(RECIPES)}")
         if self.max_steps < 1:
             raise TrainingError("max_steps must be at least 1")
+        if self.max_minutes < 0:
+            raise TrainingError("max_minutes must be 0 (no limit) or a positive number of minutes")
         if not self.full and self.lora_rank < 1:
             raise TrainingError("lora_rank must be at least 1 (or use full fine-tuning)")
         if self.lora_layers < 0:
@@ -229,6 +234,27 @@ def make_progress_callback(on_entry: Callable[[dict[str, Any]], None], should_st
                 self.stopped = True
 
     return ProgressCallback()
+
+
+def make_time_budget_callback(minutes: float) -> Any:
+    """A TrainerCallback that ends training once the training loop has run ``minutes``
+    (``callback.reached`` says whether it did). The step in progress finishes first."""
+    base = _trainer_callback_base()
+
+    class TimeBudgetCallback(base):  # type: ignore[misc, valid-type]
+        reached = False
+        _started: float | None = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self._started = time.monotonic()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if (self._started is not None and state.global_step < state.max_steps
+                    and time.monotonic() - self._started >= minutes * 60):
+                control.should_training_stop = True
+                self.reached = True
+
+    return TimeBudgetCallback()
 
 
 # --------------------------------------------------------------------------- model loading
@@ -800,7 +826,8 @@ def run(
         log(format_entry(entry))
 
     collector = make_progress_callback(collect)
-    all_callbacks = [collector, *callbacks]
+    budget = make_time_budget_callback(settings.max_minutes) if settings.max_minutes else None
+    all_callbacks = [collector, *([budget] if budget is not None else []), *callbacks]
     started = time.monotonic()
     trainer, recipe_summary = RECIPE_FUNCTIONS[settings.recipe](
         settings, model, tokenizer, rows, out, all_callbacks, resume_from_checkpoint, log
@@ -836,6 +863,7 @@ def run(
         "model_bytes": size,
         "device": info,
         "recipe": recipe_summary,
+        "stopped_at_time_budget": bool(budget is not None and budget.reached),
     }
     if info["cuda"]:
         summary["max_gpu_memory_bytes"] = int(torch.cuda.max_memory_allocated())
@@ -854,7 +882,8 @@ def run(
     (out / METRICS_FILE).write_text(json.dumps({"summary": summary, "history": history, "provenance": provenance},
                                                indent=1, default=str), encoding="utf-8")
     log(f"{settings.recipe}: {steps} steps in {seconds:.1f}s ({summary['steps_per_second']} steps/s); "
-        f"saved {model_dir} ({size / 1e6:.1f} MB){' - stopped early' if cancelled else ''}")
+        f"saved {model_dir} ({size / 1e6:.1f} MB)"
+        f"{' - stopped at the time budget' if summary['stopped_at_time_budget'] else ' - stopped early' if cancelled else ''}")
     return TrainOutcome(out_dir=out, model_dir=model_dir, steps=steps, cancelled=cancelled, checkpoint=checkpoint,
                         history=history, summary=summary, provenance=provenance, held_out_files=held_out)
 
@@ -868,6 +897,7 @@ __all__ = [
     "gold_for_row",
     "latest_checkpoint",
     "make_progress_callback",
+    "make_time_budget_callback",
     "metrics_entry",
     "run",
     "sample_answers",

@@ -202,3 +202,19 @@ def test_a_resumed_run_keeps_the_curve_from_before_its_checkpoint(corpus, tiny_m
     saved = json.loads((outcome.out_dir / recipes.METRICS_FILE).read_text())
     assert [entry["step"] for entry in saved["history"]] == [1, 2, 3]
     assert outcome.summary["steps_per_second"] > 0
+
+
+def test_a_time_budget_ends_training_early_and_still_saves_the_adapter(corpus, tiny_model, tmp_path):
+    settings = fast_settings(recipe="sft", data=[str(corpus / "mini.jsonl")], base=str(tiny_model),
+                             out_dir=str(tmp_path / "sft"), max_steps=10_000, max_minutes=0.0001, max_examples=4)
+    outcome = recipes.run(settings, log=lambda _: None)
+    assert outcome.steps == 1  # the budget (6 ms) is over after the first step
+    assert outcome.summary["stopped_at_time_budget"] is True
+    assert (outcome.model_dir / "adapter_config.json").exists()
+    saved = json.loads((outcome.out_dir / recipes.METRICS_FILE).read_text())
+    assert saved["provenance"]["hyperparameters"]["max_minutes"] == 0.0001
+
+
+def test_a_negative_time_budget_is_refused():
+    with pytest.raises(recipes.TrainingError, match="max_minutes"):
+        recipes.TrainSettings(recipe="sft", data=["x"], out_dir="y", max_minutes=-1)

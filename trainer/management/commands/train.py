@@ -28,6 +28,8 @@ class Command(BaseCommand):
         parser.add_argument("--init", default="", metavar="ADAPTER_DIR", help="continue training this LoRA adapter")
         parser.add_argument("--out", required=True, metavar="DIR")
         parser.add_argument("--max-steps", type=int, default=100)
+        parser.add_argument("--max-minutes", type=float, default=0.0,
+                            help="stop the training loop after this many minutes and save the adapter (0: no limit)")
         parser.add_argument("--lora-rank", type=int, default=8)
         parser.add_argument("--lora-layers", type=int, default=0, metavar="N",
                             help="adapt only the top N decoder layers (0 = all; fewer is much faster on a CPU)")
@@ -69,7 +71,7 @@ class Command(BaseCommand):
         try:
             settings = TrainSettings(
                 recipe=options["recipe"], data=options["data"], out_dir=options["out"], base=options["base"],
-                init_adapter=options["init"], max_steps=options["max_steps"], lora_rank=options["lora_rank"],
+                init_adapter=options["init"], max_steps=options["max_steps"], max_minutes=options["max_minutes"], lora_rank=options["lora_rank"],
                 lora_layers=options["lora_layers"],
                 full=options["full"], learning_rate=options["learning_rate"], batch_size=options["batch_size"],
                 grad_accum=options["grad_accum"], policy=options["policy"], max_examples=options["max_examples"],
