@@ -23,6 +23,11 @@
 # 6. package the adapter, the model card, the training record and the reports (scripts/write_model_card.py)
 #
 # Every command run is also written to $OUT/commands.txt, which the model card quotes.
+#
+# Time budgets (a device session has ~9 minutes for training and evaluation): SFT_MINUTES / GRPO_MINUTES stop a
+# stage at that wall-clock budget (manage.py train --max-minutes), whatever its step count; STOP_AFTER_TRAINING=1
+# ends the script after the training stages, and a second run on the same $OUT keeps them and goes on
+# (scripts/gpu_session.sh splits a device session that way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -86,12 +91,15 @@ else
   TEXT_TOKENS=256
   STEPS_GRPO=${STEPS_GRPO:-100}
   FAST_LIMITS="--limit 200 --limit-for toxicchat_train=all --limit-for openai_moderation_train=all"
-  REASON_LIMITS="--limit 60"
+  # Reason mode gives the labels of fast mode (label-first answer): its sample is for the explanations.
+  REASON_LIMITS="--limit 24 --no-policy-following"
   BASE_LIMITS="--limit 100"
   CALIBRATION_LIMITS="--limit 300 --limit-for toxicchat_train=all --limit-for openai_moderation_train=all"
   export GUARD_DEVICE=${GUARD_DEVICE:-auto}
 fi
 MIX=${MIX:-$DEFAULT_MIX}
+# Verdicts per evaluation batch: 16 on a CPU; on a GPU a batch of 64 is several times faster per verdict.
+EVAL_BATCH=${EVAL_BATCH:-16}; [ "$PROFILE" = gpu ] && [ "$SMOKE" != 1 ] && EVAL_BATCH=${EVAL_BATCH_GPU:-64}
 if [ "$SMOKE" = 1 ]; then
   FAST_LIMITS="--limit 2 --policy-following-pairs 4"; REASON_LIMITS="--limit 1 --policy-following-pairs 2"
   BASE_LIMITS=$REASON_LIMITS; CALIBRATION_LIMITS="--limit 4"
@@ -101,7 +109,7 @@ run $PY scripts/build_guard_data.py --out "$DATA_DIR"
 train_stage "$OUT/sft" $PY manage.py train --recipe sft --data "$DATA_DIR/train" --base "$BASE" --out "$OUT/sft" \
   --max-steps "$STEPS_SFT" --max-examples "$EXAMPLES" --holdout-percent 0 --batch-size "$BATCH" \
   --lora-rank 16 --lora-layers "$LAYERS" --max-text-tokens "$TEXT_TOKENS" --save-steps 250 --learning-rate "$LR" \
-  --mix "$MIX" --licences "$LICENCES"
+  --mix "$MIX" --licences "$LICENCES" --max-minutes "${SFT_MINUTES:-0}"
 FINAL="$OUT/sft"
 RUNS=("$FINAL")
 if [ "$PROFILE" = cpu ]; then
@@ -114,13 +122,19 @@ else
   train_stage "$OUT/grpo" $PY manage.py train --recipe grpo --data "$DATA_DIR/train" --base "$BASE" --init "$FINAL/adapter" --out "$OUT/grpo" \
     --max-steps "$STEPS_GRPO" --max-examples "$EXAMPLES" --holdout-percent 0 --batch-size "$BATCH" \
     --num-generations "${GENERATIONS:-8}" --max-completion-length "${COMPLETION_TOKENS:-96}" \
-    --max-text-tokens "$TEXT_TOKENS" --save-steps 50 --seed 2 --mix "$MIX" --licences "$LICENCES"
+    --max-text-tokens "$TEXT_TOKENS" --save-steps 50 --seed 2 --mix "$MIX" --licences "$LICENCES" \
+    --max-minutes "${GRPO_MINUTES:-0}"
   FINAL="$OUT/grpo"; RUNS+=("$FINAL")
   if [ "${DPO:-0}" = "1" ]; then
     train_stage "$OUT/dpo" $PY manage.py train --recipe dpo --data "$DATA_DIR/train" --base "$BASE" --init "$FINAL/adapter" --out "$OUT/dpo" \
       --max-steps 100 --holdout-percent 0 --dpo-prompts 512 --dpo-samples 4 --mix "$MIX" --licences "$LICENCES"
     FINAL="$OUT/dpo"; RUNS+=("$FINAL")
   fi
+fi
+
+if [ "${STOP_AFTER_TRAINING:-0}" = 1 ]; then
+  echo "trained: ${RUNS[*]} (STOP_AFTER_TRAINING=1; run again with the same OUT to calibrate, evaluate and package)"
+  exit 0
 fi
 
 # The held-out files with labels the targets compare against (aart/catqa are left out: their 66-70
@@ -140,20 +154,20 @@ if [ "${EVAL_UNCALIBRATED:-1}" = 1 ]; then
   run $PY manage.py evaluate --model "$FINAL/adapter" --mode fast --data "${DATA[@]}" $FAST_LIMITS --batch-size 16 --uncalibrated --out "$OUT/reports/uncalibrated-fast.json"
 fi
 # shellcheck disable=SC2086
-run $PY manage.py calibrate --model "$FINAL/adapter" --data "${CALIBRATION[@]}" "${EXCLUDE[@]}" $CALIBRATION_LIMITS
+run $PY manage.py calibrate --model "$FINAL/adapter" --data "${CALIBRATION[@]}" "${EXCLUDE[@]}" $CALIBRATION_LIMITS --batch-size "$EVAL_BATCH"
 # shellcheck disable=SC2086
-run $PY manage.py evaluate --model "$FINAL/adapter" --mode fast --data "${DATA[@]}" $FAST_LIMITS --batch-size 16 --out "$OUT/reports/adapter-fast.json"
-run $PY manage.py evaluate --model "$FINAL/adapter" --mode reason --data "${DATA[@]}" $REASON_LIMITS --batch-size 16 --out "$OUT/reports/adapter-reason.json"
+run $PY manage.py evaluate --model "$FINAL/adapter" --mode fast --data "${DATA[@]}" $FAST_LIMITS --batch-size "$EVAL_BATCH" --out "$OUT/reports/adapter-fast.json"
+run $PY manage.py evaluate --model "$FINAL/adapter" --mode reason --data "${DATA[@]}" $REASON_LIMITS --batch-size "$EVAL_BATCH" --out "$OUT/reports/adapter-reason.json"
 for MODE in fast reason; do
   if [ "$EVAL_BASE" = 1 ]; then
     # shellcheck disable=SC2086
-    run $PY manage.py evaluate --model "$BASE" --mode $MODE --data "${DATA[@]}" $BASE_LIMITS --batch-size 16 --out "$OUT/reports/base-$MODE.json"
+    run $PY manage.py evaluate --model "$BASE" --mode $MODE --data "${DATA[@]}" $BASE_LIMITS --batch-size "$EVAL_BATCH" --out "$OUT/reports/base-$MODE.json"
   fi
   # The guard shipped before this run, on the same held-out records (the comparison the card shows).
   if [ -n "$PREVIOUS" ] && [ -f "$PREVIOUS/adapter_config.json" ]; then
     LIMITS=$FAST_LIMITS; [ "$MODE" = reason ] && LIMITS=$REASON_LIMITS
     # shellcheck disable=SC2086
-    run $PY manage.py evaluate --model "$PREVIOUS" --mode $MODE --data "${DATA[@]}" $LIMITS --batch-size 16 --out "$OUT/reports/previous-$MODE.json"
+    run $PY manage.py evaluate --model "$PREVIOUS" --mode $MODE --data "${DATA[@]}" $LIMITS --batch-size "$EVAL_BATCH" --out "$OUT/reports/previous-$MODE.json"
   fi
 done
 
