@@ -65,6 +65,7 @@ n=$(ls -d .stage/part* | wc -l)
 echo "staged: $(du -sh .stage | cut -f1) in .stage/ ($n model folders part1..part$n, and main); the tree that travels with each call: $(git ls-files -z | du -ch --files0-from=- 2>/dev/null | tail -1 | cut -f1)"
 echo "Device calls, back to back (each answers in seconds once the machine is up; the first one starts it):"
 for d in .stage/part*; do echo "  run  carry=[\"$d\"]  command: mkdir -p /tmp/gs && cp $d/model.tar.* /tmp/gs/ && ls /tmp/gs | wc -l"; done
-echo "  run  carry=[\".stage/main\"]  command: source .stage/main/setup.sh && <your commands; write results under \$OUT>"
+echo "  run  carry=[\".stage/main\"]  command: source .stage/main/setup.sh && bash scripts/gpu_session.sh train"
+echo "  run  carry=[\".stage/main\"]  command: source .stage/main/setup.sh && bash scripts/gpu_session.sh finish"
 echo "Later calls on the same warm machine need only: source .stage/main/setup.sh && ... (with carry [\".stage/main\"])."
 echo "Bring back what matters via \$OUT (at most 8 files, 16 MiB each): an adapter is ~7-15 MB, reports are small."
