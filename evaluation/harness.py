@@ -52,7 +52,7 @@ from evaluation.metrics import (
     categories_by_file,
     category_scores,
     explanation_stats,
-    first_code_share,
+    fixed_code_share,
     mean,
     percentile,
     task_scores,
@@ -522,11 +522,11 @@ def build_report(
         "report_version": REPORT_VERSION,
     }
     if policies is not None:
-        report["first_code"] = first_code_share(
-            [policy.codes[0] if policy.codes else None for policy in policies],
-            [v.categories if v.parse_error is None and v.is_unsafe else None for v in verdicts],
-            [gold for _, gold in gold_categories],
-        )
+        predicted = [v.categories if v.parse_error is None and v.is_unsafe else None for v in verdicts]
+        golds = [gold for _, gold in gold_categories]
+        for key, position in (("first_code", 0), ("last_code", -1)):
+            report[key] = fixed_code_share([policy.codes[position] if policy.codes else None for policy in policies],
+                                           predicted, golds)
     report.update(extra or {})
     return report
 
@@ -557,10 +557,10 @@ def format_summary(report: dict[str, Any]) -> str:
     for name, scores in sorted((report.get("categories_by_file") or {}).items()):
         if scores["n"]:
             lines.append(f"  {name[:40]:40} categories micro {scores['micro_f1']:.2f} macro {scores['macro_f1']:.2f} (n {scores['n']})")
-    first = report.get("first_code")
-    if first:
-        lines.append(f"first code: {first['share']:.1f}% of {first['with_codes']} unsafe verdicts with codes name the policy's "
-                     f"first code (gold: {first['gold_share']:.1f}% of {first['gold_records']})")
+    for key, which in (("first_code", "first"), ("last_code", "last")):
+        if fixed := report.get(key):
+            lines.append(f"{which} code: {fixed['share']:.1f}% of {fixed['with_codes']} unsafe verdicts with codes name the "
+                         f"policy's {which} code (gold: {fixed['gold_share']:.1f}% of {fixed['gold_records']})")
     explained = report.get("explanations")
     if explained and explained["with_explanation"]:
         lines.append(f"explanations of flagged items: {explained['distinct_share']:.1f}% distinct "

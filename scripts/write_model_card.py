@@ -361,8 +361,9 @@ def quality_rows(reports: dict[str, dict[str, Any]]) -> list[str]:
     lines.append(row("policy following: pairs right / code right (%)",
                      lambda r: f"{r['policy_following']['pair_accuracy']:.1f} / {r['policy_following']['code_accuracy']:.1f} "
                                f"({r['policy_following']['n']})"))
-    lines.append(row("unsafe verdicts naming the policy's first code (gold) %",
-                     lambda r: f"{r['first_code']['share']:.1f} ({r['first_code']['gold_share']:.1f})"))
+    for key, which in (("first_code", "first"), ("last_code", "last")):
+        lines.append(row(f"unsafe verdicts naming the policy's {which} code (gold) %",
+                         lambda r, key=key: f"{r[key]['share']:.1f} ({r[key]['gold_share']:.1f})"))
     lines.append(row("distinct explanations of flagged items %",
                      lambda r: f"{r['explanations']['distinct_share']:.1f} ({r['explanations']['with_explanation']})"))
     lines.append(row("words per flagged explanation", lambda r: f"{r['explanations']['mean_words']:.1f}"))

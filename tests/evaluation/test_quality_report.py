@@ -10,7 +10,7 @@ from django.core.management import call_command
 
 from evaluation import policy_following
 from evaluation.harness import EvalRecord, LoadedFile, build_report, evaluate
-from evaluation.metrics import explanation_stats, first_code_share
+from evaluation.metrics import explanation_stats, fixed_code_share
 from guard.contract import CategorySpec, PolicySpec, Verdict
 
 
@@ -35,7 +35,16 @@ def test_a_model_that_answers_the_first_code_of_every_policy_shows_it_beside_gol
     verdicts = [Verdict("unsafe", categories=["S1"], explanation=f"e{i}") for i in range(4)]
     first = _report(verdicts, golds, ["a.jsonl"] * 4)["first_code"]
     assert first["share"] == 100.0 and first["gold_share"] == 25.0 and first["with_codes"] == 4
-    assert first_code_share(["S1", "S1"], [None, ["S2"]], [[], []])["share"] == 0.0
+    assert fixed_code_share(["S1", "S1"], [None, ["S2"]], [[], []])["share"] == 0.0
+
+
+def test_a_model_that_answers_the_last_code_of_every_policy_shows_it_too():
+    golds = [["S2"], ["S3"], ["S1"], ["S2"]]
+    last = POLICY.codes[-1]
+    verdicts = [Verdict("unsafe", categories=[last], explanation=f"e{i}") for i in range(4)]
+    report = _report(verdicts, golds, ["a.jsonl"] * 4)
+    assert report["last_code"]["share"] == 100.0 and report["last_code"]["gold_share"] == 25.0
+    assert report["first_code"]["share"] == 0.0
 
 
 def test_category_f1_is_reported_per_file():
