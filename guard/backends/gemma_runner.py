@@ -205,9 +205,9 @@ class GemmaRunner:
     # ------------------------------------------------------------------ pieces
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        # Gemma: normalise and scale in float32, then cast (transformers' Gemma3RMSNorm).
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps) * weight).to(x.dtype)
+        # Gemma: normalise and scale in float32, then cast (transformers' Gemma3RMSNorm). One op
+        # instead of six (a decode step runs 109 norms); bit-identical to the written-out formula.
+        return F.rms_norm(x.float(), (x.shape[-1],), weight, self.eps).to(x.dtype)
 
     def _rope(self, positions: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """cos/sin per layer type for ``positions`` (B, T) -> each (B, T, 1, head_dim)."""
