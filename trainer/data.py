@@ -51,8 +51,6 @@ from typing import Any
 from guard.contract import (
     EXPLANATION_WORD_BUDGET,
     NONE,
-    SAFE,
-    UNSAFE,
     PolicySpec,
     parse,
 )
@@ -82,6 +80,15 @@ from trainer.examples import (  # noqa: F401 - re-exported
     looks_like_refusal,
     spec_from_json,
     spec_to_json,
+)
+from trainer.policy_views import (  # noqa: F401 - re-exported
+    CROSS_POLICY_SHARE,
+    GENERATED_POLICY_FLIP,
+    GENERATED_POLICY_FOLLOWING,
+    cross_policy,
+    policy_flip_examples,
+    policy_following_examples,
+    policy_pool,
 )
 
 # The ids of every example a run was built from (one per line, in the run directory):
@@ -299,47 +306,9 @@ def _mix(examples: Sequence[TrainingExample]) -> dict[str, dict[str, int]]:
     return {source: dict(sorted(labels.items())) for source, labels in sorted(mix.items())}
 
 
-GENERATED_POLICY_FOLLOWING = "generated/policy_following"
-GENERATED_POLICY_FLIP = "generated/policy_flip"
 REVIEWED_LICENCE = "operator-data"
 # Share of the chosen examples whose categories are renumbered in shown order (see ``renumber_codes``).
 RENUMBER_SHARE = 0.3
-
-
-def policy_following_examples(count: int, seed: int) -> list[TrainingExample]:
-    """Generated custom-category examples (``trainer.policy_following``), licence Apache-2.0 (ours)."""
-    out = []
-    for record in policy_following.training_records(count, seed):
-        gold = GoldLabels(prompt_label=UNSAFE if record.unsafe else SAFE, response_label=None, refusal_label=None,
-                          categories=(record.code,) if record.unsafe and record.code else (), categories_known=True)
-        category = next(c for c in policy_following.TRAIN_CATEGORIES if c.key == record.category)
-        example = TrainingExample(id=record.id, source=GENERATED_POLICY_FOLLOWING, policy=record.policy, prompt=record.prompt,
-                                  response=None, gold=gold, licence=licensing.PROJECT_LICENCE)
-        if record.variant in ("removed", "allowed"):
-            example.not_covered = category.name.lower()
-            example.not_covered_how = "allows" if record.variant == "allowed" else "does not list"
-        out.append(example)
-    return out
-
-
-def policy_flip_examples(candidates: Sequence[TrainingExample], count: int, rng: random.Random) -> list[TrainingExample]:
-    """Unsafe corpus examples with known categories, re-shown under their policy without those
-    categories (removed, or described as allowed): gold safe. The twin keeps its record's licence."""
-    eligible = [e for e in candidates if e.gold.is_unsafe and e.gold.categories_known and e.gold.categories
-                and len(e.policy.categories) > len(e.gold.categories) and not e.source.startswith("generated")
-                and "prompt" not in e.gold.unknown]
-    out = []
-    for example in rng.sample(eligible, min(count, len(eligible))):
-        removed = [c for c in example.policy.categories if c.code in example.gold.categories]
-        policy, kind = policy_following.without_categories(example.policy, example.gold.categories, rng)
-        # Safe once no shown category applies: the labels of every judged text become safe.
-        gold = replace(example.gold, prompt_label=SAFE, response_label=SAFE if example.has_response else None,
-                       categories=(), categories_known=True)
-        twin = replace(example, id=f"{example.id}~flip", source=GENERATED_POLICY_FLIP, policy=policy, gold=gold,
-                       not_covered=" and ".join(explaining.readable_name(c).lower() for c in removed[:2]),
-                       not_covered_how="allows" if kind == "allowed" else "does not list")
-        out.append(twin)
-    return out
 
 
 def build_dataset(
@@ -409,9 +378,13 @@ def build_dataset(
     for report in reports:
         report.used = used.get(Path(report.name).stem, 0)
 
+    moved = 0
+    pool = policy_pool(candidates) if policy_override is None and augment else []
     for example in examples:
         if example.source == GENERATED_POLICY_FOLLOWING:
             continue  # its two policies are the point: shown exactly as built
+        if pool and not example.source.startswith("generated/") and rng.random() < CROSS_POLICY_SHARE:
+            moved += cross_policy(example, pool, rng)
         if augment:
             example.policy = augment_policy(example.policy, example.gold, rng, max_categories=max_categories)
             if policy_override is None and rng.random() < RENUMBER_SHARE:
@@ -436,6 +409,7 @@ def build_dataset(
         "licence_allowlist": licensing.describe_allowlist(allowlist),
         "masked_fields": dict(sorted(Counter(f for e in examples for f in e.masked_fields).items())),
         "derived_fields": dict(sorted(Counter(f for e in examples for f in e.gold.derived).items())),
+        "cross_policy_safe": moved,
     }
     if log:
         log(f"built {len(examples)} examples from {len(candidates)} candidates; labels {mix_record['labels']}; "

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from evaluation import policy_following as pf_eval
 from guard.contract import parse
 from tests.trainer.test_mix import skewed  # noqa: F401 - fixture
-from trainer import data, policy_following
+from trainer import data, policy_following, policy_views
 
 
 def test_a_violating_text_is_unsafe_under_a_policy_with_its_category_and_safe_once_the_category_is_removed():
@@ -64,8 +66,10 @@ def test_the_violated_category_is_mostly_not_the_policys_first_code():
 
 
 def test_corpus_codes_are_renumbered_in_shown_order_for_part_of_the_examples(corpus):
-    built = data.build_dataset([str(corpus / "mini.jsonl")], holdout_percent=0, max_examples=200, seed=4, mix="cap=1")
-    renamed = [e for e in built.examples if e.source == "mini" and not e.policy.codes[0].startswith("S")]
+    renamed = [e for seed in range(4)
+               for e in data.build_dataset([str(corpus / "mini.jsonl")], holdout_percent=0, max_examples=200, seed=seed,
+                                           mix="cap=1").examples
+               if e.source == "mini" and not e.policy.codes[0].startswith("S")]
     assert renamed
     for example in renamed:
         assert all(code in example.policy.codes for code in example.gold.categories)
@@ -108,3 +112,44 @@ def test_the_pair_score_needs_both_verdicts_right_and_the_code_named():
     assert score["pair_accuracy"] == round(200 / 3, 2)
     assert score["code_accuracy"] == round(100 / 3, 2)
 
+
+
+def _example(prompt_label: str, categories: tuple[str, ...] = (), unknown: tuple[str, ...] = ()):
+    from guard.contract import CategorySpec, PolicySpec
+    from trainer.examples import GoldLabels, TrainingExample
+
+    policy = PolicySpec("attack set hazards", categories=(CategorySpec("S1", "Weapons"), CategorySpec("S2", "Fraud")))
+    gold = GoldLabels(prompt_label=prompt_label, response_label=None, refusal_label=None, categories=categories,
+                      categories_known=True, unknown=unknown)
+    return TrainingExample(id="x", source="advbench", policy=policy, prompt="hello", response=None, gold=gold)
+
+
+def test_an_all_safe_example_may_be_shown_under_another_taxonomy_with_its_gold_unchanged():
+    import random
+
+    from guard.contract import PolicySpec
+
+    other = PolicySpec("General default", categories=())
+    example = _example("safe")
+    assert policy_views.cross_policy(example, [other], random.Random(0))
+    assert example.policy is other and example.gold.prompt_label == "safe"
+
+
+@pytest.mark.parametrize("gold", [("unsafe", ("S1",), ()), ("safe", (), ("prompt",))])
+def test_an_unsafe_or_unlabelled_example_keeps_its_own_taxonomy(gold):
+    import random
+
+    from guard.contract import PolicySpec
+
+    example = _example(*gold)
+    before = example.policy
+    assert not policy_views.cross_policy(example, [PolicySpec("General default", categories=())], random.Random(0))
+    assert example.policy is before
+
+
+def test_the_built_mix_records_how_many_safe_examples_changed_policy(corpus):
+    built = data.build_dataset([str(corpus / "mini.jsonl"), str(corpus / "chat.jsonl")], holdout_percent=0,
+                               max_examples=200, seed=0)
+    assert built.mix["cross_policy_safe"] > 0
+    presets_shown = {e.policy.name for e in built.examples if not e.gold.is_unsafe}
+    assert "MLCommons hazards S1-S14 (Llama Guard 3)" in presets_shown or "General default" in presets_shown
