@@ -2,7 +2,7 @@
 
 Every stage the device session runs: data splits, SFT, GRPO, calibration, evaluation (base, adapter
 before and after calibration, reason mode) and the model card. It takes several minutes on two shared
-cores, so it runs when GUARDSITE_SCRIPT_SMOKE=1 (the lead's full run and CI set it):
+cores, so it runs when GUARDSITE_SCRIPT_SMOKE=1 (a lead sets it before a device session; CI does not):
 
     GUARDSITE_SCRIPT_SMOKE=1 .venv/bin/pytest tests/trainer/test_default_guard_script.py
     # or by hand:
@@ -47,3 +47,21 @@ def test_the_gpu_profile_runs_every_stage_and_writes_a_card_with_the_mix_and_lic
     training = json.loads((out / "card" / "training.json").read_text())
     assert [stage["provenance"]["recipe"] for stage in training["stages"]] == ["sft", "grpo"]
     assert not (REPO / "models" / "guardsite-guard-270m" / "card").exists()
+
+
+def test_a_device_session_trains_in_one_call_and_brings_back_the_packaged_guard_in_the_next(tmp_path):
+    results = tmp_path / "results"
+    env = {**os.environ, "SMOKE": "1", "OUT": str(results), "RUN": str(tmp_path / "run"),
+           "DATA_DIR": str(tmp_path / "data"), "GUARDSITE_VAR_DIR": str(tmp_path / "var")}
+    for phase in ("train", "finish"):
+        done = subprocess.run(["bash", "scripts/gpu_session.sh", phase], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=3600)
+        assert done.returncode == 0, (results / f"{phase}.log").read_text()[-4000:]
+    assert "STOP_AFTER_TRAINING=1" in (results / "train.log").read_text()
+    assert "kept" in (results / "finish.log").read_text()  # the second call reuses the first one's stages
+    assert {"card.tar.gz", "adapter_model.safetensors", "train.log", "finish.log", "throughput.txt"} <= {
+        p.name for p in results.iterdir()}
+    listing = subprocess.run(["tar", "-tzf", str(results / "card.tar.gz")], capture_output=True, text=True).stdout
+    for name in ("README.md", "adapter_config.json", "training.json", "reports/adapter-fast.json"):
+        assert f"./{name}" in listing.split()
+    assert "fast" in (results / "throughput.txt").read_text()
