@@ -45,7 +45,10 @@ ls -l "$RESULTS"
 
 # Throughput of the trained guard on this device (progress on stderr; cut off rather than eat the budget).
 DEVICE=cuda; MODEL=$RUN/card
+# Op counts and FLOPs rerun every row under the profiler (minutes, and ~10 GB of host memory for a reason row):
+# off unless BENCH_PROFILE=1, so the items/s table is sure to come back within the budget.
 SIZES=(--batch-sizes "${BENCH_BATCHES:-16,64,256}" --reason-batch-sizes "${BENCH_REASON_BATCHES:-64}")
+[ "${BENCH_PROFILE:-0}" = 1 ] || SIZES+=(--no-profile)
 if [ "${SMOKE:-0}" = 1 ]; then DEVICE=cpu; MODEL=tiny18; SIZES=(--batch-sizes 16 --reason-batch-sizes 4 --items 16 --no-profile); fi
 timeout "${BENCH_SECONDS:-75}" $PY bench/guard_throughput.py --model "$MODEL" --device "$DEVICE" "${SIZES[@]}" \
   --json "$RESULTS/throughput.json" > "$RESULTS/throughput.txt" 2>&1
