@@ -29,5 +29,8 @@ test: venv
 	$(BIN)/python manage.py guard_model prepare
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
+# The standalone benchmarks (the others under bench/ need the running stack; each says how in its header).
 bench: venv
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/guard_throughput.py --no-profile
+	$(BIN)/python bench/guard_cases.py --preset general
+	$(BIN)/python bench/guard_cases.py --preset mlcommons_hazards
