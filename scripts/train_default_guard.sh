@@ -151,7 +151,7 @@ CALIBRATION=("${FILES[@]/#/$DATA_DIR/train/}"); CALIBRATION=("${CALIBRATION[@]/%
 EXCLUDE=(); for ids in "$OUT"/*/training_ids.txt; do EXCLUDE+=(--exclude-ids "$ids"); done
 if [ "${EVAL_UNCALIBRATED:-1}" = 1 ]; then
   # shellcheck disable=SC2086 # the *_LIMITS are lists of options
-  run $PY manage.py evaluate --model "$FINAL/adapter" --mode fast --data "${DATA[@]}" $FAST_LIMITS --batch-size 16 --uncalibrated --out "$OUT/reports/uncalibrated-fast.json"
+  run $PY manage.py evaluate --model "$FINAL/adapter" --mode fast --data "${DATA[@]}" $FAST_LIMITS --batch-size "$EVAL_BATCH" --uncalibrated --out "$OUT/reports/uncalibrated-fast.json"
 fi
 # shellcheck disable=SC2086
 run $PY manage.py calibrate --model "$FINAL/adapter" --data "${CALIBRATION[@]}" "${EXCLUDE[@]}" $CALIBRATION_LIMITS --batch-size "$EVAL_BATCH"
