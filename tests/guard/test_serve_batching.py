@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -16,19 +17,37 @@ def job(text: str, max_tokens: int = 6) -> _Job:
     return _Job(text, max_tokens, 0.0, None, (), None)
 
 
+def wait_for(condition, what: str) -> None:
+    """Polls instead of spinning for ever: the test holds the model's lock meanwhile."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def start_behind_a_busy_model(batcher: GenerationBatcher, runs: list[threading.Thread]) -> None:
+    """Makes the batcher take a first request and block on the model (whose lock the
+    caller holds), then starts ``runs``: their requests all queue behind it, so the
+    next batch holds exactly them, whatever the thread timing."""
+    blocker = threading.Thread(target=batcher.submit, args=(job(PROMPTS[0]),))
+    blocker.start()
+    wait_for(lambda: batcher.batch_sizes == [1], "the batcher never took the first request")
+    for thread in runs:
+        thread.start()
+    wait_for(lambda: batcher.jobs.qsize() == len(runs), "the requests never queued")
+    runs.append(blocker)
+
+
 def test_requests_waiting_for_a_busy_model_are_generated_in_one_batch(tiny_backend):
     alone = [tiny_backend.generate([text], max_new_tokens=6)[0] for text in PROMPTS]
     batcher = GenerationBatcher(tiny_backend)
     results: dict[int, object] = {}
     threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, batcher.submit(job(PROMPTS[i])))) for i in range(5)]
     with tiny_backend._lock:  # the model is busy: every request has to wait
-        for thread in threads:
-            thread.start()
-        while batcher.jobs.qsize() < 4:
-            threading.Event().wait(0.01)
+        start_behind_a_busy_model(batcher, threads)
     for thread in threads:
         thread.join(60)
-    assert max(batcher.batch_sizes) >= 4
+    assert batcher.batch_sizes == [1, 5]
     assert [results[i].text for i in range(5)] == [g.text for g in alone]
     assert [results[i].completion_tokens for i in range(5)] == [g.completion_tokens for g in alone]
 
@@ -47,12 +66,10 @@ def test_a_request_that_fails_alone_does_not_fail_the_others_in_its_batch(tiny_b
 
     threads = [threading.Thread(target=run, args=(n, j)) for n, j in (("long", too_long), ("fine", fine))]
     with tiny_backend._lock:
-        for thread in threads:
-            thread.start()
-        while batcher.jobs.qsize() < 1:
-            threading.Event().wait(0.01)
+        start_behind_a_busy_model(batcher, threads)
     for thread in threads:
         thread.join(60)
+    assert batcher.batch_sizes[:2] == [1, 2]
     assert isinstance(outcomes["long"], GuardError)
     assert outcomes["fine"].text == tiny_backend.generate([PROMPTS[0]], max_new_tokens=6)[0].text
 
