@@ -29,7 +29,7 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from host_syncs import SyncCounter  # noqa: E402
 
-from trainer import recipes  # noqa: E402
+from trainer import callbacks, model_loading, recipes  # noqa: E402
 
 DATA = ("jbb_behaviors.jsonl", "toxicchat_train.jsonl", "jbb_artifacts.jsonl")
 
@@ -56,7 +56,7 @@ def main() -> None:
         base = args.model
     data = [str(Path(settings.SHARED_DATASETS_DIR) / name) for name in DATA]
     rows = []
-    base_callback = recipes._trainer_callback_base()
+    base_callback = callbacks.trainer_callback_base()
 
     class StepSyncs(base_callback):  # type: ignore[misc, valid-type]
         """Counts host syncs from the first step to the end of training (steps and their logging, not data
@@ -96,7 +96,7 @@ def main() -> None:
                 summary["model_bytes"] / 1e6, summary.get("max_gpu_memory_bytes", 0) / 2**30,
                 last.get("loss"), last.get("reward"), syncs.counter.count / max(1, syncs.steps),
             ))
-    device = recipes.device_info()
+    device = model_loading.device_info()
     print(f"\ndevice {device['device']} · torch threads {device['threads']} · load average {os.getloadavg()[0]:.1f}")
     print(f"{'model':10} {'recipe':6} {'batch':>5} {'steps/s':>8} {'s/step':>7} {'adapter MB':>10} {'GPU GiB':>8} {'loss':>8} {'reward':>7} {'syncs/step':>10}")
     for model, recipe, batch, sps, sec, mb, gib, loss, reward, step_syncs in rows:

@@ -14,372 +14,52 @@ are small, and gradient checkpointing is available.
 
 ``run(settings)`` is used by ``manage.py train`` and by the Celery task; the
 callers pass TrainerCallbacks for progress, cancellation and checkpoints.
+Around it: ``trainer.settings`` (what a run is asked to do), ``trainer.model_loading``
+(base, tokenizer, LoRA), ``trainer.callbacks`` (curve, progress, time budget) and
+``trainer.hard_samples`` (DPO's sampled pairs).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from trainer import rewards
+from trainer.callbacks import (
+    format_entry,
+    make_progress_callback,
+    make_time_budget_callback,
+    metrics_entry,
+)
 from trainer.data import (
-    ANSWER_END,
     TRAINING_IDS_FILE,
     BuiltData,
     Teacher,
     TrainingExample,
     build_dataset,
     completion_mask_spans,
-    gold_for_row,
 )
+from trainer.hard_samples import build_hard_pairs, sample_answers
+from trainer.model_loading import (
+    adopt_init_adapter_shape,
+    device_info,
+    load_model,
+    load_tokenizer,
+    resolve_base,
+    score_only_label_positions,
+)
+from trainer.settings import RECIPES, Log, TrainingError, TrainOutcome, TrainSettings
 
-RECIPES = ("sft", "grpo", "dpo")
 ADAPTER_DIR = "adapter"
 FULL_MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
 HELD_OUT_DIR = "heldout"
 DPO_PAIRS_FILE = "dpo_pairs.jsonl"
 METRICS_FILE = "train_metrics.json"
-# Gemma: <eos> and <end_of_turn> both end an answer.
-END_TOKENS = ("<eos>", "<end_of_turn>")
-# The decoder's linear layers (Gemma/Llama naming), what "all-linear" picks there.
-LINEAR_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-DEFAULT_LEARNING_RATES = {("sft", False): 2e-4, ("grpo", False): 2e-5, ("dpo", False): 2e-5,
-                          ("sft", True): 2e-5, ("grpo", True): 1e-6, ("dpo", True): 1e-6}
-
-Log = Callable[[str], None]
-
-
-class TrainingError(Exception):
-    """A training run that cannot start or go on; the message says why."""
-
-
-@dataclass
-class TrainSettings:
-    recipe: str
-    data: list[str]
-    out_dir: str
-    base: str = "embedded"
-    init_adapter: str = ""
-    max_steps: int = 100
-    # Stop the training loop after this many minutes (0: no limit); the adapter is saved as after max_steps.
-    # A device session has a fixed budget: a run that stops on time beats one killed mid-step.
-    max_minutes: float = 0.0
-    lora_rank: int = 8
-    # LoRA on the top N decoder layers only (0 = all). Autograd then stops at
-    # the lowest adapted layer, which is what makes CPU training affordable.
-    lora_layers: int = 0
-    full: bool = False
-    learning_rate: float | None = None
-    batch_size: int = 4
-    grad_accum: int = 1
-    policy: str = "auto"
-    max_examples: int | None = 2000
-    max_length: int = 1024
-    max_text_tokens: int = 384
-    max_categories: int = 16
-    holdout_percent: int = 10
-    augment: bool = True
-    seed: int = 0
-    save_steps: int = 50
-    gradient_checkpointing: bool = False
-    # The training mix (``trainer.mix.MixSpec`` text form; "" = the default mix) and the data licence
-    # allowlist (``trainer.licences``: "all", "permissive" or ids).
-    mix: str = ""
-    licences: str = "all"
-    # Log (and so sync the device for the loss) every N steps; 0 = every step on a CPU, every 10th on a GPU.
-    logging_steps: int = 0
-    # grpo
-    num_generations: int = 4
-    max_completion_length: int = 96
-    temperature: float = 1.0
-    # dpo
-    dpo_samples: int = 4
-    dpo_prompts: int = 64
-    dpo_beta: float = 0.1
-    # When every sample of a prompt is wrong, use the gold answer as "chosen" (off: strictly hard samples).
-    dpo_gold_fallback: bool = False
-
-    def __post_init__(self) -> None:
-        if self.recipe not in RECIPES:
-            raise TrainingError(f"unknown recipe {self.recipe!r}; expected one of {', '.join(RECIPES)}")
-        if self.max_steps < 1:
-            raise TrainingError("max_steps must be at least 1")
-        if self.max_minutes < 0:
-            raise TrainingError("max_minutes must be 0 (no limit) or a positive number of minutes")
-        if not self.full and self.lora_rank < 1:
-            raise TrainingError("lora_rank must be at least 1 (or use full fine-tuning)")
-        if self.lora_layers < 0:
-            raise TrainingError("lora_layers must be 0 (all layers) or a positive number of top layers")
-        if self.batch_size < 1 or self.grad_accum < 1:
-            raise TrainingError("batch_size and grad_accum must be at least 1")
-        if self.recipe == "grpo" and self.num_generations < 2:
-            raise TrainingError("grpo needs num_generations >= 2 (rewards are normalised within a group)")
-        if self.recipe == "dpo" and self.dpo_samples < 2:
-            raise TrainingError("dpo needs dpo_samples >= 2 to find right and wrong answers for a prompt")
-        if self.logging_steps < 0:
-            raise TrainingError("logging_steps must be 0 (automatic) or positive")
-        from trainer.licences import parse_allowlist
-        from trainer.mix import MixSpec
-
-        try:
-            MixSpec.parse(self.mix)
-            parse_allowlist(self.licences)
-        except ValueError as error:
-            raise TrainingError(str(error)) from error
-
-    @property
-    def lr(self) -> float:
-        return self.learning_rate or DEFAULT_LEARNING_RATES[(self.recipe, self.full)]
-
-    def hyperparameters(self) -> dict[str, Any]:
-        values = asdict(self)
-        for key in ("recipe", "data", "out_dir", "base", "init_adapter", "policy"):
-            values.pop(key)
-        values["learning_rate"] = self.lr
-        return values
-
-
-@dataclass
-class TrainOutcome:
-    out_dir: Path
-    model_dir: Path  # the adapter directory (LoRA) or the full model directory
-    steps: int
-    cancelled: bool
-    checkpoint: str | None
-    history: list[dict[str, Any]]
-    summary: dict[str, Any]
-    provenance: dict[str, Any]
-    held_out_files: list[str] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------- callbacks
-
-
-def _trainer_callback_base() -> type:
-    from transformers import TrainerCallback
-
-    return TrainerCallback
-
-
-def metrics_entry(step: int, logs: dict[str, Any]) -> dict[str, Any] | None:
-    """A compact {step, loss, reward, rewards: {component: mean}, ...} from a Trainer log, or None."""
-    entry: dict[str, Any] = {"step": int(step)}
-    components: dict[str, float] = {}
-    for key, value in logs.items():
-        if not isinstance(value, int | float) or isinstance(value, bool) or (isinstance(value, float) and math.isnan(value)):
-            continue
-        if key.startswith("rewards/") and key.endswith("/mean"):
-            components[key[len("rewards/"):-len("/mean")]] = round(float(value), 5)
-        elif key in ("loss", "reward", "reward_std", "learning_rate", "grad_norm", "mean_token_accuracy", "entropy",
-                     "rewards/accuracies", "rewards/margins", "completions/mean_length"):
-            entry[key.replace("/", "_")] = round(float(value), 6) if key != "learning_rate" else float(value)
-    if components:
-        entry["rewards"] = components
-    if "loss" not in entry and "reward" not in entry and not components:
-        return None
-    return entry
-
-
-def format_entry(entry: dict[str, Any]) -> str:
-    """One log line per training step: loss, total reward and each reward component."""
-    parts = [f"step {entry['step']}"]
-    for key in ("loss", "reward"):
-        if entry.get(key) is not None:
-            parts.append(f"{key} {entry[key]:.4f}")
-    for name, value in (entry.get("rewards") or {}).items():
-        parts.append(f"{name.removesuffix('_reward')} {value:.2f}")
-    return " · ".join(parts)
-
-
-def make_progress_callback(on_entry: Callable[[dict[str, Any]], None], should_stop: Callable[[], bool] | None = None,
-                           on_step: Callable[[int, int], None] | None = None) -> Any:
-    """A TrainerCallback: every log -> ``on_entry``; every step -> ``on_step(step, max_steps)``;
-    when ``should_stop()`` turns true: save a checkpoint at this step and stop.
-
-    ``callback.train_seconds`` is the wall time of the training loop alone
-    (not data building or DPO sampling).
-    """
-    base = _trainer_callback_base()
-
-    class ProgressCallback(base):  # type: ignore[misc, valid-type]
-        stopped = False
-        train_seconds: float | None = None
-        _started: float | None = None
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self._started = time.monotonic()
-
-        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if self._started is not None:
-                self.train_seconds = time.monotonic() - self._started
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-            entry = metrics_entry(state.global_step, logs or {})
-            if entry is not None:
-                on_entry(entry)
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if on_step is not None:
-                on_step(state.global_step, state.max_steps)
-            if should_stop is not None and state.global_step < state.max_steps and should_stop():
-                control.should_save = True
-                control.should_training_stop = True
-                self.stopped = True
-
-    return ProgressCallback()
-
-
-def make_time_budget_callback(minutes: float) -> Any:
-    """A TrainerCallback that ends training once the training loop has run ``minutes``
-    (``callback.reached`` says whether it did). The step in progress finishes first."""
-    base = _trainer_callback_base()
-
-    class TimeBudgetCallback(base):  # type: ignore[misc, valid-type]
-        reached = False
-        _started: float | None = None
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self._started = time.monotonic()
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if (self._started is not None and state.global_step < state.max_steps
-                    and time.monotonic() - self._started >= minutes * 60):
-                control.should_training_stop = True
-                self.reached = True
-
-    return TimeBudgetCallback()
-
-
-# --------------------------------------------------------------------------- model loading
-
-
-def device_info() -> dict[str, Any]:
-    import torch
-
-    cuda = torch.cuda.is_available()
-    return {
-        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
-        "cuda": cuda,
-        "bf16": bool(cuda and torch.cuda.is_bf16_supported()),
-        "threads": torch.get_num_threads(),
-    }
-
-
-def resolve_base(base: str) -> Path:
-    """``embedded`` or a local model directory (never a hub name)."""
-    from guard.embedded import resolve_model_path
-
-    try:
-        path = resolve_model_path(base or "embedded")
-    except FileNotFoundError as error:
-        raise TrainingError(str(error)) from error
-    if not (path / "config.json").is_file():
-        raise TrainingError(f"base model {base!r}: {path} has no config.json")
-    return path
-
-
-def load_tokenizer(base_path: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(base_path))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def end_token_ids(tokenizer: Any) -> list[int]:
-    ids = []
-    vocab = tokenizer.get_vocab()
-    for token in END_TOKENS:
-        if token in vocab:
-            ids.append(vocab[token])
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
-
-
-def load_model(settings: TrainSettings, base_path: Path, tokenizer: Any, log: Log) -> Any:
-    """The model to train: base (+ the init adapter) wrapped in a fresh or continued LoRA adapter."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    info = device_info()
-    dtype = torch.bfloat16 if info["bf16"] else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=dtype)
-    model.generation_config.eos_token_id = end_token_ids(tokenizer)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    init = settings.init_adapter.strip()
-    if init and not (Path(init) / "adapter_config.json").is_file():
-        raise TrainingError(f"init adapter {init!r} is not a PEFT adapter directory (no adapter_config.json)")
-    if settings.full:
-        if init:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, init).merge_and_unload()
-            log(f"merged init adapter {init} into the base for full fine-tuning")
-        return model
-    from peft import LoraConfig, PeftModel, get_peft_model
-
-    if init:
-        log(f"continuing LoRA adapter {init}")
-        return PeftModel.from_pretrained(model, init, is_trainable=True)
-    layers = top_layers(model, settings.lora_layers)
-    config = LoraConfig(
-        r=settings.lora_rank,
-        lora_alpha=2 * settings.lora_rank,
-        lora_dropout=0.05,
-        # peft accepts layers_to_transform only with named modules (not "all-linear").
-        target_modules=LINEAR_MODULES if layers else "all-linear",
-        layers_to_transform=layers,
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, config)
-
-
-def adopt_init_adapter_shape(settings: TrainSettings) -> TrainSettings:
-    """A continued LoRA keeps the init adapter's rank and layers, whatever the options said:
-    record those, so the run's provenance describes the adapter it saves."""
-    config = json.loads((Path(settings.init_adapter.strip()) / "adapter_config.json").read_text(encoding="utf-8"))
-    layers = config.get("layers_to_transform")
-    return replace(settings, lora_rank=int(config.get("r") or settings.lora_rank),
-                   lora_layers=len(layers) if isinstance(layers, list) else 0)
-
-
-def top_layers(model: Any, count: int) -> list[int] | None:
-    """Indices of the top ``count`` decoder layers (None = every layer)."""
-    total = int(getattr(model.config.get_text_config(), "num_hidden_layers", 0) or 0)
-    if count <= 0 or total == 0 or count >= total:
-        return None
-    return list(range(total - count, total))
-
-
-def score_only_label_positions() -> None:
-    """Make TRL's fused LM head project only the positions that carry a label, on every device.
-
-    TRL 1.16 compacts to the labelled positions only on Triton devices and
-    scores *every* position elsewhere (to keep tile shapes fixed on Neuron).
-    On a CPU that multiplies the 262k-vocabulary projection by the prompt
-    length (~6x slower per step for a 400-token prompt and a 40-token answer).
-    The compact path is plain PyTorch and correct on any device.
-    """
-    import trl.trainer.utils as trl_utils
-
-    original = trl_utils._use_triton
-    if getattr(original, "guardsite_patched", False):
-        return
-
-    def use_compact(device: Any) -> bool:
-        return bool(original(device)) or getattr(device, "type", "") == "cpu"
-
-    use_compact.guardsite_patched = True  # type: ignore[attr-defined]
-    trl_utils._use_triton = use_compact
 
 
 def _quiet_libraries() -> None:
@@ -603,85 +283,6 @@ def _train_grpo(settings: TrainSettings, model: Any, tokenizer: Any, rows: list[
     return trainer, {"prompts": len(prompt_rows), "dropped_too_long": dropped, "reward_functions": [f.__name__ for f in rewards.REWARD_FUNCTIONS]}
 
 
-def sample_answers(model: Any, tokenizer: Any, prompts: Sequence[str], k: int, max_new_tokens: int,
-                   temperature: float, seed: int, batch_prompts: int = 4) -> list[list[str]]:
-    """k sampled answers per prompt from ``model`` (left-padded batches, only the new tokens decoded)."""
-    import torch
-
-    torch.manual_seed(seed)
-    model.eval()
-    device = next(model.parameters()).device
-    answers: list[list[str]] = []
-    previous_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        for start in range(0, len(prompts), batch_prompts):
-            chunk = list(prompts[start:start + batch_prompts])
-            encoded = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
-            with torch.no_grad():
-                generated = model.generate(
-                    **encoded, do_sample=True, temperature=temperature, top_p=1.0, top_k=0,
-                    max_new_tokens=max_new_tokens, num_return_sequences=k,
-                    eos_token_id=end_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                )
-            new_tokens = generated[:, encoded["input_ids"].shape[1]:]
-            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=False)
-            for index in range(len(chunk)):
-                answers.append([_strip_padding(t, tokenizer) for t in texts[index * k:(index + 1) * k]])
-    finally:
-        tokenizer.padding_side = previous_side
-    return answers
-
-
-def _strip_padding(text: str, tokenizer: Any) -> str:
-    pad = tokenizer.pad_token or ""
-    if pad:
-        text = text.replace(pad, "")
-    return text.strip()
-
-
-def _total(components: dict[str, float | None]) -> float:
-    return sum(value for value in components.values() if value is not None)
-
-
-def build_hard_pairs(rows: Sequence[dict[str, Any]], samples: Sequence[Sequence[str]],
-                     gold_fallback: bool = False) -> tuple[list[dict[str, str]], dict[str, int]]:
-    """DPO pairs from sampled answers: prompts with some right and some wrong answers.
-
-    chosen = the right answer with the highest total reward, rejected = the wrong
-    answer with the highest total reward (the hardest negative). With
-    ``gold_fallback``, prompts whose answers are all wrong use the gold answer as chosen.
-    """
-    pairs: list[dict[str, str]] = []
-    stats = {"prompts": len(rows), "mixed": 0, "all_right": 0, "all_wrong": 0, "gold_fallback": 0}
-    for row, answers in zip(rows, samples, strict=True):
-        scored = [(answer, rewards.is_correct(answer, row), _total(rewards.score(answer, row))) for answer in answers]
-        right = sorted((s for s in scored if s[1]), key=lambda s: -s[2])
-        wrong = sorted((s for s in scored if not s[1]), key=lambda s: -s[2])
-        if right and wrong:
-            stats["mixed"] += 1
-            chosen = right[0][0]
-        elif right:
-            stats["all_right"] += 1
-            continue
-        else:
-            stats["all_wrong"] += 1
-            if not gold_fallback:
-                continue
-            stats["gold_fallback"] += 1
-            chosen = row["completion"].removesuffix(ANSWER_END)
-        pairs.append({"prompt": row["prompt"], "chosen": _end(chosen), "rejected": _end(wrong[0][0])})
-    return pairs, stats
-
-
-def _end(answer: str) -> str:
-    """An answer ending the way the model is trained to end (once)."""
-    text = answer
-    for token in END_TOKENS:
-        text = text.replace(token, "")
-    return text.rstrip() + ANSWER_END
-
-
 def _train_dpo(settings: TrainSettings, model: Any, tokenizer: Any, rows: list[dict[str, Any]], out: Path,
                callbacks: list[Any], resume: str | None, log: Log) -> tuple[Any, dict[str, Any]]:
     from datasets import Dataset
@@ -893,12 +494,6 @@ __all__ = [
     "TrainOutcome",
     "TrainSettings",
     "TrainingError",
-    "build_hard_pairs",
-    "gold_for_row",
     "latest_checkpoint",
-    "make_progress_callback",
-    "make_time_budget_callback",
-    "metrics_entry",
     "run",
-    "sample_answers",
 ]

@@ -76,7 +76,7 @@ class JobProgress:
 
 
 def settings_for(job: TrainingJob, out_dir: Path) -> Any:
-    from trainer.recipes import TrainSettings
+    from trainer.settings import TrainSettings
 
     hp = dict(job.hyperparameters or {})
     known = set(TrainSettings.__dataclass_fields__) - {"recipe", "data", "out_dir", "base", "init_adapter", "policy"}
@@ -158,6 +158,7 @@ def run_training_job(job_id: int) -> str:
 
 def _run(job: TrainingJob, resume: str | None, progress: JobProgress) -> str:
     from trainer import recipes
+    from trainer.callbacks import make_progress_callback
 
     out_dir = Path(job.output_dir)
     train_settings = settings_for(job, out_dir)
@@ -168,7 +169,7 @@ def _run(job: TrainingJob, resume: str | None, progress: JobProgress) -> str:
         TrainingJob.objects.filter(pk=job.pk).update(summary=summary, stage=TrainingJob.Stage.TRAINING,
                                                      total_steps=train_settings.max_steps)
 
-    callback = recipes.make_progress_callback(progress.on_entry, progress.should_stop, progress.on_step)
+    callback = make_progress_callback(progress.on_entry, progress.should_stop, progress.on_step)
     outcome = recipes.run(train_settings, callbacks=[callback], resume_from_checkpoint=resume, teacher=_teacher(progress),
                           log=progress.log, on_data=on_data)
     job.refresh_from_db()

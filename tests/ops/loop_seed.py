@@ -26,7 +26,7 @@ def seed(tiny_model: str, adapter_dir: str) -> None:
 
     from guard.models import ModelVersion
     from guardsite.roles import ADMIN
-    from trainer.recipes import LINEAR_MODULES
+    from trainer.model_loading import LINEAR_MODULES
 
     user = User.objects.create_superuser(USERNAME, password=PASSWORD)
     user.groups.add(Group.objects.get_or_create(name=ADMIN)[0])

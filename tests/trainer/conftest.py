@@ -97,7 +97,7 @@ def tiny_model() -> Path:
 
 def fast_settings(**overrides: object) -> object:
     """TrainSettings for a few quick CPU steps on the tiny model."""
-    from trainer.recipes import TrainSettings
+    from trainer.settings import TrainSettings
 
     values: dict = {
         "max_examples": 8, "batch_size": 2, "max_text_tokens": 32, "max_length": 384, "holdout_percent": 0,

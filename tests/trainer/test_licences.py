@@ -107,7 +107,7 @@ def test_the_card_does_not_restrict_use_when_every_licence_is_permissive(tmp_pat
 
 
 def test_the_train_command_accepts_a_licence_allowlist_and_refuses_an_empty_item(tmp_path, corpus):
-    from trainer.recipes import TrainingError, TrainSettings
+    from trainer.settings import TrainingError, TrainSettings
 
     assert TrainSettings(recipe="sft", data=[str(corpus)], out_dir=str(tmp_path), licences="permissive").licences == "permissive"
     with pytest.raises(TrainingError, match="empty item"):

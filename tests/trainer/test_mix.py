@@ -97,7 +97,7 @@ def test_mix_text_is_parsed_and_a_bad_item_is_a_clear_error():
 
 
 def test_train_refuses_a_bad_mix_before_loading_anything(tmp_path, corpus):
-    from trainer.recipes import TrainingError, TrainSettings
+    from trainer.settings import TrainingError, TrainSettings
 
     with pytest.raises(TrainingError, match="mix item"):
         TrainSettings(recipe="sft", data=[str(corpus)], out_dir=str(tmp_path), mix="weights=1")

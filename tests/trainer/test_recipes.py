@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 
 from tests.trainer.conftest import fast_settings
-from trainer import recipes, rewards
+from trainer import hard_samples, recipes, rewards
 from trainer.data import ANSWER_END, TRAINING_IDS_FILE
 
 pytestmark = pytest.mark.slow
@@ -120,13 +120,13 @@ def test_hard_sample_pairs_keep_prompts_with_right_and_wrong_answers():
     right = "prompt: unsafe\nresponse: none\nrefusal: none\ncategories: S1\nexplanation: Weapons."
     near = "prompt: unsafe\nresponse: none\nrefusal: none\ncategories: none\nexplanation: harmful."
     safe_right = "prompt: safe\nresponse: none\nrefusal: none\ncategories: none\nexplanation: fine."
-    pairs, stats = recipes.build_hard_pairs([unsafe, safe], [[near, right, "junk"], [safe_right, safe_right]])
+    pairs, stats = hard_samples.build_hard_pairs([unsafe, safe], [[near, right, "junk"], [safe_right, safe_right]])
     assert stats == {"prompts": 2, "mixed": 1, "all_right": 1, "all_wrong": 0, "gold_fallback": 0}
     assert pairs == [{"prompt": "A", "chosen": right + ANSWER_END, "rejected": near + ANSWER_END}]
     # The hardest wrong answer (the one closest to right) is the rejected one.
-    pairs, stats = recipes.build_hard_pairs([unsafe], [["junk", "junk"]])
+    pairs, stats = hard_samples.build_hard_pairs([unsafe], [["junk", "junk"]])
     assert pairs == [] and stats["all_wrong"] == 1
-    pairs, stats = recipes.build_hard_pairs([unsafe], [["junk", "junk"]], gold_fallback=True)
+    pairs, stats = hard_samples.build_hard_pairs([unsafe], [["junk", "junk"]], gold_fallback=True)
     assert pairs[0]["chosen"] == unsafe["completion"] and stats["gold_fallback"] == 1
 
 

@@ -65,7 +65,8 @@ class Command(BaseCommand):
         parser.add_argument("--resume", default=None, metavar="CHECKPOINT", help="resume from a checkpoint directory")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from trainer.recipes import TrainingError, TrainSettings, run
+        from trainer.recipes import run
+        from trainer.settings import TrainingError, TrainSettings
         from trainer.teacher import configured_teacher
 
         try:
