@@ -6,16 +6,16 @@ from collections import Counter
 
 import pytest
 
-from evaluation.harness import (
+from evaluation.harness import PolicyResolver
+from evaluation.records import (
     EvaluationError,
     LoadedFile,
-    PolicyResolver,
-    build_report,
     expand_data_paths,
     load_data,
     read_jsonl,
     sample_records,
 )
+from evaluation.report import build_report
 from guard.contract import Verdict
 from tests.evaluation.conftest import record
 

@@ -9,8 +9,10 @@ import pytest
 from django.core.management import call_command
 
 from evaluation import policy_following
-from evaluation.harness import EvalRecord, LoadedFile, build_report, evaluate
+from evaluation.harness import evaluate
 from evaluation.metrics import explanation_stats, fixed_code_share
+from evaluation.records import EvalRecord, LoadedFile
+from evaluation.report import build_report
 from guard.contract import CategorySpec, PolicySpec, Verdict
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from evaluation.harness import PolicyResolver, build_report, load_data
+from evaluation.harness import PolicyResolver
 from evaluation.models import EvaluationRun
+from evaluation.records import load_data
+from evaluation.report import build_report
 from guard.contract import Verdict
 
 

@@ -9,8 +9,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from evaluation.harness import AUTO_POLICY, EvalRecord, EvaluationError, evaluate
+from evaluation.harness import AUTO_POLICY, EvaluationError, evaluate
 from evaluation.management.commands.evaluate import parse_file_limits, progress_printer
+from evaluation.records import EvalRecord
 from guard import calibration, contract
 from guard.calibration import Calibration
 
