@@ -42,3 +42,22 @@ def test_a_reviewer_reviews_three_items_with_the_keyboard_only(signed_in_page, f
     assert (decisions[second.pk].outcome, decisions[second.pk].categories, decisions[second.pk].note) == ("override", ["S1", "S2"], "also violent")
     assert (decisions[third.pk].outcome, decisions[third.pk].prompt_label, decisions[third.pk].categories) == ("override", "safe", [])
     assert AuditLog.objects.filter(action__startswith="review.").count() == 3
+
+
+@pytest.mark.browser
+def test_a_key_pressed_while_the_next_item_loads_acts_on_that_item_without_reloading_the_page(signed_in_page, flagged_tasks):
+    from playwright.sync_api import expect
+
+    first, second = flagged_tasks(2)
+    page = signed_in_page("reviewer")
+    page.goto("/review/")
+    page.evaluate("window.sameDocument = true")
+    panel = page.locator("#review-panel")
+
+    page.keyboard.press("j")  # claim the next item...
+    page.keyboard.press("a")  # ...and agree at once, before it has arrived
+
+    expect(panel).to_have_attribute("data-task-id", str(second.pk))
+    expect(panel).to_be_focused()
+    assert page.evaluate("window.sameDocument === true")  # no plain form post reloaded the page
+    assert [(d.task_id, d.outcome) for d in Decision.objects.all()] == [(first.pk, "agree")]

@@ -138,17 +138,39 @@
     if (event.target.id === "category-codes" && event.target.value.trim()) setOutcome("override");
   });
 
+  // Keys pressed while the panel is being replaced wait for the new panel. Until htmx has settled the new
+  // content its form is not wired: a key that submits it would post the page the plain way (a full reload
+  // that loses the focus), and a key meant for the next item would act on the old one.
+  let replacing = false;
+  const queued = [];
+  const targetsPanel = (event) => event.detail?.target?.id === "review-panel";
+  document.addEventListener("htmx:beforeRequest", (event) => { if (targetsPanel(event)) replacing = true; });
+  document.addEventListener("htmx:afterRequest", (event) => {
+    if (targetsPanel(event) && !event.detail.successful) { replacing = false; queued.length = 0; }
+  });
+  const replayQueued = () => {
+    // One at a time: a replayed key that replaces the panel again leaves the rest for the next panel; one that
+    // opens a text field ("n", "c") ends the replay, since the keys after it were text, not shortcuts.
+    while (queued.length && !replacing) {
+      document.dispatchEvent(new KeyboardEvent("keydown", { key: queued.shift(), bubbles: true }));
+      if (document.activeElement?.matches?.("input, textarea, select")) queued.length = 0;
+    }
+  };
+
   // After every swap of the panel: the focus is on the page, shortcuts work at once.
   document.addEventListener("htmx:afterSettle", (event) => {
     const p = panel();
     if (!p || !(event.target === p || event.target.contains?.(p) || p.contains(event.target))) return;
+    replacing = false;
     init();
     const active = document.activeElement;
     // A field of the new panel that has the focus was focused after the swap (the swap replaced the old ones):
     // the reviewer is typing there (a note begun right after "n"), so the settle must not take the keys away.
     const typing = active && document.contains(active) && p.contains(active) && active.matches?.("input, textarea, select");
-    if (typing) return;
-    if (!active || active === document.body || !document.contains(active) || p.contains(active)) p.focus({ preventScroll: true });
+    if (!typing && (!active || active === document.body || !document.contains(active) || p.contains(active))) {
+      p.focus({ preventScroll: true });
+    }
+    replayQueued();
   });
 
   const init = () => {
@@ -172,6 +194,7 @@
       if (event.key === "Escape") { target.blur(); panel()?.focus({ preventScroll: true }); }
       return;
     }
+    if (replacing) { event.preventDefault(); queued.push(event.key); return; }
     if (!f) {
       if (event.key === "j") { const claim = document.getElementById("claim-next"); if (claim && !claim.disabled) { event.preventDefault(); claim.click(); } }
       return;
