@@ -58,9 +58,10 @@ def run(model: str, data: Path, ids: set[str], heads: bool) -> dict:
                     record_filter=lambda record: record.id in ids, heads=heads)
 
 
-def pairs(model: str, heads: bool) -> dict:
+def pairs(model: str, heads: bool, with_examples: bool = False) -> dict:
     return evaluate_policy_following(
-        model, batch_size=32, classify=lambda requests, name: runtime.classify(requests, name, heads=heads)
+        model, batch_size=32, classify=lambda requests, name: runtime.classify(requests, name, heads=heads),
+        with_examples=with_examples,
     )
 
 
@@ -95,6 +96,7 @@ def main() -> None:
         started = time.perf_counter()
         reports[decider] = run(args.model, args.data, ids, decider == "heads")
         following[decider] = pairs(args.model, decider == "heads")
+        following[decider + "+examples"] = pairs(args.model, decider == "heads", with_examples=True)
         print(f"{decider}: judged {reports[decider]['n']} records + {following[decider]['n']} pairs in {time.perf_counter() - started:.0f} s",
               flush=True)
     latency_prompts = [r.prompt for r in sample if r.file == "toxicchat_train"][: args.latency_items]
@@ -123,9 +125,10 @@ def main() -> None:
     print()
     for decider in deciders:
         cats = reports[decider]["categories"]
-        pf = following[decider]
+        pf, taught = following[decider], following[decider + "+examples"]
         print(f"{decider:7} category micro-F1 {cats['micro_f1']:5}  macro {cats['macro_f1']:5}  | policy-following pairs "
               f"{pf['pair_accuracy']}% (code {pf['code_accuracy']}%, covering {pf['covering_accuracy']}%, other {pf['other_accuracy']}%)"
+              f"; with 8 editor examples {taught['pair_accuracy']}% (code {taught['code_accuracy']}%)"
               f"  | fast verdict {latencies[decider]} ms median (batch 1, CPU)")
     backend = runtime.get_backend(args.model)
     heads = getattr(backend, "heads", None)
