@@ -121,11 +121,12 @@ def fit_category_head(x: np.ndarray, y: np.ndarray, *, source: str, blocks: str,
 
 @dataclass
 class ZeroShotCase:
-    """One text under one policy: its unit vector's cosines with the policy's categories, and which are gold."""
+    """One text under one policy: its cosines with the policy's categories, which one is gold (None:
+    the text violates none of them), and whether the policy is a corpus taxonomy or a custom one."""
 
     cosines: np.ndarray  # (k,)
     gold: np.ndarray  # (k,) bool
-    custom: bool  # from the custom-category pool (what firing is tuned on)
+    custom: bool
 
 
 def _relative(cosines: np.ndarray) -> np.ndarray:
@@ -141,52 +142,47 @@ def fit_zero_shot(
     category_center: np.ndarray,
     background: np.ndarray,
     cover_cosines: Sequence[np.ndarray],
-    max_background_fire_rate: float = 0.03,
-    background_cosines: Sequence[np.ndarray] = (),
 ) -> tuple[ZeroShot, dict]:
-    """Calibrate ``P = sigmoid(a*cos + b*rel + c)`` on every (text, category) of ``cases``; the firing
-    threshold maximises F1 on the custom cases while safe background texts (``background_cosines``:
-    their cosines under custom policies) fire at most ``max_background_fire_rate``; the covering
-    threshold lets 95% of ``cover_cosines`` (unsafe corpus texts under broad policies) stand."""
+    """Calibrate ``P = sigmoid(a*cos + b*rel + c)`` on the custom cases (texts under policies of the
+    custom-category training pool: covering, removed, allowed and benign, as operators write them);
+    the firing threshold is the one that decides those cases best (a case is right when some category
+    fires exactly when one is gold); the covering threshold lets 95% of ``cover_cosines`` (unsafe
+    corpus texts under the general policy) stand."""
     from sklearn.linear_model import LogisticRegression
 
-    rows, gold, custom = [], [], []
-    for case in cases:
+    custom = [case for case in cases if case.custom]
+    rows, gold = [], []
+    for case in custom:
         rel = _relative(case.cosines)
-        for j in range(len(case.cosines)):
-            rows.append((case.cosines[j], rel[j]))
-            gold.append(bool(case.gold[j]))
-            custom.append(case.custom)
-    x = np.array(rows)
-    y = np.array(gold)
-    model = LogisticRegression(C=10.0, max_iter=2000, class_weight="balanced").fit(x, y)
+        rows += list(zip(case.cosines, rel, strict=True))
+        gold += list(case.gold)
+    model = LogisticRegression(C=10.0, max_iter=2000, class_weight="balanced").fit(np.array(rows), np.array(gold))
     a, b = (float(v) for v in model.coef_[0])
     c = float(model.intercept_[0])
 
     def prob(cos: np.ndarray) -> np.ndarray:
         return _sigmoid(a * cos + b * _relative(cos) + c)
 
-    custom_mask = np.array(custom)
-    p_all = _sigmoid(x @ np.array([a, b]) + c)
-    background_max = np.array([prob(cos).max() for cos in background_cosines]) if background_cosines else np.zeros(0)
-    floor = float(np.quantile(background_max, 1 - max_background_fire_rate)) if len(background_max) else 0.0
-    p_custom, y_custom = p_all[custom_mask], y[custom_mask]
-    threshold, f1 = best_threshold(p_custom, y_custom) if len(p_custom) else (0.5, 0.0)
-    fire = max(threshold, floor)
+    best = max(case_max for case_max in [prob(case.cosines).max() for case in custom]) if custom else 1.0
+    candidates = np.linspace(0.3, min(0.99, best), 70)
+    maxima = np.array([prob(case.cosines).max() for case in custom])
+    argmax_right = np.array([bool(case.gold.any()) and bool(case.gold[int(np.argmax(prob(case.cosines)))]) for case in custom])
+    violating = np.array([bool(case.gold.any()) for case in custom])
+
+    def accuracy(threshold: float) -> float:
+        fired = maxima >= threshold
+        return float(np.mean(np.where(violating, fired & argmax_right, ~fired)))
+
+    fire = float(max(candidates, key=accuracy))
     cover_max = np.array([prob(cos).max() for cos in cover_cosines]) if cover_cosines else np.zeros(0)
-    cover = float(np.quantile(cover_max, 0.05)) if len(cover_max) else 0.0
-    cover = min(cover, fire)
+    cover = min(float(np.quantile(cover_max, 0.05)) if len(cover_max) else 0.0, fire)
     zero_shot = ZeroShot(text_center=text_center.astype(np.float32), category_center=category_center.astype(np.float32),
                          weight_cos=a, weight_rel=b, bias=c, fire_threshold=fire, cover_threshold=cover,
                          background=background.astype(np.float32))
-    fired = p_custom >= fire
     report = {
-        "pairs": int(len(y)), "custom_pairs": int(custom_mask.sum()),
+        "custom_cases": len(custom), "violating": int(violating.sum()),
         "weights": {"cos": round(a, 3), "rel": round(b, 3), "bias": round(c, 3)},
-        "fire_threshold": round(fire, 4), "f1_best_custom": round(f1, 1),
-        "custom_precision": round(100 * float((fired & y_custom).sum() / max(fired.sum(), 1)), 1),
-        "custom_recall": round(100 * float((fired & y_custom).sum() / max(y_custom.sum(), 1)), 1),
-        "background_fire_rate": round(100 * float((background_max >= fire).mean()), 2) if len(background_max) else None,
+        "fire_threshold": round(fire, 4), "custom_case_accuracy": round(100 * accuracy(fire), 1),
         "cover_threshold": round(cover, 4),
     }
     return zero_shot, report

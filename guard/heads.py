@@ -152,6 +152,8 @@ class ZeroShot:
     fire_threshold: float  # a category of the policy's own fires alone at this probability
     cover_threshold: float  # the harm head's verdict stands when some category reaches this
     background: np.ndarray  # (m, hidden) unit vectors of centred safe corpus texts: example heads' negatives
+    # A taught category (examples) fires when its example head says so: its own balanced boundary.
+    taught_threshold: float = 0.5
 
     def text_units(self, final: np.ndarray) -> np.ndarray:
         return _unit(final - self.text_center)
@@ -249,6 +251,9 @@ class PolicyView:
     heads: list[CategoryHead | None]
     units: np.ndarray  # (k, hidden) centred unit category vectors (zero rows where a head serves)
     examples: list[ExampleHead | None]
+    # Categories of a corpus taxonomy or a preset (by ``category_key``): a policy made of them relies
+    # on the harm heads, as those taxonomies were labelled (no coverage check).
+    known: list[bool] = field(default_factory=list)
 
 
 @dataclass
@@ -261,6 +266,7 @@ class GuardHeads:
     categories: dict[str, CategoryHead]
     zero_shot: ZeroShot
     info: dict[str, Any] = field(default_factory=dict)
+    known_categories: frozenset[str] = frozenset()
 
     # ----------------------------------------------------------------- judging
 
@@ -278,11 +284,9 @@ class GuardHeads:
             zs = self.zero_shot.probabilities(cosines)
             for column, j in enumerate(free):
                 taught = view.examples[j]
-                if taught is not None:
-                    # Average the description's logit with the examples' (both calibrated to ~0 at the boundary).
-                    z = np.log(zs[:, column] / (1 - zs[:, column] + 1e-9) + 1e-9)
-                    zs[:, column] = _sigmoid(0.5 * z + 0.5 * taught.logit(units))
-                out[:, j] = zs[:, column]
+                # A taught category is read by its examples' head alone: measured on the custom pool,
+                # a handful of examples says far more than a one-line description.
+                out[:, j] = _sigmoid(taught.logit(units)) if taught is not None else zs[:, column]
         for j, head in enumerate(view.heads):
             if head is not None:
                 out[:, j] = head.head.probability(head.head.view(self.layout, prompt, response))
@@ -305,8 +309,10 @@ class GuardHeads:
         decisions = []
         for i in range(n):
             row = scores[i]
-            fired = [j for j in own if row[j] >= self.zero_shot.fire_threshold]
-            covered = any(trained) or (bool(own) and bool(max(row[j] for j in own) >= self.zero_shot.cover_threshold))
+            fired = [j for j in own if row[j] >= (self.zero_shot.taught_threshold if view.examples[j] else self.zero_shot.fire_threshold)]
+            covered = any(trained) or any(view.known) or (
+                bool(own) and bool(max(row[j] for j in own) >= self.zero_shot.cover_threshold)
+            )
             prompt_harm = bool(p_prompt[i] >= self.prompt.threshold)
             response_harm = None
             if has_response[i] and p_response is not None and self.response is not None:
@@ -369,8 +375,10 @@ class GuardHeads:
             "tasks": tasks,
             "categories": categories,
             "zero_shot": {"weight_cos": zs.weight_cos, "weight_rel": zs.weight_rel, "bias": zs.bias,
-                          "fire_threshold": zs.fire_threshold, "cover_threshold": zs.cover_threshold},
+                          "fire_threshold": zs.fire_threshold, "cover_threshold": zs.cover_threshold,
+                          "taught_threshold": zs.taught_threshold},
             "info": self.info,
+            "known_categories": sorted(self.known_categories),
         }
         np.savez_compressed(target / ARRAYS_FILE, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
         (target / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
@@ -423,6 +431,8 @@ def load(directory: Path, fingerprint: str | None = None) -> GuardHeads:
         text_center=arrays["zs.text_center"], category_center=arrays["zs.category_center"], background=arrays["zs.background"],
         weight_cos=float(zs["weight_cos"]), weight_rel=float(zs["weight_rel"]), bias=float(zs["bias"]),
         fire_threshold=float(zs["fire_threshold"]), cover_threshold=float(zs["cover_threshold"]),
+        taught_threshold=float(zs.get("taught_threshold", 0.5)),
     )
     return GuardHeads(fingerprint=meta["fingerprint"], layout=layout, prompt=prompt, response=task("response"),
-                      refusal=task("refusal"), categories=categories, zero_shot=zero_shot, info=meta.get("info", {}))
+                      refusal=task("refusal"), categories=categories, zero_shot=zero_shot, info=meta.get("info", {}),
+                      known_categories=frozenset(meta.get("known_categories", ())))

@@ -35,11 +35,12 @@ from guard.head_fitting import (
 )
 from guard.heads import CategoryHead, GuardHeads, category_key, category_text
 from trainer.head_data import HeadRecord, fit_sample
-from trainer.policy_following import BENIGN_TEXTS, TRAIN_CATEGORIES
+from trainer.policy_following import training_records
 
 VALIDATION_PERCENT = 20
 MIN_CATEGORY_POSITIVES = 3
 BACKGROUND_TEXTS = 256
+POOL_RECORDS = 800
 Log = Callable[[str], None]
 
 
@@ -73,10 +74,6 @@ def _general_policies() -> list[PolicySpec]:
     from policies import presets
 
     return [presets.preset_spec(presets.GENERAL_DEFAULT), presets.preset_spec(presets.MLCOMMONS)]
-
-
-def _pool_category(category: Any, code: str) -> CategorySpec:
-    return CategorySpec(code=code, name=category.name, description=category.description)
 
 
 class HeadFitter:
@@ -155,8 +152,11 @@ class HeadFitter:
             "fit_seconds": round(fit_seconds, 1),
             "layout": layout.to_json(),
         }
+        known = {category_key(c) for spec, _ in policies.values() for c in spec.categories}
+        known |= {category_key(c) for spec in _general_policies() for c in spec.categories}
         return GuardHeads(fingerprint=self.fingerprint, layout=layout, prompt=prompt_head, response=response_head,
-                          refusal=refusal_head, categories=categories, zero_shot=zero_shot, info=info)
+                          refusal=refusal_head, categories=categories, zero_shot=zero_shot, info=info,
+                          known_categories=frozenset(known))
 
     # ----------------------------------------------------------------- categories
 
@@ -190,12 +190,17 @@ class HeadFitter:
         self, records: list[HeadRecord], prompt: np.ndarray, vectors: np.ndarray, validation: np.ndarray,
         policies: dict[str, tuple[PolicySpec, dict[str, str]]],
     ) -> tuple[Any, dict]:
+        """Zero-shot calibration on the custom-category training pool: its records (a violating text under
+        a covering policy, the same text under a policy without that category or describing it as allowed,
+        a benign text) as ``trainer.policy_following`` builds them for training; none of the evaluation's
+        categories."""
         layout = self.layout
-        pool_specs = [_pool_category(c, f"C{i}") for i, c in enumerate(TRAIN_CATEGORIES)]
+        pool = training_records(POOL_RECORDS, seed=0)
         category_specs = [c for spec, _ in policies.values() for c in spec.categories]
-        category_specs += [c for spec in _general_policies() for c in spec.categories] + pool_specs
+        category_specs += [c for spec in _general_policies() for c in spec.categories]
+        category_specs += [c for record in pool for c in record.policy.categories]
         texts = list(dict.fromkeys(category_text(c) for c in category_specs))
-        pool_texts = [t for c in TRAIN_CATEGORIES for t in c.violating] + list(BENIGN_TEXTS)
+        pool_texts = list(dict.fromkeys(record.prompt for record in pool))
         encoded, _ = self._encode([(t, None) for t in texts + pool_texts], "category descriptions and the custom pool")
         category_final = dict(zip(texts, layout.final(encoded[: len(texts)]), strict=True))
         pool_final = dict(zip(pool_texts, layout.final(encoded[len(texts) :]), strict=True))
@@ -211,46 +216,22 @@ class HeadFitter:
             finals = np.stack([category_final[category_text(c)] for c in specs]) - category_center
             return finals / np.maximum(np.linalg.norm(finals, axis=-1, keepdims=True), 1e-6)
 
-        cases: list[ZeroShotCase] = []
-        # Corpus taxonomies: a labelled text against its taxonomy's categories (fit split only).
-        for index, record in enumerate(records):
-            if validation[index] or not record.categories or record.taxonomy not in policies:
+        cases = []
+        for record in pool:
+            categories = list(record.policy.categories)
+            if not categories:
                 continue
-            spec, code_map = policies[record.taxonomy]
-            gold = {code_map[c] for c in record.categories if c in code_map}
-            units = unit_categories(list(spec.categories))
-            cosines = units @ unit_text(layout.final(vectors[index]))
-            cases.append(ZeroShotCase(cosines, np.array([c.code in gold for c in spec.categories]), custom=False))
-        # The custom pool: each text under a policy of its category and 2-4 others of the pool.
-        for i, category in enumerate(TRAIN_CATEGORIES):
-            for text in category.violating:
-                others = self.rng.sample([j for j in range(len(pool_specs)) if j != i], self.rng.randint(2, 4))
-                chosen = [i, *others]
-                self.rng.shuffle(chosen)
-                units = unit_categories([pool_specs[j] for j in chosen])
-                cosines = units @ unit_text(pool_final[text])
-                cases.append(ZeroShotCase(cosines, np.array([j == i for j in chosen]), custom=True))
-        # Safe texts under custom policies: how often would a category fire on ordinary traffic?
-        safe = [i for i, r in enumerate(records) if r.prompt_label == "safe" and not validation[i]]
-        self.rng.shuffle(safe)
-        background_cosines = []
-        for index in safe[:400]:
-            chosen = self.rng.sample(range(len(pool_specs)), 4)
-            background_cosines.append(unit_categories([pool_specs[j] for j in chosen]) @ unit_text(layout.final(prompt[index])))
-        for text in BENIGN_TEXTS:
-            chosen = self.rng.sample(range(len(pool_specs)), 4)
-            cases.append(ZeroShotCase(unit_categories([pool_specs[j] for j in chosen]) @ unit_text(pool_final[text]),
-                                      np.zeros(4, dtype=bool), custom=True))
-        # Unsafe corpus texts under the broad presets: the harm verdict must stand (coverage).
-        general = _general_policies()[0]
-        general_units = unit_categories(list(general.categories))
+            cosines = unit_categories(categories) @ unit_text(pool_final[record.prompt])
+            gold = np.array([record.unsafe and c.code == record.code for c in categories])
+            cases.append(ZeroShotCase(cosines, gold, custom=True))
+        general_units = unit_categories(list(_general_policies()[0].categories))
         unsafe = [i for i, r in enumerate(records) if r.prompt_label == "unsafe" and not validation[i]]
         cover_cosines = [general_units @ unit_text(layout.final(prompt[i])) for i in unsafe[:1500]]
+        safe = [i for i, r in enumerate(records) if r.prompt_label == "safe" and not validation[i]]
+        self.rng.shuffle(safe)
         background = unit_text(layout.final(prompt[safe[:BACKGROUND_TEXTS]]))
-        zero_shot, report = fit_zero_shot(
-            cases, text_center=text_center, category_center=category_center, background=background,
-            cover_cosines=cover_cosines, background_cosines=background_cosines,
-        )
+        zero_shot, report = fit_zero_shot(cases, text_center=text_center, category_center=category_center,
+                                          background=background, cover_cosines=cover_cosines)
         self.log(f"zero-shot: {report}")
         return zero_shot, report
 

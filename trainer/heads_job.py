@@ -73,6 +73,30 @@ def _copy_backbone(job: TrainingJob, out_dir: Path) -> Path | None:
     return out_dir
 
 
+def refit_after_training(job: TrainingJob, model_dir: Path, progress: Any) -> dict[str, Any] | None:
+    """A new backbone gets its heads refitted in the same job, when the model it continues had heads
+    (the old heads read other hidden states and would be refused). Returns the heads' summary."""
+    from guard import runtime
+    from guard.features import extractor_for
+    from guard.heads import heads_directory
+    from trainer.heads import HeadFitter
+
+    start = Path(job.init_adapter) if job.init_adapter else None
+    if heads_directory(start) is None or not (job.hyperparameters or {}).get("refit_heads", True):
+        return None
+    records, taxonomies = job_records(list(job.data_sources), int((job.hyperparameters or {}).get("heads_per_label") or 90))
+    if not records:
+        progress.log("the start model had heads, but the job's data hold no labelled records to refit them on")
+        return None
+    progress.log(f"refitting the latent heads for the new weights on {len(records)} records")
+    backend = runtime.get_backend(str(model_dir), heads=False)
+    heads = HeadFitter(extractor_for(backend, cached=True), backend.feature_fingerprint, log=progress.log).fit(records, taxonomies)
+    heads.info["data"] = list(job.data_sources)
+    heads.save(model_dir)
+    runtime.reset_backends()
+    return heads.info
+
+
 def run_heads_job(job: TrainingJob, progress: Any) -> TrainOutcome:
     """Fit the heads (see the module docstring); the caller evaluates and registers the candidate."""
     from guard import runtime

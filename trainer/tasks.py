@@ -194,6 +194,12 @@ def _run(job: TrainingJob, resume: str | None, progress: JobProgress) -> str:
                                                  step=outcome.steps, checkpoint_path=outcome.checkpoint or "")
     gc.collect()
     inherit_calibration(job, outcome, progress)
+    if not (job.hyperparameters or {}).get("full"):
+        from trainer.heads_job import refit_after_training
+
+        heads = refit_after_training(job, Path(outcome.model_dir), progress)
+        if heads is not None:
+            summary["training"] = {**summary["training"], "heads": heads}
     return _finish(job, outcome, summary, progress)
 
 

@@ -129,7 +129,8 @@ class HeadsMixin:
                         else np.zeros((0, hidden), dtype=np.float32)
                     )
                     examples[j] = example_head(positive, negative, heads.zero_shot.background)
-        view = PolicyView(spec=spec, heads=trained, units=units, examples=examples)
+        known = [category_key(c) in heads.known_categories for c in spec.categories]
+        view = PolicyView(spec=spec, heads=trained, units=units, examples=examples, known=known)
         with self._views_lock:
             self._views[spec] = view
             while len(self._views) > POLICY_VIEWS:

@@ -1,0 +1,95 @@
+#!/usr/bin/env python
+"""Write the latent heads' section of a model card from the heads' own record and a bench/heads.py run.
+
+    .venv/bin/python bench/heads.py --out var/bench/heads.json
+    .venv/bin/python scripts/heads_card.py --model models/guardsite-guard-270m --bench var/bench/heads.json
+
+The section (between ``<!-- heads -->`` markers in the model's README.md, replaced on every run)
+gives what the heads saw and under which licences, how each head was chosen on the validation
+split, and the held-out figures of the label logits alone and of the heads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+START, END = "<!-- heads -->", "<!-- /heads -->"
+
+
+def _table(header: list[str], rows: list[list[object]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join("–" if v is None else str(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def section(heads: dict, bench: dict | None) -> str:
+    info = heads["info"]
+    lines = [START, "## Latent heads", ""]
+    lines.append(
+        "Fast verdicts are decided by **latent heads** on the backbone's hidden states (`guard/heads.py`): mean-pooled "
+        f"states at layers {', '.join(map(str, heads['layout']['layers']))} and the final layer of a plain conversation "
+        "(no policy in it), linear heads for prompt harm, response harm and refusal, a head per category of every corpus "
+        "taxonomy, and zero-shot scores of any other category from its name and description (examples taught in the "
+        "editor or by reviews refit it in milliseconds). Reason verdicts explain the heads' labels. Fitted on 2 CPU cores "
+        f"with `manage.py fit_heads` in {info.get('fit_seconds')} s from cached features "
+        f"({info.get('feature_seconds')} s to compute them, {info.get('feature_tokens_per_second')} tokens/s)."
+    )
+    lines += ["", f"**Data**: {info.get('fit_records')} records of the training split (`{info.get('data')}`), 80% fitted, "
+              f"{info.get('validation_percent')}% to choose and threshold each head (never the held-out split):", ""]
+    lines += _table(["licence", "records"], [[k, v] for k, v in info.get("licences", {}).items()])
+    lines += [""]
+    lines += _table(["file", "records"], [[k, v] for k, v in info.get("files", {}).items()])
+    lines += ["", "**Validation choices** (average precision of each candidate on the validation split; the best kept, "
+              "its threshold the validation F1 maximum):", ""]
+    rows = []
+    for task, task_info in info.get("tasks", {}).items():
+        validation = task_info.get("validation", {})
+        rows.append([task, task_info.get("chosen"), validation.get("n"), validation.get("auroc"), validation.get("f1_at_threshold"),
+                     ", ".join(f"{k} {v}" for k, v in task_info.get("candidates", {}).items())])
+    lines += _table(["head", "chosen", "validation n", "AUROC", "F1", "candidates (AP)"], rows)
+    zs = info.get("zero_shot", {})
+    lines += ["", f"Category heads: {info.get('categories', {}).get('heads')} across "
+              f"{len(info.get('categories', {}).get('taxonomies', []))} taxonomies. Zero-shot calibration: {zs}.", ""]
+    if bench:
+        deciders = [d for d in ("logits", "heads") if d in bench["reports"]]
+        lines += ["**Held-out figures** (`bench/heads.py`: the held-out split's sample, every record under its own "
+                  "taxonomy, fast mode; the same records for both columns):", ""]
+        lines += _table(["file", "task", "n", *[f"{d} F1" for d in deciders]], [list(r) for r in bench["rows"]])
+        lines += [""]
+        rows = []
+        for decider in deciders:
+            cats = bench["reports"][decider]["categories"]
+            pf = bench["policy_following"][decider]
+            taught = bench["policy_following"].get(decider + "+examples", {})
+            rows.append([decider, cats.get("micro_f1"), f"{pf['pair_accuracy']}% (code {pf['code_accuracy']}%)",
+                         f"{taught.get('pair_accuracy')}% (code {taught.get('code_accuracy')}%)", bench["latency_ms"].get(decider)])
+        lines += _table(["decided by", "category micro-F1", "policy-following pairs", "with 8 editor examples",
+                         "fast verdict ms (batch 1, CPU)"], rows)
+        lines += ["", "Stacking the label logit into the heads was not adopted: see docs/guard.md."]
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--bench", type=Path, default=None)
+    args = parser.parse_args()
+    heads = json.loads((args.model / "heads" / "heads.json").read_text())
+    bench = json.loads(args.bench.read_text()) if args.bench else None
+    card = args.model / "README.md"
+    text = card.read_text() if card.exists() else f"# {args.model.name}\n"
+    block = section(heads, bench)
+    if START in text and END in text:
+        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
+    else:
+        marker = "\n## Use and licences"
+        text = text.replace(marker, "\n" + block + "\n" + marker, 1) if marker in text else text + "\n" + block + "\n"
+    card.write_text(text)
+    print(f"wrote the heads section of {card}")
+
+
+if __name__ == "__main__":
+    main()
