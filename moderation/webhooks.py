@@ -15,7 +15,7 @@ import time
 import httpx
 from django.db import transaction
 
-from moderation import conf
+from moderation import conf, task_names
 from moderation.models import Item
 
 SIGNATURE_HEADER = "X-Guardsite-Signature"
@@ -49,10 +49,8 @@ def announce(item: Item, event: str) -> None:
     client = item.client
     if client is None or not client.webhook_url:
         return
-    from moderation.tasks import deliver_webhook
-
     item_id = item.pk
-    transaction.on_commit(lambda: deliver_webhook.delay(item_id, event))
+    transaction.on_commit(lambda: task_names.queue(task_names.DELIVER_WEBHOOK, item_id, event))
 
 
 def deliver(item_id: int, event: str) -> int:
