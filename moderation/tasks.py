@@ -64,12 +64,22 @@ def expire_claims() -> int:
 
 
 @shared_task(name=task_names.DELIVER_WEBHOOK, bind=True, ignore_result=True, acks_late=True)
-def deliver_webhook(self, item_id: int, event: str) -> int:  # noqa: ANN001 - bound task
-    """POST a signed event to the client's webhook; bounded retries with exponential backoff."""
+def deliver_webhook(self, delivery_id: int, legacy_event: str | None = None) -> int:  # noqa: ANN001 - bound task
+    """POST a recorded delivery to the client's webhook; bounded retries with exponential backoff.
+
+    Each try is recorded as an attempt; after the last retry the delivery is failed.
+    ``legacy_event``: a message queued by an older release as ``(item_id, event)``.
+    """
+    if legacy_event is not None:
+        found = webhooks.legacy_delivery(delivery_id, legacy_event)
+        if found is None:
+            return 0
+        delivery_id = found  # the retries carry the new delivery's id
     try:
-        return webhooks.deliver(item_id, event)
+        return webhooks.deliver(delivery_id)
     except webhooks.DeliveryFailed as exc:
         if self.request.retries >= conf.webhook_max_retries():
-            logger.warning("webhook for item %s (%s) given up after %d retries: %s", item_id, event, self.request.retries, exc)
+            logger.warning("webhook delivery %s given up after %d retries: %s", delivery_id, self.request.retries, exc)
+            webhooks.give_up(delivery_id)
             return 0
-        raise self.retry(exc=exc, countdown=min(300, 2 ** (self.request.retries + 1))) from exc
+        raise self.retry(args=[delivery_id], exc=exc, countdown=min(300, 2 ** (self.request.retries + 1))) from exc
