@@ -3,7 +3,7 @@ from django.db.models.signals import post_migrate
 
 
 def _ensure_immutability_triggers(sender: AppConfig, using: str = "default", **kwargs: object) -> None:
-    """Re-create the triggers after every migrate: SQLite drops them when a migration rebuilds a table."""
+    """Re-create missing triggers after migrate: SQLite drops them when a migration rebuilds a table."""
     from django.db import connections
     from django.db.migrations.recorder import MigrationRecorder
 
@@ -11,7 +11,7 @@ def _ensure_immutability_triggers(sender: AppConfig, using: str = "default", **k
 
     connection = connections[using]
     applied = MigrationRecorder(connection).applied_migrations()
-    if ("policies", "0005_published_versions_immutable_triggers") in applied:
+    if ("policies", "0005_published_versions_immutable_triggers") in applied and not immutability.installed(connection):
         immutability.install(connection)
 
 

@@ -99,6 +99,24 @@ def removal_statements(vendor: str) -> list[str]:
     return []
 
 
+def installed(connection: BaseDatabaseWrapper) -> bool:
+    """Whether every trigger is in place (other databases: nothing to install)."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT count(*) FROM pg_trigger WHERE tgname IN "
+                "('policies_published_version_immutable', 'policies_published_category_immutable')"
+            )
+            return cursor.fetchone()[0] == 2
+        if connection.vendor == "sqlite":
+            names = list(SQLITE_TRIGGERS)
+            cursor.execute(
+                f"SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN ({', '.join('%s' for _ in names)})", names
+            )
+            return cursor.fetchone()[0] == len(names)
+    return True
+
+
 def install(connection: BaseDatabaseWrapper) -> None:
     with connection.cursor() as cursor:
         for statement in statements(connection.vendor):

@@ -123,3 +123,16 @@ def test_the_demos_sqlite_database_refuses_too(tmp_path: Path):
         with pytest.raises(sqlite3.IntegrityError, match="immutable"):
             raw.execute(statement)
     assert raw.execute("SELECT count(*) FROM policies_policyversion WHERE number IS NOT NULL").fetchone() == (2,)
+
+
+def test_triggers_dropped_by_a_table_rebuild_come_back_after_migrate(db):
+    from django.core.management import call_command
+
+    from policies import immutability
+
+    assert immutability.installed(connection)
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER policies_published_category_immutable ON policies_category")
+    assert not immutability.installed(connection)
+    call_command("migrate", verbosity=0)
+    assert immutability.installed(connection)
