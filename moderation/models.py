@@ -247,6 +247,13 @@ class AuditLog(models.Model):
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor_label} {self.action} {self.object_type}:{self.object_id}"
 
+    @property
+    def rows(self) -> list[tuple[str, str, str, bool]]:
+        """(key, before, after, changed) as display text (moderation/audit_values.py)."""
+        from moderation.audit_values import rows
+
+        return rows(self.before, self.after)
+
     @classmethod
     def record(
         cls,

@@ -16,11 +16,11 @@ from django.db import IntegrityError, transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from guard.serving import serving
 from guardsite.roles import ADMIN, POLICY_EDITOR, can_edit_policies, role_required
-from policies import presets
+from policies import audit, presets
 from policies.console import initial_model, run_console
 from policies.diffing import diff_documents
 from policies.documents import (
@@ -101,9 +101,12 @@ def policy_list(request: HttpRequest) -> HttpResponse:
     return render(request, "policies/list.html", {"rows": _list_rows(), "form": PolicyCreateForm()})
 
 
-@require_POST
+@require_http_methods(["GET", "HEAD", "POST"])
 @editor_required
 def policy_create(request: HttpRequest) -> HttpResponse:
+    """POST creates; GET (a bookmark, a typed URL) goes to the form on the list page."""
+    if request.method != "POST":
+        return redirect(reverse("policies:list") + "#create-policy")
     form = PolicyCreateForm(request.POST)
     if not form.is_valid():
         return render(request, "policies/list.html", {"rows": _list_rows(), "form": form}, status=400)
@@ -129,6 +132,7 @@ def policy_create(request: HttpRequest) -> HttpResponse:
         # Another editor took the name (or slug) a moment ago.
         form.add_error("name", name_taken_problem(name) or "A policy with this name or slug was just created; choose another.")
         return render(request, "policies/list.html", {"rows": _list_rows(), "form": form}, status=400)
+    audit.created(request.user, policy, f"preset {preset}" if preset else "blank")
     served = serving(policy)
     messages.success(request, f"Created {policy.name}, served by {served.label}. Edit the draft, then publish version 1.")
     return redirect("policies:editor", slug=policy.slug)
@@ -159,7 +163,10 @@ def policy_import(request: HttpRequest, slug: str | None = None) -> HttpResponse
         problem = DocumentError("name", f"{name_problem} Change {where} and import again.")
         return _import_errors_page(request, form, [problem], policy)
     if policy is not None:
+        before = [c.code for c in policy.draft().categories.all()]
         import_into_draft(policy, document)
+        audit.draft_edited(request.user, policy, "imported a file into the draft",
+                           before={"categories": before}, after={"categories": [c["code"] for c in document.categories]})
         messages.success(request, f"Imported {len(document.categories)} categories into the draft of {policy.name}.")
         return redirect("policies:editor", slug=policy.slug)
     slug_value = (form.cleaned_data.get("slug") or "").strip() or document.slug
@@ -168,6 +175,7 @@ def policy_import(request: HttpRequest, slug: str | None = None) -> HttpResponse
         return _import_errors_page(request, form, [problem], None)
     with transaction.atomic():
         policy = import_as_new_policy(document, slug_value or unique_slug(document.name), owner=request.user)
+        audit.created(request.user, policy, "imported from a file")
     messages.success(request, f"Imported {policy.name} as a draft with {len(document.categories)} categories.")
     return redirect("policies:editor", slug=policy.slug)
 
@@ -326,10 +334,14 @@ def draft_header(request: HttpRequest, slug: str) -> HttpResponse:
     policy = _policy(slug)
     draft = policy.draft()
     if request.method == "POST":
+        before = {"name": draft.name, "description": draft.description}
         form = VersionHeaderForm(request.POST, instance=draft)
         if not form.is_valid():
             return render(request, "policies/partials.html#header-form", {"policy": policy, "draft": draft, "form": form}, status=422)
         form.save()
+        after = {"name": draft.name, "description": draft.description}
+        if after != before:
+            audit.draft_edited(request.user, policy, "name and description edited", before=before, after=after)
         return _changed(render(request, "policies/partials.html#header", {"policy": policy, "draft": draft, "editable": True}))
     if request.GET.get("edit"):
         form = VersionHeaderForm(instance=draft)
@@ -361,6 +373,7 @@ def category_add(request: HttpRequest, slug: str) -> HttpResponse:
         # Another editor added the same code a moment ago (the form's check raced with theirs).
         form.add_error("code", f"Code {category.code!r} is already used in this version.")
         return _categories_response(request, policy, status=422, add_form=form, add_open=True)
+    audit.draft_edited(request.user, policy, f"category {category.code} added", after=audit.category_state(category))
     return _changed(_categories_response(request, policy, added=category.pk))
 
 
@@ -381,6 +394,7 @@ def category_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     draft = policy.draft()
     category = _draft_category(policy, pk)
     if request.method == "POST":
+        before = audit.category_state(category)
         form = CategoryForm(request.POST, instance=category, version=draft, prefix=f"c{pk}")
         if form.is_valid():
             try:
@@ -390,6 +404,9 @@ def category_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
                 form.add_error("code", f"Code {form.cleaned_data['code']!r} is already used in this version.")
         if form.errors:
             return render(request, "policies/partials.html#category-form", {"policy": policy, "category": category, "form": form}, status=422)
+        after = audit.category_state(category)
+        if after != before:
+            audit.draft_edited(request.user, policy, f"category {before['code']} edited", before=before, after=after)
         return _changed(render(request, "policies/partials.html#category-row", {"policy": policy, "category": category, "editable": True}))
     form = CategoryForm(instance=category, version=draft, prefix=f"c{pk}")
     return render(request, "policies/partials.html#category-form", {"policy": policy, "category": category, "form": form})
@@ -399,7 +416,10 @@ def category_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @editor_required
 def category_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     policy = _policy(slug)
-    _draft_category(policy, pk).delete()
+    category = _draft_category(policy, pk)
+    before = audit.category_state(category)
+    category.delete()
+    audit.draft_edited(request.user, policy, f"category {before['code']} deleted", before=before)
     return _changed(_categories_response(request, policy))
 
 
@@ -419,7 +439,10 @@ def category_move(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
             raise Http404("No such category in the draft.")
         other = index - 1 if direction == "up" else index + 1
         if 0 <= other < len(ordered):
+            before = [c.code for c in ordered]
             ordered[index], ordered[other] = ordered[other], ordered[index]
+            audit.draft_edited(request.user, policy, f"category {ordered[other].code} moved {direction}",
+                               before={"order": before}, after={"order": [c.code for c in ordered]})
             # Renumber densely: positions may have gaps or ties after imports and deletions.
             for position, category in enumerate(ordered):
                 if category.position != position:
@@ -437,6 +460,7 @@ def draft_discard(request: HttpRequest, slug: str) -> HttpResponse:
         messages.error(request, "Nothing is published yet, so there is nothing to go back to.")
     else:
         policy.discard_draft_changes()
+        audit.draft_edited(request.user, policy, f"draft changes discarded (back to version {latest.number})")
         messages.success(request, f"The draft is equal to version {latest.number} again.")
     return redirect("policies:editor", slug=policy.slug)
 
