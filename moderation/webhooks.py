@@ -16,7 +16,8 @@ import json
 import time
 
 import httpx
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from moderation import conf, task_names
@@ -161,10 +162,17 @@ def _payload(delivery: WebhookDelivery) -> dict:
 
 
 def _record(delivery: WebhookDelivery, attempt: WebhookAttempt, status: str | None = None) -> None:
-    with transaction.atomic():
-        attempt.save()
-        if status is not None:
-            _finish(delivery, status)
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                attempt.save()
+                if status is not None:
+                    _finish(delivery, status)
+            return
+        except IntegrityError:
+            # A duplicate task message tried the same delivery at the same moment: number this try after it.
+            attempt.pk = None
+            attempt.number = (delivery.attempts.aggregate(last=Max("number"))["last"] or 0) + 1
 
 
 def _finish(delivery: WebhookDelivery, status: str) -> None:

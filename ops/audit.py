@@ -36,6 +36,7 @@ SYSTEM = "system"
 OBJECT_LABELS = {
     "item": "item", "apikey": "API key", "policy": "policy", "policyversion": "policy", "modelversion": "model",
     "trainingjob": "training job", "evaluationrun": "evaluation run", "reviewtask": "review task",
+    "webhookdelivery": "webhook delivery",
 }
 COLUMNS = ("a_source", "a_pk", "a_at", "a_actor", "a_action", "a_object_type", "a_object_id")
 
