@@ -304,6 +304,7 @@ class WebhookDelivery(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
         indexes = [models.Index(fields=["client", "-created_at"], name="webhook_delivery_by_client")]
 
     def __str__(self) -> str:

@@ -33,6 +33,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'ordering': ['-created_at', '-id'],
+                'verbose_name_plural': 'webhook deliveries',
             },
         ),
         migrations.CreateModel(
