@@ -19,6 +19,7 @@ taxonomies' codes mean nothing under it).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
@@ -137,10 +138,10 @@ def _load_model(model: str | None) -> Calibration:
     return resolved.calibration
 
 
-def _classify(requests: list, model: str | None, calibration: Calibration | None = None) -> list[Verdict]:
+def _classify(requests: list, model: str | None, calibration: Calibration | None = None, heads: bool = True) -> list[Verdict]:
     from guard import runtime
 
-    verdicts = runtime.classify(requests, model, calibration=calibration)
+    verdicts = runtime.classify(requests, model, calibration=calibration, heads=heads)
     if len(verdicts) != len(requests):
         raise RuntimeError(f"the guard returned {len(verdicts)} verdicts for {len(requests)} requests")
     return verdicts
@@ -159,13 +160,15 @@ def evaluate(
     keep_scores: bool = False,
     calibration: Calibration | None = None,
     record_filter: Callable[[EvalRecord], bool] | None = None,
+    heads: bool = True,
 ) -> dict:
     """Classify the records of ``data`` with ``model`` and return the report (see the module docstring).
 
     ``progress(done, total)`` is called after every batch (and once with 0 at the start).
     ``keep_scores`` adds ``report["scores"]``: per task, ``[P(positive), gold is positive]``
     of every scored record (what ``manage.py calibrate`` fits thresholds on); ``calibration``
-    replaces the model's own for this run; ``record_filter`` keeps only the sampled records it accepts.
+    replaces the model's own for this run; ``record_filter`` keeps only the sampled records it accepts;
+    ``heads=False`` judges with the label logits although the model has latent heads.
     Bad input raises ``EvaluationError``; an unknown model raises the guard's ``GuardError``.
     """
     from guard.backends.base import GuardRequest
@@ -206,7 +209,7 @@ def evaluate(
     verdicts: list[Verdict] = []
     started = time.perf_counter()
     for start in range(0, total, batch_size):
-        verdicts.extend(_classify(requests[start : start + batch_size], model, calibration))
+        verdicts.extend(_classify(requests[start : start + batch_size], model, calibration, heads))
         if progress:
             progress(len(verdicts), total)
     elapsed = time.perf_counter() - started
@@ -222,6 +225,7 @@ def evaluate(
         extra={"policy": resolver.label(), "limit": limit, "file_limits": dict(file_limits or {}), "batch_size": batch_size},
     )
     report["calibration"] = (own if calibration is None else calibration).to_json()
+    report["decided_by"] = dict(Counter(v.decided_by for v in verdicts))
     if exclude_ids:
         report["excluded_ids"] = len(exclude_ids)
     if keep_scores:

@@ -175,10 +175,28 @@ def score(pairs: list[dict[str, Any]], covering: list[Any], other: list[Any]) ->
     }
 
 
+def taught(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pairs with each covering policy's custom category taught by eight editor examples
+    (``policy_following_teaching.TEACHING_EXAMPLES``, none an evaluation text)."""
+    from evaluation.policy_following_teaching import TEACHING_EXAMPLES
+
+    out = []
+    for pair in pairs:
+        key = pair["id"].removeprefix("pf-").rsplit("-", 1)[0]
+        covering = json.loads(json.dumps(pair["covering_policy"]))
+        for category in covering["categories"]:
+            if category["code"] == pair["code"]:
+                category["violating_examples"] = list(TEACHING_EXAMPLES[key])
+        out.append({**pair, "covering_policy": covering})
+    return out
+
+
 def evaluate_policy_following(model: str | None, mode: str = "fast", batch_size: int = 16,
                               classify: Callable[[list, str | None], list] | None = None,
-                              path: Path = SET_FILE, calibration: Any = None, limit: int | None = None) -> dict[str, Any]:
-    """Judge every pair's text (the first ``limit`` pairs) under both policies with ``model`` and score it."""
+                              path: Path = SET_FILE, calibration: Any = None, limit: int | None = None,
+                              with_examples: bool = False) -> dict[str, Any]:
+    """Judge every pair's text (the first ``limit`` pairs) under both policies with ``model`` and score it;
+    ``with_examples``: each covering category taught by eight editor examples first (``taught``)."""
     from guard.backends.base import GuardRequest
 
     if classify is None:
@@ -188,6 +206,8 @@ def evaluate_policy_following(model: str | None, mode: str = "fast", batch_size:
             return runtime.classify(requests, model_name, calibration=calibration)
 
     pairs = load_pairs(path)[:limit] if limit else load_pairs(path)
+    if with_examples:
+        pairs = taught(pairs)
     requests = []
     for index, pair in enumerate(pairs):
         for which in ("covering_policy", "other_policy"):

@@ -86,6 +86,10 @@ class CategorySpec:
     description: str = ""
     violating_examples: tuple[str, ...] = ()
     allowed_examples: tuple[str, ...] = ()
+    # Examples taught by reviewers' decisions (``policies.teaching``): read by the latent heads
+    # only, never rendered into the model's input (a queue's worth would swamp the policy block).
+    taught_violating: tuple[str, ...] = ()
+    taught_allowed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -251,6 +255,10 @@ class Verdict:
     truncated: bool = False
     mode: str = "reason"
     raw_output: str = ""
+    # What decided the labels: "heads" (latent heads on the backbone's hidden states,
+    # ``guard.heads``), "logits" (the answer block's label logits: a model without heads),
+    # or "generation" (a served model's generated answer: vLLM, OpenAI-compatible servers).
+    decided_by: str = "logits"
     # Set when the model's answer did not parse; the labels are then the
     # conservative fallback of ``failed_verdict`` and evaluation counts the
     # record as wrong (and reports it) instead of dropping it.
@@ -462,4 +470,5 @@ def verdict_from_generation(text: str, policy: PolicySpec | SupportsPolicySpec, 
     verdict.mode = rendered.mode
     verdict.raw_output = text
     verdict.truncated = rendered.truncated
+    verdict.decided_by = "generation"
     return verdict

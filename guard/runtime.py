@@ -52,6 +52,8 @@ class ResolvedModel:
     adapter_path: Path | None = None
     # How label probabilities become labels (temperature, per-field thresholds).
     calibration: Calibration = Calibration()
+    # Latent heads fitted on this model's hidden states (``guard.heads``); None: the label logits decide.
+    heads_path: Path | None = None
 
     @property
     def temperature(self) -> float | None:
@@ -91,9 +93,11 @@ def _resolve_directory(path: Path, label: str) -> ResolvedModel:
             if candidate.is_dir():
                 base_name = str(candidate)
         base = _resolve_base(base_name, f"adapter {path}")
-        return ResolvedModel(label=label, base_path=base, adapter_path=path, calibration=read_directory(path))
+        return ResolvedModel(
+            label=label, base_path=base, adapter_path=path, calibration=read_directory(path), heads_path=heads_directory(path)
+        )
     if (path / "config.json").is_file():
-        return ResolvedModel(label=label, base_path=path, calibration=read_directory(path))
+        return ResolvedModel(label=label, base_path=path, calibration=read_directory(path), heads_path=heads_directory(path))
     raise GuardError(f"model directory {str(path)!r} has neither config.json (a model) nor adapter_config.json (a LoRA adapter)")
 
 
@@ -105,6 +109,24 @@ def _model_version(name: str) -> Any:
     except Exception as error:  # noqa: BLE001 - no database (bench scripts): treat as not registered
         logger.debug("model registry unavailable: %s", error)
         return None
+
+
+def heads_directory(model_dir: Path | None) -> Path | None:
+    # Imported here: guard.heads pulls in numpy and torch, which the web process loads only to judge.
+    from guard.heads import heads_directory as stored_heads
+
+    return stored_heads(model_dir)
+
+
+def _version_heads(version: Any, adapter: Path | None) -> Path | None:
+    """A registered version's heads: ``metrics["heads_path"]`` (a refit), else those beside its adapter."""
+    stored = (version.metrics or {}).get("heads_path") if isinstance(version.metrics, dict) else None
+    if stored:
+        found = heads_directory(Path(stored).expanduser())
+        if found is None:
+            raise GuardError(f"model version {version.name!r}: heads directory {stored!r} has no heads.json")
+        return found
+    return heads_directory(adapter)
 
 
 def resolve_model(name_or_path: str | None) -> ResolvedModel:
@@ -129,7 +151,11 @@ def resolve_model(name_or_path: str | None) -> ResolvedModel:
                     "does not exist or has no adapter_config.json"
                 )
         return ResolvedModel(
-            label=version.name, base_path=base, adapter_path=adapter, calibration=of_version(version.metrics, adapter)
+            label=version.name,
+            base_path=base,
+            adapter_path=adapter,
+            calibration=of_version(version.metrics, adapter),
+            heads_path=_version_heads(version, adapter),
         )
     raise GuardError(
         f"unknown model {value!r}: not 'embedded', not a registered model version, and not a local model directory"
@@ -149,10 +175,11 @@ def backend_kind() -> str:
     return kind
 
 
-def get_backend(model: str | None = None, calibration: Calibration | None = None) -> GuardBackend:
+def get_backend(model: str | None = None, calibration: Calibration | None = None, *, heads: bool = True) -> GuardBackend:
     """The backend serving ``model`` in this process (created on first use).
 
-    ``calibration`` replaces the model's own (``manage.py calibrate`` fitting field by field)."""
+    ``calibration`` replaces the model's own (``manage.py calibrate`` fitting field by field);
+    ``heads=False`` decides with the label logits although the model has heads (measurements)."""
     kind = backend_kind()
     if kind == "openai":
         key: Hashable = ("openai", settings.GUARD_OPENAI_BASE_URL, model or "")
@@ -171,6 +198,9 @@ def get_backend(model: str | None = None, calibration: Calibration | None = None
         backend.temperature = applied.temperature
         if hasattr(backend, "thresholds"):
             backend.thresholds = dict(applied.thresholds)
+        if hasattr(backend, "use_heads"):
+            # Refitted heads take effect without reloading the weights, like a re-calibration.
+            backend.use_heads(resolved.heads_path if heads else None)
     return backend
 
 
@@ -193,6 +223,7 @@ def _create(kind: str, model: str | None, resolved: ResolvedModel | None) -> Gua
         label=resolved.label,
         temperature=resolved.calibration.temperature,
         thresholds=resolved.calibration.thresholds,
+        heads_path=resolved.heads_path,
     )
 
 
@@ -208,9 +239,11 @@ def classify(
     *,
     constrained: bool = True,
     calibration: Calibration | None = None,
+    heads: bool = True,
 ) -> list[Verdict]:
     """Judge ``requests`` with ``model`` (default: the configured/embedded model), under
-    ``calibration`` instead of the model's own when one is given.
+    ``calibration`` instead of the model's own when one is given; ``heads=False``: by the
+    label logits even where the model has latent heads (what evaluation compares).
 
     A request's ``adapter_path`` overrides the model's adapter: with the vLLM
     backend it becomes a per-request LoRA; otherwise those requests are served
@@ -219,13 +252,13 @@ def classify(
     if not requests:
         return []
     if backend_kind() == "vllm" or not any(r.adapter_path for r in requests):
-        return _call(get_backend(model, calibration), requests, constrained)
+        return _call(get_backend(model, calibration, heads=heads), requests, constrained)
     verdicts: list[Verdict | None] = [None] * len(requests)
     groups: dict[str | None, list[int]] = {}
     for index, request in enumerate(requests):
         groups.setdefault(request.adapter_path or None, []).append(index)
     for adapter, indexes in groups.items():
-        backend = get_backend(adapter or model, calibration)
+        backend = get_backend(adapter or model, calibration, heads=heads)
         for index, verdict in zip(indexes, _call(backend, [requests[i] for i in indexes], constrained), strict=True):
             verdicts[index] = verdict
     return [v for v in verdicts if v is not None]

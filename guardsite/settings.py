@@ -169,6 +169,10 @@ GUARD_MODEL_DIR = os.environ.get("GUARD_MODEL_DIR") or (
 )
 GUARD_MODEL_CACHE = Path(os.environ.get("GUARD_MODEL_CACHE") or Path.home() / ".cache" / "guardsite" / "models")
 GUARD_DEVICE = os.environ.get("GUARD_DEVICE") or "auto"  # auto | cpu | cuda
+# Hidden-state features of the latent heads (guard/features.py), one SQLite file per backbone.
+GUARD_FEATURE_CACHE = os.environ.get("GUARD_FEATURE_CACHE") or str(GUARD_MODEL_CACHE.parent / "features")
+# Serving keeps no judged text on disk unless this is on (benchmarks, repeated evaluations of a corpus).
+GUARD_FEATURE_CACHE_IN_SERVING = env_bool("GUARD_FEATURE_CACHE_IN_SERVING", False)
 GUARD_MAX_INPUT_TOKENS = env_int("GUARD_MAX_INPUT_TOKENS", 2048)
 GUARD_MAX_TEXT_CHARS = env_int("GUARD_MAX_TEXT_CHARS", 32000)
 GUARD_MAX_NEW_TOKENS = env_int("GUARD_MAX_NEW_TOKENS", 96)

@@ -68,6 +68,10 @@ class VerdictOut(Schema):
     batch_size: int = Field(description="How many items the guard judged together with this one (1 for /moderate).")
     batch_ms: int = Field(description="The whole micro-batch's guard time, in milliseconds.")
     mode: str
+    decided_by: str = Field(
+        description="heads: the model's latent heads on its hidden states decided the labels; logits: its label "
+        "logits (a model without heads); generation: a served model's generated answer."
+    )
     truncated: bool
     parse_error: str | None
     action: Literal["block", "flag", "allow"]

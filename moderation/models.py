@@ -142,6 +142,9 @@ class Verdict(models.Model):
     thresholds = models.JSONField(default=dict, blank=True)
     model_label = models.CharField(max_length=200, default="embedded")
     mode = models.CharField(max_length=8, default="fast")
+    # What decided the labels: "heads" (the model's latent heads), "logits" (its label logits:
+    # a model without heads), "generation" (a served model's generated answer).
+    decided_by = models.CharField(max_length=12, default="logits")
     # This item's share of its micro-batch's guard time (by length), the batch's size and whole time.
     latency_ms = models.PositiveIntegerField(default=0)
     batch_size = models.PositiveIntegerField(default=1)

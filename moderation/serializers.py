@@ -30,6 +30,7 @@ def verdict_json(item: Item, verdict: Verdict) -> dict[str, Any]:
         "batch_size": verdict.batch_size,
         "batch_ms": verdict.batch_ms,
         "mode": verdict.mode,
+        "decided_by": verdict.decided_by,
         "truncated": verdict.truncated,
         "parse_error": verdict.parse_error,
         "action": verdict.action,

@@ -107,6 +107,7 @@ def verdict_fields(
         "thresholds": dict(thresholds or {}),
         "model_label": model_label[:200],
         "mode": result.mode,
+        "decided_by": result.decided_by,
         "latency_ms": max(0, int(timing.latency_ms)),
         "batch_size": max(1, int(timing.batch_size)),
         "batch_ms": max(0, int(timing.latency_ms if timing.batch_ms is None else timing.batch_ms)),

@@ -228,6 +228,10 @@ class PolicyVersion(models.Model):
             )
 
     def to_spec(self) -> PolicySpec:
+        """What the guard sees of this version, with the policy's latest taught examples (read by the
+        latent heads only; ``CategoryTeaching``)."""
+        teaching = self.policy.teachings.order_by("-number").first()
+        taught = teaching.examples if teaching is not None else {}
         return PolicySpec(
             name=self.spec_name,
             description=self.spec_description,
@@ -238,10 +242,37 @@ class PolicyVersion(models.Model):
                     description=c.description,
                     violating_examples=tuple(c.violating_examples),
                     allowed_examples=tuple(c.allowed_examples),
+                    taught_violating=tuple(taught.get(c.code, {}).get("violating", ())),
+                    taught_allowed=tuple(taught.get(c.code, {}).get("allowed", ())),
                 )
                 for c in self.categories.order_by("position", "id")
             ),
         )
+
+
+class CategoryTeaching(models.Model):
+    """What reviewers' decisions taught a policy's categories: numbered, immutable snapshots
+    (``trainer.teaching`` makes them). The latest one travels with every version's spec to the
+    latent heads, which refit the taught categories in milliseconds; it is never rendered into
+    the model's input. Examples: ``{code: {"violating": [texts], "allowed": [texts]}}``."""
+
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="teachings")
+    number = models.PositiveIntegerField()
+    based_on = models.ForeignKey(PolicyVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    examples = models.JSONField(default=dict, blank=True)
+    reviewed_items = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [models.UniqueConstraint(fields=["policy", "number"], name="teaching_number_per_policy")]
+
+    def __str__(self) -> str:
+        return f"teaching {self.number} of {self.policy.slug}"
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        return {code: (len(v.get("violating", [])), len(v.get("allowed", []))) for code, v in sorted(self.examples.items())}
 
 
 class Category(models.Model):

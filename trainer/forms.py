@@ -170,7 +170,10 @@ class StartTrainingForm(forms.Form):
             problem = adapter_base_mismatch(self.init_adapter_path(), cleaned["base_model"])
             if problem:
                 self.add_error("init_adapter", problem)
-        if not cleaned.get("init_adapter") and not cleaned.get("full") and not cleaned.get("lora_rank") and "lora_rank" not in self.errors:
+        heads = cleaned.get("recipe") == TrainingJob.Recipe.HEADS
+        if heads and not cleaned.get("init_adapter"):
+            self.add_error("init_adapter", "Refitting heads keeps a model's weights: choose that model as the start adapter.")
+        if not heads and not cleaned.get("init_adapter") and not cleaned.get("full") and not cleaned.get("lora_rank") and "lora_rank" not in self.errors:
             self.add_error("lora_rank", "A fresh LoRA adapter needs a rank (8 is a good start).")
         return cleaned
 

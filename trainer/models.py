@@ -43,6 +43,7 @@ class TrainingJob(models.Model):
         SFT = "sft", "sft - reasoning SFT (cold start)"
         GRPO = "grpo", "grpo - rule-based rewards"
         DPO = "dpo", "dpo - hard-sample DPO"
+        HEADS = "heads", "heads - refit the latent heads (CPU, minutes)"
 
     recipe = models.CharField(max_length=8, choices=Recipe.choices)
     # JSONL paths and/or "reviewed:<slug>".

@@ -160,6 +160,13 @@ def _run(job: TrainingJob, resume: str | None, progress: JobProgress) -> str:
     from trainer import recipes
     from trainer.callbacks import make_progress_callback
 
+    if job.recipe == TrainingJob.Recipe.HEADS:
+        from trainer.heads_job import run_heads_job
+
+        outcome = run_heads_job(job, progress)
+        summary = {**job.summary, "training": outcome.summary}
+        TrainingJob.objects.filter(pk=job.pk).update(stage=TrainingJob.Stage.EVALUATING, summary=summary, step=1)
+        return _finish(job, outcome, summary, progress)
     out_dir = Path(job.output_dir)
     train_settings = settings_for(job, out_dir)
 
@@ -187,6 +194,11 @@ def _run(job: TrainingJob, resume: str | None, progress: JobProgress) -> str:
                                                  step=outcome.steps, checkpoint_path=outcome.checkpoint or "")
     gc.collect()
     inherit_calibration(job, outcome, progress)
+    return _finish(job, outcome, summary, progress)
+
+
+def _finish(job: TrainingJob, outcome: Any, summary: dict[str, Any], progress: JobProgress) -> str:
+    """Evaluate the candidate against production on the same records, register it, record the runs."""
     metrics = evaluate_candidate(job, outcome, progress)
     summary["evaluation"] = {key: value for key, value in metrics.items() if key not in ("report", "baseline")}
     TrainingJob.objects.filter(pk=job.pk).update(stage=TrainingJob.Stage.REGISTERING, summary=summary)
@@ -335,8 +347,10 @@ def register_candidate(job: TrainingJob, outcome: Any, metrics: dict[str, Any]) 
 
 
 def cli_command(job: TrainingJob) -> str:
-    """The equivalent ``manage.py train`` command (for the model card and reproduction)."""
+    """The equivalent ``manage.py train`` (``fit_heads``) command (for the model card and reproduction)."""
     hp = job.hyperparameters or {}
+    if job.recipe == TrainingJob.Recipe.HEADS:
+        return f"python manage.py fit_heads --model {job.output_dir or 'DIR'} --data " + " ".join(job.data_sources)
     parts = ["python manage.py train", f"--recipe {job.recipe}", "--data " + " ".join(job.data_sources),
              f"--base {job.base_model or 'embedded'}"]
     if job.init_adapter:

@@ -10,4 +10,5 @@ urlpatterns = [
     path("<int:pk>/progress", views.job_progress, name="progress"),
     path("<int:pk>/cancel", views.cancel_job, name="cancel"),
     path("<int:pk>/resume", views.resume_job, name="resume"),
+    path("teach/<slug:slug>/", views.teach_policy, name="teach"),
 ]

@@ -175,3 +175,24 @@ def resume_job(request: HttpRequest, pk: int) -> HttpResponse:
         job.save(update_fields=["status", "stage", "error", "finished_at", "updated_at"])
         enqueue(job)
     return _after_action(request, job)
+
+
+@require_http_methods(["GET", "POST"])
+@role_required(POLICY_EDITOR)
+def teach_policy(request: HttpRequest, slug: str) -> HttpResponse:
+    """Refit a policy's categories from its reviews (POST), and show the scores before and after."""
+    from policies.models import Policy
+    from trainer.teaching import scores_before_after, teach
+
+    policy = get_object_or_404(Policy, slug=slug)
+    if request.method == "POST":
+        started = timezone.now()
+        snapshot = teach(policy, request.user)
+        seconds = (timezone.now() - started).total_seconds()
+        messages.info(request, f"Teaching #{snapshot.number}: {snapshot.reviewed_items} reviewed item(s) taught "
+                               f"{len(snapshot.examples)} categor{'y' if len(snapshot.examples) == 1 else 'ies'} in {seconds:.1f} s.")
+        return redirect("trainer:teach", slug=slug)
+    latest = policy.teachings.order_by("-number").first()
+    rows = scores_before_after(policy, latest) if latest is not None else []
+    return render(request, "trainer/teach.html", {"policy": policy, "latest": latest, "rows": rows,
+                                                  "history": policy.teachings.order_by("-number")[:10]})

@@ -28,6 +28,7 @@ compare against a plain ``model(...)``).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -277,6 +278,8 @@ class GemmaRunner:
         *,
         tree_depth: torch.Tensor | None = None,
         tree_visible: torch.Tensor | None = None,
+        capture: Collection[int] = (),
+        captured: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Feed one right-padded chunk ``ids`` (B, T) and return final-normed hidden
         states (B, T, hidden). Row ``r``'s real tokens are its first ``lengths[r]``
@@ -285,6 +288,10 @@ class GemmaRunner:
         A tree chunk (``tree_depth`` (T,), ``tree_visible`` (T, T) or (B, T, T):
         which chunk nodes each node sees) sits at positions ``next_pos + depth``
         and is forgotten afterwards; a plain chunk is causal and is kept.
+
+        ``capture``: layer counts (8 = the residual stream after the 8th decoder
+        layer) whose hidden states are appended to ``captured``, in order, for the
+        latent heads (``guard.features``); the final-normed states are returned as always.
         """
         batch, width = ids.shape
         device = self.device
@@ -338,6 +345,8 @@ class GemmaRunner:
             gate, up = (h @ layer.gate_up.T).split(self.intermediate, dim=-1)
             h = (F.gelu(gate, approximate=self.gelu_approximate) * up) @ layer.down.T
             x = residual + self._norm(h, layer.post_feedforward_norm)
+            if captured is not None and index + 1 in capture:
+                captured.append(x)
 
         if tree_depth is None:
             cache.slot_pos[:, start:end] = positions

@@ -35,7 +35,7 @@ class Generation:
 
 
 class GenerationMixin:
-    """Generation of ``TransformersBackend`` (uses its runner, vocabulary and batch start)."""
+    """Generation of ``TransformersBackend`` (uses its runner, vocabulary, batch start and chunk feeding)."""
 
     runner: GemmaRunner
     tokenizer: Any
@@ -187,6 +187,43 @@ class GenerationMixin:
         return [(text, len(t), reason) for text, t, reason in zip(texts, tokens, reasons, strict=True)]
 
     # ----------------------------------------------------------------- free answers
+
+    def _explain(
+        self,
+        cache: RowCache,
+        items: list[PreparedItem],
+        verdicts: list[Verdict],
+        labels: list[dict[str, str]],
+        codes: list[list[str]],
+    ) -> list[Verdict]:
+        chunks = [
+            self._between(contract.FIELD_CATEGORIES, contract.FIELD_EXPLANATION, {}, row_codes) for row_codes in codes
+        ]
+        table = self._chunk_table(chunks)
+        variant = torch.arange(len(chunks), device=self.device)
+        last = self._feed(cache, table, variant)
+        tokens, _ = self._greedy(cache, last, max_new_tokens=self.max_new_tokens, stop_at_newline=True)
+        explanations = [self.tokenizer.decode(t, skip_special_tokens=True).split("\n", 1)[0] for t in tokens]
+        results = []
+        for item, verdict, explanation in zip(items, verdicts, explanations, strict=True):
+            verdict.explanation = explanation.strip()
+            verdict.mode = "reason"
+            raw = contract.format_answer(verdict, item.has_response)
+            parsed = contract.parse(raw, item.spec, item.has_response)
+            if parsed.verdict is None:
+                assert parsed.error is not None
+                failed = contract.failed_verdict(parsed.error, item.has_response, mode="reason")
+                failed.truncated = item.truncated
+                failed.probabilities = verdict.probabilities
+                results.append(failed)
+                continue
+            final = parsed.verdict
+            final.confidence = verdict.confidence
+            final.probabilities = verdict.probabilities
+            final.truncated = item.truncated
+            final.mode = "reason"
+            results.append(final)
+        return results
 
     def _generate_answers(self, items: list[PreparedItem]) -> list[Verdict]:
         cache, last = self._start(

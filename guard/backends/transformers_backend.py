@@ -55,6 +55,10 @@ How a batch is judged
    answer freely and parses it: that is how training and evaluation measure a
    fine-tuned model's real parse failures.
 
+5. **Latent heads** (``guard.backends.head_scoring``): a model that carries heads decides fast
+   verdicts with them instead of steps 1-3 (one forward over the plain conversation), and
+   reason verdicts run steps 1-4 with the heads' labels and codes teacher-forced.
+
 Out of GPU memory, a batch is halved and retried (``run_in_halving_batches``).
 """
 
@@ -78,9 +82,11 @@ from guard.backends.categories import CategoryTable, CategoryTrie, decide_catego
 from guard.backends.decoding import RegexConstraint, Vocabulary
 from guard.backends.gemma_runner import GemmaRunner, Prefix, RowCache, UnsupportedModel
 from guard.backends.generation import Generation, GenerationMixin
+from guard.backends.head_scoring import HeadsMixin
 from guard.backends.inputs import InputsMixin, PreparedItem
 from guard.calibration import POSITIVE_LABEL
 from guard.contract import NONE, SAFE, UNSAFE, PolicySpec, Verdict
+from guard.heads import HeadDecision
 
 # Re-exported: tests, guard_serve and bench scripts import these from here.
 __all__ = ["Generation", "RegexConstraint", "TransformersBackend", "partition", "run_in_halving_batches"]
@@ -123,7 +129,7 @@ def _load_tokenizer(path: str) -> Any:
     return AutoTokenizer.from_pretrained(path)
 
 
-class TransformersBackend(InputsMixin, GenerationMixin):
+class TransformersBackend(InputsMixin, GenerationMixin, HeadsMixin):
     """A Gemma 3 causal LM (optionally with a merged LoRA adapter) judging guard requests."""
 
     name = "transformers"
@@ -141,6 +147,7 @@ class TransformersBackend(InputsMixin, GenerationMixin):
         max_batch_tokens: int | None = None,
         max_input_tokens: int | None = None,
         max_new_tokens: int | None = None,
+        heads_path: str | Path | None = None,
     ) -> None:
         from transformers import AutoModelForCausalLM
 
@@ -183,6 +190,14 @@ class TransformersBackend(InputsMixin, GenerationMixin):
                 "Serve other architectures with GUARD_BACKEND=vllm or openai."
             ) from error
         self._init_vocabulary()
+        self._init_heads(Path(heads_path) if heads_path else None)
+
+    @functools.cached_property
+    def feature_fingerprint(self) -> str:
+        """The served weights' identity for the latent heads' feature cache (``guard.features``)."""
+        from guard.features import backbone_fingerprint
+
+        return backbone_fingerprint(self.base_path, self.adapter_path)
 
     # ----------------------------------------------------------------- setup
 
@@ -407,6 +422,10 @@ class TransformersBackend(InputsMixin, GenerationMixin):
                 for batch in self._batches(group):
                     if kind == "free":
                         fn: Callable[[list[PreparedItem]], list[Verdict]] = self._generate_answers
+                    elif self.heads is not None and kind == "fast":
+                        fn = self._fast_by_heads
+                    elif self.heads is not None:
+                        fn = self._reason_by_heads
                     else:
                         fn = functools.partial(self._score, explain=kind == "reason")
                     results = run_in_halving_batches(fn, batch, len(batch), on_out_of_memory=self._remember_oom)
@@ -416,7 +435,7 @@ class TransformersBackend(InputsMixin, GenerationMixin):
 
     # ----------------------------------------------------------------- scoring
 
-    def _score(self, items: list[PreparedItem], *, explain: bool) -> list[Verdict]:
+    def _score(self, items: list[PreparedItem], *, explain: bool, forced: list[HeadDecision] | None = None) -> list[Verdict]:
         batch = len(items)
         device = self.device
         table = self._table(items[0].spec)
@@ -430,17 +449,27 @@ class TransformersBackend(InputsMixin, GenerationMixin):
         has_response = torch.tensor([item.has_response for item in items], dtype=torch.bool).to(device, non_blocking=True)
 
         prompt_probs = self._distribution(last, contract.FIELD_PROMPT)
-        prompt_choice = self._decide(prompt_probs, contract.FIELD_PROMPT)
+        prompt_choice = (
+            self._decide(prompt_probs, contract.FIELD_PROMPT) if forced is None else self._forced_choice(forced, contract.FIELD_PROMPT)
+        )
         # Variants 0/1: "<label>\nresponse:"; 2/3: "<label>\nresponse: none\nrefusal: none\ncategories:".
         variant = prompt_choice + 2 * (~has_response).long()
         root = self._feed(cache, self._after_prompt, variant)
         packed = [prompt_probs, prompt_choice[:, None].float()]
         if any_response:
             response_probs = self._distribution(root, contract.FIELD_RESPONSE)
-            response_choice = self._decide(response_probs, contract.FIELD_RESPONSE)
+            response_choice = (
+                self._decide(response_probs, contract.FIELD_RESPONSE)
+                if forced is None
+                else self._forced_choice(forced, contract.FIELD_RESPONSE)
+            )
             hidden = self._feed(cache, self._after_response, response_choice, keep=has_response)
             refusal_probs = self._distribution(hidden, contract.FIELD_REFUSAL)
-            refusal_choice = self._decide(refusal_probs, contract.FIELD_REFUSAL)
+            refusal_choice = (
+                self._decide(refusal_probs, contract.FIELD_REFUSAL)
+                if forced is None
+                else self._forced_choice(forced, contract.FIELD_REFUSAL)
+            )
             hidden = self._feed(cache, self._after_refusal, refusal_choice, keep=has_response)
             root = torch.where(has_response[:, None], hidden, root)
             packed += [response_probs, response_choice[:, None].float(), refusal_probs, refusal_choice[:, None].float()]
@@ -455,10 +484,13 @@ class TransformersBackend(InputsMixin, GenerationMixin):
         host = torch.cat(packed, dim=1).tolist()  # the one host sync of a fast batch
 
         verdicts, codes_per_row, labels_per_row = [], [], []
-        for item, row in zip(items, host, strict=True):
+        for index, (item, row) in enumerate(zip(items, host, strict=True)):
             probabilities, labels = self._read_row(item, row, table.labels)
             unsafe = UNSAFE in (labels[contract.FIELD_PROMPT], labels.get(contract.FIELD_RESPONSE))
-            codes = decide_categories(item.spec, probabilities[contract.FIELD_CATEGORIES]) if unsafe else []
+            if forced is not None:
+                codes = list(forced[index].categories)
+            else:
+                codes = decide_categories(item.spec, probabilities[contract.FIELD_CATEGORIES]) if unsafe else []
             verdict = Verdict(
                 prompt_label=labels[contract.FIELD_PROMPT],
                 response_label=labels[contract.FIELD_RESPONSE] if item.has_response else None,
@@ -499,43 +531,6 @@ class TransformersBackend(InputsMixin, GenerationMixin):
             labels[contract.FIELD_REFUSAL] = NONE
         probabilities[contract.FIELD_CATEGORIES] = dict(zip(category_labels, row[at:], strict=True))
         return probabilities, labels
-
-    def _explain(
-        self,
-        cache: RowCache,
-        items: list[PreparedItem],
-        verdicts: list[Verdict],
-        labels: list[dict[str, str]],
-        codes: list[list[str]],
-    ) -> list[Verdict]:
-        chunks = [
-            self._between(contract.FIELD_CATEGORIES, contract.FIELD_EXPLANATION, {}, row_codes) for row_codes in codes
-        ]
-        table = self._chunk_table(chunks)
-        variant = torch.arange(len(chunks), device=self.device)
-        last = self._feed(cache, table, variant)
-        tokens, _ = self._greedy(cache, last, max_new_tokens=self.max_new_tokens, stop_at_newline=True)
-        explanations = [self.tokenizer.decode(t, skip_special_tokens=True).split("\n", 1)[0] for t in tokens]
-        results = []
-        for item, verdict, explanation in zip(items, verdicts, explanations, strict=True):
-            verdict.explanation = explanation.strip()
-            verdict.mode = "reason"
-            raw = contract.format_answer(verdict, item.has_response)
-            parsed = contract.parse(raw, item.spec, item.has_response)
-            if parsed.verdict is None:
-                assert parsed.error is not None
-                failed = contract.failed_verdict(parsed.error, item.has_response, mode="reason")
-                failed.truncated = item.truncated
-                failed.probabilities = verdict.probabilities
-                results.append(failed)
-                continue
-            final = parsed.verdict
-            final.confidence = verdict.confidence
-            final.probabilities = verdict.probabilities
-            final.truncated = item.truncated
-            final.mode = "reason"
-            results.append(final)
-        return results
 
     @staticmethod
     def _decide_categories(spec: PolicySpec, dist: dict[str, float]) -> list[str]:

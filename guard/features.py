@@ -1,0 +1,368 @@
+"""Hidden-state features of the guard's backbone: what the latent heads (``guard.heads``) read.
+
+A text's feature is its tokens' hidden states, mean-pooled, at a few layers of the
+backbone (the served weights: the base with any LoRA adapter merged), taken from a
+plain conversation with no policy in it, so one feature serves every policy and a refit
+never recomputes a text it has seen::
+
+    <bos>User: {prompt}\\n\\nAssistant: {response}
+          └── prompt ──┘              └── response ──┘
+
+One forward over that conversation gives both vectors: the prompt's tokens (pooled alone;
+causal attention makes them identical to a prompt-only pass) and the response's tokens,
+read with the prompt in context. Why these choices (measured in the issue's experiment on
+the untrained base): mean pooling beat the last token at every layer, and middle layers
+did as well as the top; the final-normed layer is kept too, for zero-shot similarity with
+category descriptions.
+
+Vectors are cached on disk (SQLite, one file per backbone fingerprint, keyed by the
+text's sha256), written after every batch, so an interrupted extraction resumes where
+it stopped and a refit only computes new texts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from guard.backends.gemma_runner import RowCache
+
+# Depths tapped, as fractions of the decoder (the residual stream after that many layers:
+# 8, 12 and 15 of Gemma 3 270M's 18), then the final-normed output.
+TAP_FRACTIONS = (8 / 18, 12 / 18, 15 / 18)
+PROMPT_TOKENS = 192  # a longer text keeps its head and tail (both matter for moderation)
+RESPONSE_TOKENS = 192
+FEATURE_VERSION = "conv-mean-v2"
+USER_MARK = "User: "
+ASSISTANT_MARK = "\n\nAssistant: "
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def tap_layers(num_layers: int) -> tuple[int, ...]:
+    return tuple(sorted({min(num_layers, max(1, round(num_layers * f))) for f in TAP_FRACTIONS}))
+
+
+@dataclass(frozen=True)
+class FeatureLayout:
+    """Where each pooled layer sits in a feature vector (blocks of ``hidden`` floats)."""
+
+    hidden: int
+    layers: tuple[int, ...] = (8, 12, 15)
+    version: str = FEATURE_VERSION
+
+    @property
+    def blocks(self) -> int:
+        return len(self.layers) + 1  # the taps, then the final-normed layer
+
+    @property
+    def width(self) -> int:
+        return self.blocks * self.hidden
+
+    def block(self, vectors: np.ndarray, index: int) -> np.ndarray:
+        """Block ``index`` of each row (-1: the final-normed layer)."""
+        index = index % self.blocks
+        return vectors[..., index * self.hidden : (index + 1) * self.hidden]
+
+    def taps(self, vectors: np.ndarray) -> np.ndarray:
+        """The tapped middle layers, concatenated (what the task heads read)."""
+        return vectors[..., : len(self.layers) * self.hidden]
+
+    def final(self, vectors: np.ndarray) -> np.ndarray:
+        return self.block(vectors, -1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hidden": self.hidden, "layers": list(self.layers), "version": self.version}
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def _file_digest(path: Path, whole: bool) -> str:
+    """sha256 of a file; of a big base model's size + first and last MiB (seconds saved on
+    every load; a different base differs there too)."""
+    digest = hashlib.sha256()
+    size = path.stat().st_size
+    digest.update(str(size).encode())
+    with path.open("rb") as handle:
+        if whole or size <= 4 << 20:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        else:
+            digest.update(handle.read(1 << 20))
+            handle.seek(size - (1 << 20))
+            digest.update(handle.read(1 << 20))
+    return digest.hexdigest()
+
+
+def _directory_digest(directory: Path, patterns: Sequence[str], whole: bool) -> str:
+    digest = hashlib.sha256()
+    for pattern in patterns:
+        for path in sorted(directory.glob(pattern)):
+            digest.update(path.name.encode())
+            digest.update(_file_digest(path, whole).encode())
+    return digest.hexdigest()
+
+
+def backbone_fingerprint(base_path: str | Path, adapter_path: str | Path | None, layout_version: str = FEATURE_VERSION) -> str:
+    """Identifies the weights hidden states come from: base weights, adapter weights, feature recipe.
+
+    Heads store it; heads fitted for another backbone are refused (``guard.heads``)."""
+    digest = hashlib.sha256(layout_version.encode())
+    digest.update(_directory_digest(Path(base_path), ("config.json", "*.safetensors", "*.bin"), whole=False).encode())
+    if adapter_path:
+        digest.update(_directory_digest(Path(adapter_path), ("adapter_config.json", "adapter_model.*"), whole=True).encode())
+    return digest.hexdigest()[:24]
+
+
+def text_key(prompt: str, response: str | None = None) -> str:
+    """Cache key of a prompt's vector (``response`` None) or of a response's vector in its conversation."""
+    if response is None:
+        return hashlib.sha256(("p\0" + prompt).encode()).hexdigest()
+    return hashlib.sha256(("r\0" + prompt + "\0" + response).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- cache
+
+
+class FeatureStore:
+    """Pooled vectors of one backbone on disk (float16 blobs in SQLite; safe across processes)."""
+
+    def __init__(self, path: Path, width: int) -> None:
+        self.path = path
+        self.width = width
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), timeout=60, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, data BLOB NOT NULL)")
+        self._db.commit()
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        unique = list(dict.fromkeys(keys))
+        with self._lock:
+            for start in range(0, len(unique), 500):
+                part = unique[start : start + 500]
+                marks = ",".join("?" * len(part))
+                for key, blob in self._db.execute(f"SELECT key, data FROM vectors WHERE key IN ({marks})", part):
+                    vector = np.frombuffer(blob, dtype=np.float16)
+                    if vector.shape[0] == self.width:
+                        found[key] = vector.astype(np.float32)
+        return found
+
+    def put_many(self, items: dict[str, np.ndarray]) -> None:
+        rows = [(key, np.asarray(vector, dtype=np.float16).tobytes()) for key, vector in items.items()]
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO vectors (key, data) VALUES (?, ?)", rows)
+            self._db.commit()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def default_cache_dir() -> Path:
+    try:
+        from django.conf import settings
+
+        if settings.configured and getattr(settings, "GUARD_FEATURE_CACHE", ""):
+            return Path(settings.GUARD_FEATURE_CACHE)
+        if settings.configured:
+            return Path(settings.GUARD_MODEL_CACHE).parent / "features"
+    except Exception:  # noqa: BLE001 - usable without Django
+        pass
+    return Path.home() / ".cache" / "guardsite" / "features"
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+@dataclass
+class _Row:
+    ids: list[int]
+    prompt_span: tuple[int, int]
+    response_span: tuple[int, int] | None
+    prompt_key: str
+    response_key: str | None
+
+
+def _clip(ids: list[int], limit: int) -> list[int]:
+    if len(ids) <= limit:
+        return ids
+    half = limit // 2
+    return ids[:half] + ids[-(limit - half) :]
+
+
+class FeatureExtractor:
+    """Pooled hidden states of conversations, through the backend's lean Gemma runner.
+
+    ``runner``: a ``GemmaRunner`` over the served weights; ``tokenizer``: its tokenizer.
+    ``store``: the cache (None: compute everything, keep nothing).
+    """
+
+    def __init__(
+        self,
+        runner: Any,
+        tokenizer: Any,
+        *,
+        store: FeatureStore | None = None,
+        max_batch_tokens: int = 4096,
+        max_batch_size: int = 64,
+    ) -> None:
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.layout = FeatureLayout(hidden=int(runner.hidden_size), layers=tap_layers(int(runner.num_layers)))
+        self.store = store
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+        self.bos = [tokenizer.bos_token_id] if getattr(tokenizer, "bos_token_id", None) is not None else []
+        self._user = tokenizer.encode(USER_MARK, add_special_tokens=False)
+        self._assistant = tokenizer.encode(ASSISTANT_MARK, add_special_tokens=False)
+        self.tokens_computed = 0
+        self.seconds_computing = 0.0
+
+    def _rows(self, pairs: Sequence[tuple[str, str | None]]) -> list[_Row]:
+        prompts = [prompt for prompt, _ in pairs]
+        responses = [response for _, response in pairs if response]
+        encoded_prompts = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        encoded_responses = iter(self.tokenizer(responses, add_special_tokens=False)["input_ids"]) if responses else iter(())
+        rows = []
+        for (prompt, response), prompt_ids in zip(pairs, encoded_prompts, strict=True):
+            prompt_ids = _clip(list(prompt_ids) or [self.tokenizer.eos_token_id or 0], PROMPT_TOKENS)
+            start = len(self.bos) + len(self._user)
+            ids = self.bos + self._user + prompt_ids
+            prompt_span = (start, start + len(prompt_ids))
+            response_span = None
+            if response:
+                response_ids = _clip(list(next(encoded_responses)) or [0], RESPONSE_TOKENS)
+                ids = ids + self._assistant
+                response_span = (len(ids), len(ids) + len(response_ids))
+                ids = ids + response_ids
+            rows.append(
+                _Row(ids, prompt_span, response_span, text_key(prompt), text_key(prompt, response) if response else None)
+            )
+        return rows
+
+    def _batches(self, order: list[int], rows: list[_Row]) -> list[list[int]]:
+        batches: list[list[int]] = []
+        current: list[int] = []
+        width = 0
+        for index in order:
+            size = len(rows[index].ids)
+            if current and (max(width, size) * (len(current) + 1) > self.max_batch_tokens or len(current) >= self.max_batch_size):
+                batches.append(current)
+                current, width = [], 0
+            current.append(index)
+            width = max(width, size)
+        if current:
+            batches.append(current)
+        return batches
+
+    @torch.inference_mode()
+    def _forward(self, rows: list[_Row]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        runner = self.runner
+        width = max(len(row.ids) for row in rows)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.tensor([row.ids + [pad] * (width - len(row.ids)) for row in rows], dtype=torch.long, device=runner.device)
+        lengths = torch.tensor([len(row.ids) for row in rows], dtype=torch.long, device=runner.device)
+        cache = RowCache(runner, len(rows), width, None)
+        captured: list[torch.Tensor] = []
+        final = runner.forward(cache, ids, lengths, capture=self.layout.layers, captured=captured)
+        states = torch.stack([*captured, final], dim=0).float()  # (blocks, B, T, hidden)
+        # One (B, 2, T) weight matrix pools both spans of every row in one product.
+        weights = torch.zeros((len(rows), 2, width), dtype=torch.float32, device=runner.device)
+        for r, row in enumerate(rows):
+            a, b = row.prompt_span
+            weights[r, 0, a:b] = 1.0 / (b - a)
+            if row.response_span is not None:
+                a, b = row.response_span
+                weights[r, 1, a:b] = 1.0 / (b - a)
+        pooled = torch.einsum("bst,lbth->bslh", weights, states).reshape(len(rows), 2, -1).cpu().numpy()
+        self.tokens_computed += int(lengths.sum())
+        return [(pooled[r, 0], pooled[r, 1] if row.response_span else None) for r, row in enumerate(rows)]
+
+    def encode(
+        self, pairs: Sequence[tuple[str, str | None]], progress: ProgressCallback | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Prompt and response vectors of each ``(prompt, response or None)``: two (n, width)
+        float32 arrays; a response row is NaN where there is no response."""
+        width = self.layout.width
+        prompt_out = np.zeros((len(pairs), width), dtype=np.float32)
+        response_out = np.full((len(pairs), width), np.nan, dtype=np.float32)
+        if not pairs:
+            return prompt_out, response_out
+        pairs = [(prompt, response if response and response.strip() else None) for prompt, response in pairs]
+        keys = [text_key(p) for p, _ in pairs] + [text_key(p, r) for p, r in pairs if r]
+        cached = self.store.get_many(keys) if self.store is not None else {}
+        todo = [
+            i for i, (p, r) in enumerate(pairs) if text_key(p) not in cached or (r is not None and text_key(p, r) not in cached)
+        ]
+        # One row per distinct conversation still missing.
+        unique: dict[tuple[str, str | None], int] = {}
+        for i in todo:
+            unique.setdefault(pairs[i], len(unique))
+        rows = self._rows(list(unique)) if unique else []
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i].ids))
+        done = 0
+        if progress:
+            progress(0, len(rows))
+        for batch in self._batches(order, rows):
+            started = time.perf_counter()
+            results = self._forward([rows[i] for i in batch])
+            self.seconds_computing += time.perf_counter() - started
+            fresh: dict[str, np.ndarray] = {}
+            for i, (prompt_vec, response_vec) in zip(batch, results, strict=True):
+                fresh[rows[i].prompt_key] = prompt_vec
+                if rows[i].response_key and response_vec is not None:
+                    fresh[rows[i].response_key] = response_vec
+            if self.store is not None:
+                self.store.put_many(fresh)
+            cached.update({k: v.astype(np.float16).astype(np.float32) for k, v in fresh.items()})
+            done += len(batch)
+            if progress:
+                progress(done, len(rows))
+        for i, (prompt, response) in enumerate(pairs):
+            prompt_out[i] = cached[text_key(prompt)]
+            if response is not None:
+                response_out[i] = cached[text_key(prompt, response)]
+        return prompt_out, response_out
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens_computed / self.seconds_computing if self.seconds_computing else 0.0
+
+
+def extractor_for(backend: Any, cache_dir: Path | None = None, *, cached: bool = True) -> FeatureExtractor:
+    """A feature extractor over a loaded ``TransformersBackend``, caching by its fingerprint."""
+    fingerprint = backend.feature_fingerprint
+    store = None
+    layout = FeatureLayout(hidden=int(backend.runner.hidden_size), layers=tap_layers(int(backend.runner.num_layers)))
+    if cached:
+        store = FeatureStore((cache_dir or default_cache_dir()) / f"{fingerprint}.sqlite3", layout.width)
+    on_cuda = str(getattr(backend.runner, "device", "cpu")).startswith("cuda")
+    return FeatureExtractor(
+        backend.runner,
+        backend.tokenizer,
+        store=store,
+        max_batch_tokens=65536 if on_cuda else 4096,
+        max_batch_size=256 if on_cuda else 64,
+    )
+
+
+def describe(layout: FeatureLayout, fingerprint: str) -> str:
+    return json.dumps({"fingerprint": fingerprint, **layout.to_json()})

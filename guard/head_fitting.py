@@ -1,0 +1,192 @@
+"""Fitting the latent heads (``guard.heads``) from feature arrays: scikit-learn, seconds on a CPU.
+
+Django-free and corpus-free: ``trainer.heads`` draws the records, computes their features
+and calls these; the tests call them on synthetic arrays.
+
+Every head is chosen and thresholded on a validation split that it was not fitted on:
+candidates are logistic regression at a few strengths and shrinkage LDA (the issue's
+experiment found both competitive); the one with the best validation average precision
+wins, and its threshold is the validation F1 maximum.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from guard.heads import LinearHead, ZeroShot, _sigmoid
+
+LOGISTIC_STRENGTHS = (0.005, 0.02, 0.1)
+
+
+@dataclass
+class Split:
+    x_fit: np.ndarray
+    y_fit: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+def best_threshold(probabilities: np.ndarray, gold: np.ndarray) -> tuple[float, float]:
+    """(threshold, F1 in %) maximising F1 of ``probabilities >= threshold``."""
+    order = np.argsort(-probabilities)
+    sorted_gold = gold[order].astype(np.float64)
+    positives = sorted_gold.sum()
+    if positives == 0:
+        return 0.5, 0.0
+    tp = np.cumsum(sorted_gold)
+    predicted = np.arange(1, len(gold) + 1)
+    f1 = 2 * tp / (predicted + positives)
+    best = int(np.argmax(f1))
+    scores = probabilities[order]
+    # Midway to the next score, so a tie at the boundary does not flip the decision.
+    threshold = float(scores[best] if best + 1 >= len(scores) else (scores[best] + scores[best + 1]) / 2)
+    return threshold, float(100 * f1[best])
+
+
+def average_precision(probabilities: np.ndarray, gold: np.ndarray) -> float:
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(gold, probabilities)) if 0 < gold.sum() < len(gold) else 0.0
+
+
+def _standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(axis=0)
+    scale = np.maximum(x.std(axis=0), 1e-3)
+    return mean.astype(np.float32), scale.astype(np.float32)
+
+
+def _candidates(z_fit: np.ndarray, y_fit: np.ndarray, kinds: Sequence[str]) -> list[tuple[str, np.ndarray, float]]:
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.linear_model import LogisticRegression
+
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if "logistic" in kinds:
+            for strength in LOGISTIC_STRENGTHS:
+                model = LogisticRegression(C=strength, max_iter=3000, class_weight="balanced")
+                model.fit(z_fit, y_fit)
+                out.append((f"logistic C={strength}", model.coef_[0].astype(np.float32), float(model.intercept_[0])))
+        if "lda" in kinds and len(z_fit) > z_fit.shape[1] // 4:
+            model = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto", priors=[0.5, 0.5])
+            model.fit(z_fit, y_fit)
+            out.append(("shrinkage LDA", model.coef_[0].astype(np.float32), float(model.intercept_[0])))
+    return out
+
+
+def fit_linear_head(split: Split, *, source: str, blocks: str, kinds: Sequence[str] = ("logistic", "lda")) -> LinearHead:
+    """The best candidate on the validation split, thresholded there (see the module docstring)."""
+    if split.y_fit.min() == split.y_fit.max():
+        raise ValueError("a head needs both labels in its fitting data")
+    mean, scale = _standardiser(split.x_fit)
+    z_fit = (split.x_fit - mean) / scale
+    z_val = (split.x_val - mean) / scale
+    trials = []
+    for name, coef, bias in _candidates(z_fit, split.y_fit, kinds):
+        probabilities = _sigmoid(z_val @ coef + bias)
+        trials.append((average_precision(probabilities, split.y_val), name, coef, bias, probabilities))
+    trials.sort(key=lambda t: -t[0])
+    ap, name, coef, bias, probabilities = trials[0]
+    threshold, f1 = best_threshold(probabilities, split.y_val)
+    from sklearn.metrics import roc_auc_score
+
+    auroc = float(roc_auc_score(split.y_val, probabilities)) if 0 < split.y_val.sum() < len(split.y_val) else 0.0
+    info = {
+        "chosen": name,
+        "validation": {"n": int(len(split.y_val)), "positives": int(split.y_val.sum()), "average_precision": round(100 * ap, 1),
+                       "auroc": round(100 * auroc, 1), "f1_at_threshold": round(f1, 1)},
+        "fit": {"n": int(len(split.y_fit)), "positives": int(split.y_fit.sum())},
+        "candidates": {t[1]: round(100 * t[0], 1) for t in trials},
+    }
+    return LinearHead(source=source, blocks=blocks, mean=mean, scale=scale, coef=coef, bias=bias,
+                      threshold=threshold, kind=name, info=info)
+
+
+def fit_category_head(x: np.ndarray, y: np.ndarray, *, source: str, blocks: str, strength: float = 0.05) -> LinearHead:
+    """P(category | unsafe): one-vs-rest among a taxonomy's unsafe records (few positives: fixed strength)."""
+    from sklearn.linear_model import LogisticRegression
+
+    mean, scale = _standardiser(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = LogisticRegression(C=strength, max_iter=2000, class_weight="balanced").fit((x - mean) / scale, y)
+    return LinearHead(source=source, blocks=blocks, mean=mean, scale=scale, coef=model.coef_[0].astype(np.float32),
+                      bias=float(model.intercept_[0]), threshold=0.5, kind=f"logistic C={strength}",
+                      info={"positives": int(y.sum()), "negatives": int(len(y) - y.sum())})
+
+
+@dataclass
+class ZeroShotCase:
+    """One text under one policy: its unit vector's cosines with the policy's categories, and which are gold."""
+
+    cosines: np.ndarray  # (k,)
+    gold: np.ndarray  # (k,) bool
+    custom: bool  # from the custom-category pool (what firing is tuned on)
+
+
+def _relative(cosines: np.ndarray) -> np.ndarray:
+    if len(cosines) < 2:
+        return np.zeros_like(cosines)
+    return np.array([c - np.delete(cosines, j).max() for j, c in enumerate(cosines)])
+
+
+def fit_zero_shot(
+    cases: Sequence[ZeroShotCase],
+    *,
+    text_center: np.ndarray,
+    category_center: np.ndarray,
+    background: np.ndarray,
+    cover_cosines: Sequence[np.ndarray],
+    max_background_fire_rate: float = 0.03,
+    background_cosines: Sequence[np.ndarray] = (),
+) -> tuple[ZeroShot, dict]:
+    """Calibrate ``P = sigmoid(a*cos + b*rel + c)`` on every (text, category) of ``cases``; the firing
+    threshold maximises F1 on the custom cases while safe background texts (``background_cosines``:
+    their cosines under custom policies) fire at most ``max_background_fire_rate``; the covering
+    threshold lets 95% of ``cover_cosines`` (unsafe corpus texts under broad policies) stand."""
+    from sklearn.linear_model import LogisticRegression
+
+    rows, gold, custom = [], [], []
+    for case in cases:
+        rel = _relative(case.cosines)
+        for j in range(len(case.cosines)):
+            rows.append((case.cosines[j], rel[j]))
+            gold.append(bool(case.gold[j]))
+            custom.append(case.custom)
+    x = np.array(rows)
+    y = np.array(gold)
+    model = LogisticRegression(C=10.0, max_iter=2000, class_weight="balanced").fit(x, y)
+    a, b = (float(v) for v in model.coef_[0])
+    c = float(model.intercept_[0])
+
+    def prob(cos: np.ndarray) -> np.ndarray:
+        return _sigmoid(a * cos + b * _relative(cos) + c)
+
+    custom_mask = np.array(custom)
+    p_all = _sigmoid(x @ np.array([a, b]) + c)
+    background_max = np.array([prob(cos).max() for cos in background_cosines]) if background_cosines else np.zeros(0)
+    floor = float(np.quantile(background_max, 1 - max_background_fire_rate)) if len(background_max) else 0.0
+    p_custom, y_custom = p_all[custom_mask], y[custom_mask]
+    threshold, f1 = best_threshold(p_custom, y_custom) if len(p_custom) else (0.5, 0.0)
+    fire = max(threshold, floor)
+    cover_max = np.array([prob(cos).max() for cos in cover_cosines]) if cover_cosines else np.zeros(0)
+    cover = float(np.quantile(cover_max, 0.05)) if len(cover_max) else 0.0
+    cover = min(cover, fire)
+    zero_shot = ZeroShot(text_center=text_center.astype(np.float32), category_center=category_center.astype(np.float32),
+                         weight_cos=a, weight_rel=b, bias=c, fire_threshold=fire, cover_threshold=cover,
+                         background=background.astype(np.float32))
+    fired = p_custom >= fire
+    report = {
+        "pairs": int(len(y)), "custom_pairs": int(custom_mask.sum()),
+        "weights": {"cos": round(a, 3), "rel": round(b, 3), "bias": round(c, 3)},
+        "fire_threshold": round(fire, 4), "f1_best_custom": round(f1, 1),
+        "custom_precision": round(100 * float((fired & y_custom).sum() / max(fired.sum(), 1)), 1),
+        "custom_recall": round(100 * float((fired & y_custom).sum() / max(y_custom.sum(), 1)), 1),
+        "background_fire_rate": round(100 * float((background_max >= fire).mean()), 2) if len(background_max) else None,
+        "cover_threshold": round(cover, 4),
+    }
+    return zero_shot, report

@@ -1,0 +1,428 @@
+"""Latent heads: the guard's decisions read from its backbone's hidden states.
+
+A guard model is a backbone (the embedded Gemma 3 270M, possibly fine-tuned) plus these
+heads, fitted on a CPU in minutes (``guard.head_fitting``, ``manage.py fit_heads``):
+
+* **task heads**: P(prompt unsafe), P(response unsafe), P(refusal): linear heads (logistic
+  regression or shrinkage LDA, chosen on a validation split) on standardised, mean-pooled
+  hidden states (``guard.features``), each with the F1-maximising validation threshold;
+* **category heads**: one per category of every corpus taxonomy with labelled examples,
+  P(category | the text is unsafe), found for a policy's category by its name and
+  description (``category_key``), so a preset or a copy of one gets its trained head;
+* **zero-shot**: any other category (an operator's own) is scored by the cosine between
+  the text's and the category's "name: description" final-layer states, both centred on
+  the corpus, calibrated into a probability on corpus and custom categories; a category's
+  examples (the editor's "violates"/"allowed" lines, reviewers' decisions) refit a small
+  per-category head in milliseconds (``example_head``).
+
+The decision under a policy (``GuardHeads.judge``): a text is unsafe when the harm head
+fires and the policy covers it (it has a trained category, or one of its categories is
+similar enough), or when one of the policy's own (zero-shot or taught) categories fires by
+itself; a text only a category missing from the policy covers is safe under it. The codes
+are the fired categories, else the policy's best-matching one.
+
+Heads are stored beside the model (``heads/heads.json`` + ``heads/heads.npz``, plain
+arrays: nothing is unpickled) with the backbone fingerprint they were fitted on; loading
+them for other weights raises ``HeadsError`` with a message saying so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from guard.backends.base import GuardError
+from guard.contract import CategorySpec, PolicySpec
+from guard.features import FeatureLayout
+
+HEADS_DIR = "heads"
+META_FILE = "heads.json"
+ARRAYS_FILE = "heads.npz"
+HEADS_FORMAT = 1
+# Inputs a head reads: the prompt's vector, the response's, or both side by side.
+SOURCES = ("prompt", "response", "pair")
+BLOCKS = ("taps", "final", "all")
+
+
+class HeadsError(GuardError):
+    """Heads that cannot serve this model (another backbone, a broken file); the message says why."""
+
+
+def category_key(category: CategorySpec) -> str:
+    """How a policy's category finds its trained head: its name and description, normalised."""
+    text = f"{' '.join(category.name.split()).casefold()}\n{' '.join(category.description.split()).casefold()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def category_text(category: CategorySpec) -> str:
+    """What the zero-shot score embeds for a category."""
+    description = category.description.strip()
+    return f"{category.name.strip()}: {description}" if description and description != category.name.strip() else category.name.strip()
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+
+
+# --------------------------------------------------------------------------- heads
+
+
+@dataclass
+class LinearHead:
+    """``sigmoid(((x - mean) / scale) @ coef + bias)`` on a chosen view of the features."""
+
+    source: str
+    blocks: str
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    bias: float
+    threshold: float = 0.5
+    kind: str = "logistic"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def view(self, layout: FeatureLayout, prompt: np.ndarray, response: np.ndarray | None) -> np.ndarray:
+        def pick(vectors: np.ndarray) -> np.ndarray:
+            if self.blocks == "taps":
+                return layout.taps(vectors)
+            if self.blocks == "final":
+                return layout.final(vectors)
+            return vectors
+
+        if self.source == "prompt":
+            return pick(prompt)
+        assert response is not None, "a response head needs response vectors"
+        if self.source == "response":
+            return pick(response)
+        return np.concatenate([pick(response), pick(prompt)], axis=-1)
+
+    def logit(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.scale) @ self.coef + self.bias
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        return _sigmoid(self.logit(x))
+
+    def meta(self) -> dict[str, Any]:
+        return {"source": self.source, "blocks": self.blocks, "bias": self.bias, "threshold": self.threshold,
+                "kind": self.kind, "info": self.info}
+
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}.mean": self.mean, f"{prefix}.scale": self.scale, f"{prefix}.coef": self.coef}
+
+    @classmethod
+    def restore(cls, meta: dict[str, Any], arrays: Any, prefix: str) -> LinearHead:
+        return cls(
+            source=meta["source"], blocks=meta["blocks"], bias=float(meta["bias"]), threshold=float(meta["threshold"]),
+            kind=meta.get("kind", "logistic"), info=meta.get("info", {}),
+            mean=np.asarray(arrays[f"{prefix}.mean"], dtype=np.float32),
+            scale=np.asarray(arrays[f"{prefix}.scale"], dtype=np.float32),
+            coef=np.asarray(arrays[f"{prefix}.coef"], dtype=np.float32),
+        )
+
+
+@dataclass
+class CategoryHead:
+    key: str
+    taxonomy: str
+    code: str
+    name: str
+    head: LinearHead
+    positives: int
+
+
+@dataclass
+class ZeroShot:
+    """Cosine similarity of centred final-layer states, calibrated: ``P = sigmoid(a*cos + b*rel + c)``,
+    ``rel`` = the cosine minus the best of the policy's other categories."""
+
+    text_center: np.ndarray
+    category_center: np.ndarray
+    weight_cos: float
+    weight_rel: float
+    bias: float
+    fire_threshold: float  # a category of the policy's own fires alone at this probability
+    cover_threshold: float  # the harm head's verdict stands when some category reaches this
+    background: np.ndarray  # (m, hidden) unit vectors of centred safe corpus texts: example heads' negatives
+
+    def text_units(self, final: np.ndarray) -> np.ndarray:
+        return _unit(final - self.text_center)
+
+    def category_units(self, final: np.ndarray) -> np.ndarray:
+        return _unit(final - self.category_center)
+
+    def probabilities(self, cosines: np.ndarray) -> np.ndarray:
+        """(n, k) cosines of n texts with a policy's k categories -> (n, k) probabilities."""
+        if cosines.shape[1] > 1:
+            others = np.stack([np.delete(cosines, j, axis=1).max(axis=1) for j in range(cosines.shape[1])], axis=1)
+            rel = cosines - others
+        else:
+            rel = np.zeros_like(cosines)
+        return _sigmoid(self.weight_cos * cosines + self.weight_rel * rel + self.bias)
+
+
+@dataclass
+class ExampleHead:
+    """A category taught by examples: a tiny logistic head on the centred unit final-layer states."""
+
+    coef: np.ndarray
+    bias: float
+    positives: int
+    negatives: int
+
+    def logit(self, units: np.ndarray) -> np.ndarray:
+        return units @ self.coef + self.bias
+
+
+def example_head(
+    positives: np.ndarray, negatives: np.ndarray, background: np.ndarray, *, strength: float = 4.0
+) -> ExampleHead:
+    """Fit a category from a handful of example vectors (unit, centred) in milliseconds.
+
+    Negatives are the category's "allowed" examples (weighted up: they are the near misses)
+    and the corpus background of safe texts. Plain ridge-regularised logistic regression by
+    Newton steps: no scikit-learn in the serving path, deterministic."""
+    x = np.concatenate([positives, negatives, background]) if len(negatives) else np.concatenate([positives, background])
+    y = np.concatenate([np.ones(len(positives)), np.zeros(len(x) - len(positives))])
+    w_sample = np.concatenate([
+        np.full(len(positives), len(background) / max(len(positives), 1)),
+        np.full(len(negatives), 3.0 * len(background) / max(len(positives), 1) if len(negatives) else 0.0)[: len(negatives)],
+        np.ones(len(background)),
+    ])
+    d = x.shape[1]
+    xb = np.concatenate([x, np.ones((len(x), 1))], axis=1)
+    w = np.zeros(d + 1)
+    ridge = np.full(d + 1, 1.0 / strength)
+    ridge[-1] = 1e-6
+    for _ in range(12):
+        p = _sigmoid(xb @ w)
+        grad = xb.T @ (w_sample * (p - y)) + ridge * w
+        hess = (xb * (w_sample * p * (1 - p))[:, None]).T @ xb + np.diag(ridge)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-6:
+            break
+    return ExampleHead(coef=w[:-1].astype(np.float32), bias=float(w[-1]), positives=len(positives), negatives=len(negatives))
+
+
+# --------------------------------------------------------------------------- the decision
+
+
+@dataclass
+class CategoryScore:
+    code: str
+    probability: float
+    source: str  # "head" | "zero-shot" | "examples"
+
+
+@dataclass
+class HeadDecision:
+    prompt_unsafe: float
+    prompt_label: str
+    response_unsafe: float | None = None
+    response_label: str | None = None
+    refusal: float | None = None
+    refusal_label: str | None = None
+    categories: list[str] = field(default_factory=list)
+    scores: list[CategoryScore] = field(default_factory=list)
+    covered: bool = True
+
+    @property
+    def unsafe(self) -> bool:
+        return "unsafe" in (self.prompt_label, self.response_label)
+
+
+@dataclass
+class PolicyView:
+    """What ``judge`` needs of a policy: per category its trained head, or its zero-shot unit
+    vector and optional example head (the backend builds and caches it per policy)."""
+
+    spec: PolicySpec
+    heads: list[CategoryHead | None]
+    units: np.ndarray  # (k, hidden) centred unit category vectors (zero rows where a head serves)
+    examples: list[ExampleHead | None]
+
+
+@dataclass
+class GuardHeads:
+    fingerprint: str
+    layout: FeatureLayout
+    prompt: LinearHead
+    response: LinearHead | None
+    refusal: LinearHead | None
+    categories: dict[str, CategoryHead]
+    zero_shot: ZeroShot
+    info: dict[str, Any] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- judging
+
+    def category_scores(self, view: PolicyView, prompt: np.ndarray, response: np.ndarray | None) -> np.ndarray:
+        """(n, k) probabilities: P(category | unsafe) for trained heads, P(text falls under it) otherwise."""
+        n, k = prompt.shape[0], len(view.spec.categories)
+        out = np.zeros((n, k), dtype=np.float64)
+        if k == 0:
+            return out
+        judged = prompt if response is None else np.where(np.isnan(response), prompt, response)
+        free = [j for j, head in enumerate(view.heads) if head is None]
+        if free:
+            units = self.zero_shot.text_units(self.layout.final(judged))
+            cosines = units @ view.units[free].T
+            zs = self.zero_shot.probabilities(cosines)
+            for column, j in enumerate(free):
+                taught = view.examples[j]
+                if taught is not None:
+                    # Average the description's logit with the examples' (both calibrated to ~0 at the boundary).
+                    z = np.log(zs[:, column] / (1 - zs[:, column] + 1e-9) + 1e-9)
+                    zs[:, column] = _sigmoid(0.5 * z + 0.5 * taught.logit(units))
+                out[:, j] = zs[:, column]
+        for j, head in enumerate(view.heads):
+            if head is not None:
+                out[:, j] = head.head.probability(head.head.view(self.layout, prompt, response))
+        return out
+
+    def judge(self, view: PolicyView, prompt: np.ndarray, response: np.ndarray | None, has_response: list[bool]) -> list[HeadDecision]:
+        """The verdicts of n texts under one policy (see the module docstring)."""
+        n = prompt.shape[0]
+        p_prompt = self.prompt.probability(self.prompt.view(self.layout, prompt, None))
+        p_response = p_refusal = None
+        if response is not None and any(has_response):
+            safe_response = np.where(np.isnan(response), 0.0, response)
+            if self.response is not None:
+                p_response = self.response.probability(self.response.view(self.layout, prompt, safe_response))
+            if self.refusal is not None:
+                p_refusal = self.refusal.probability(self.refusal.view(self.layout, prompt, safe_response))
+        scores = self.category_scores(view, prompt, response if response is not None and any(has_response) else None)
+        trained = [head is not None for head in view.heads]
+        own = [j for j, t in enumerate(trained) if not t]
+        decisions = []
+        for i in range(n):
+            row = scores[i]
+            fired = [j for j in own if row[j] >= self.zero_shot.fire_threshold]
+            covered = any(trained) or (bool(own) and bool(max(row[j] for j in own) >= self.zero_shot.cover_threshold))
+            prompt_harm = bool(p_prompt[i] >= self.prompt.threshold)
+            response_harm = None
+            if has_response[i] and p_response is not None and self.response is not None:
+                response_harm = bool(p_response[i] >= self.response.threshold)
+            prompt_unsafe = (prompt_harm and covered) or (bool(fired) and not has_response[i])
+            response_unsafe = None if response_harm is None else (response_harm and covered) or bool(fired)
+            decision = HeadDecision(
+                prompt_unsafe=float(p_prompt[i]),
+                prompt_label="unsafe" if prompt_unsafe else "safe",
+                covered=covered,
+                scores=[
+                    CategoryScore(c.code, round(float(row[j]), 4), "head" if trained[j] else ("examples" if view.examples[j] else "zero-shot"))
+                    for j, c in enumerate(view.spec.categories)
+                ],
+            )
+            if has_response[i] and p_response is not None:
+                decision.response_unsafe = float(p_response[i])
+                decision.response_label = "unsafe" if response_unsafe else "safe"
+                if p_refusal is not None and self.refusal is not None:
+                    decision.refusal = float(p_refusal[i])
+                    decision.refusal_label = "refusal" if p_refusal[i] >= self.refusal.threshold else "compliance"
+            if decision.unsafe and view.spec.categories:
+                decision.categories = self._codes(view, row, fired)
+            decisions.append(decision)
+        return decisions
+
+    @staticmethod
+    def _codes(view: PolicyView, row: np.ndarray, fired: list[int]) -> list[str]:
+        categories = view.spec.categories
+        if fired:
+            chosen = sorted(fired, key=lambda j: -row[j])
+        else:
+            best = int(np.argmax(row))
+            chosen = [best] + [j for j in range(len(categories)) if j != best and view.heads[j] is not None and row[j] >= 0.5]
+        return [categories[j].code for j in chosen]
+
+    # ----------------------------------------------------------------- storage
+
+    def save(self, directory: Path) -> Path:
+        target = Path(directory) / HEADS_DIR
+        target.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {}
+        tasks: dict[str, Any] = {}
+        for name in ("prompt", "response", "refusal"):
+            head = getattr(self, name)
+            if head is not None:
+                tasks[name] = head.meta()
+                arrays.update(head.arrays(f"task.{name}"))
+        categories = {}
+        for key, category in self.categories.items():
+            categories[key] = {"taxonomy": category.taxonomy, "code": category.code, "name": category.name,
+                               "positives": category.positives, **category.head.meta()}
+            arrays.update(category.head.arrays(f"category.{key}"))
+        zs = self.zero_shot
+        arrays.update({"zs.text_center": zs.text_center, "zs.category_center": zs.category_center, "zs.background": zs.background})
+        meta = {
+            "format": HEADS_FORMAT,
+            "fingerprint": self.fingerprint,
+            "layout": self.layout.to_json(),
+            "tasks": tasks,
+            "categories": categories,
+            "zero_shot": {"weight_cos": zs.weight_cos, "weight_rel": zs.weight_rel, "bias": zs.bias,
+                          "fire_threshold": zs.fire_threshold, "cover_threshold": zs.cover_threshold},
+            "info": self.info,
+        }
+        np.savez_compressed(target / ARRAYS_FILE, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
+        (target / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
+        return target
+
+
+def heads_directory(model_dir: Path | None) -> Path | None:
+    """The heads stored with a model or adapter directory, if any."""
+    if model_dir is None:
+        return None
+    candidate = Path(model_dir) / HEADS_DIR
+    return candidate if (candidate / META_FILE).is_file() else None
+
+
+def load(directory: Path, fingerprint: str | None = None) -> GuardHeads:
+    """Heads from ``directory`` (a ``heads/`` folder, or the model directory holding one);
+    ``fingerprint``: the backbone they must have been fitted on (``HeadsError`` otherwise)."""
+    directory = Path(directory)
+    if (directory / HEADS_DIR / META_FILE).is_file():
+        directory = directory / HEADS_DIR
+    try:
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        arrays = np.load(directory / ARRAYS_FILE, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise HeadsError(f"heads in {directory} are unreadable ({error}); refit them with `manage.py fit_heads`") from error
+    if meta.get("format") != HEADS_FORMAT:
+        raise HeadsError(f"heads in {directory} have format {meta.get('format')!r}, this Guardsite reads {HEADS_FORMAT}")
+    if fingerprint is not None and meta.get("fingerprint") != fingerprint:
+        raise HeadsError(
+            f"heads in {directory} were fitted for backbone {meta.get('fingerprint')!r}, not for this model's "
+            f"{fingerprint!r} (other weights, or another feature recipe); refit them with `manage.py fit_heads`"
+        )
+    layout_meta = meta["layout"]
+    layout = FeatureLayout(hidden=int(layout_meta["hidden"]), layers=tuple(layout_meta["layers"]), version=layout_meta["version"])
+    tasks = meta["tasks"]
+
+    def task(name: str) -> LinearHead | None:
+        return LinearHead.restore(tasks[name], arrays, f"task.{name}") if name in tasks else None
+
+    prompt = task("prompt")
+    if prompt is None:
+        raise HeadsError(f"heads in {directory} have no prompt head")
+    categories = {
+        key: CategoryHead(key=key, taxonomy=c["taxonomy"], code=c["code"], name=c["name"], positives=int(c["positives"]),
+                          head=LinearHead.restore(c, arrays, f"category.{key}"))
+        for key, c in meta["categories"].items()
+    }
+    zs = meta["zero_shot"]
+    zero_shot = ZeroShot(
+        text_center=arrays["zs.text_center"], category_center=arrays["zs.category_center"], background=arrays["zs.background"],
+        weight_cos=float(zs["weight_cos"]), weight_rel=float(zs["weight_rel"]), bias=float(zs["bias"]),
+        fire_threshold=float(zs["fire_threshold"]), cover_threshold=float(zs["cover_threshold"]),
+    )
+    return GuardHeads(fingerprint=meta["fingerprint"], layout=layout, prompt=prompt, response=task("response"),
+                      refusal=task("refusal"), categories=categories, zero_shot=zero_shot, info=meta.get("info", {}))

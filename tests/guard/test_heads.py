@@ -1,0 +1,272 @@
+"""Latent heads: features, storage, the decision under a policy, and the backend's heads path.
+
+Plumbing on the tiny random Gemma 3 (any decision is fine there); the decision rule on
+hand-made vectors, where the right answer is known.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from guard import contract
+from guard.backends.base import GuardRequest
+from guard.backends.transformers_backend import TransformersBackend
+from guard.contract import CategorySpec, PolicySpec
+from guard.features import FeatureExtractor, FeatureLayout, FeatureStore, backbone_fingerprint
+from guard.head_fitting import Split, best_threshold, fit_linear_head
+from guard.heads import (
+    GuardHeads,
+    HeadsError,
+    LinearHead,
+    PolicyView,
+    ZeroShot,
+    category_key,
+    example_head,
+    load,
+)
+from guard.testing import fit_tiny_heads
+
+WEAPONS = CategorySpec("S1", "Weapons", "Helps build weapons or explosives.")
+
+
+@pytest.fixture(scope="module")
+def heads_backend(tiny_dir, tmp_path_factory):
+    """The tiny model served as a LoRA-free model directory that carries heads."""
+    model_dir = tmp_path_factory.mktemp("tiny-with-heads") / "model"
+    shutil.copytree(tiny_dir, model_dir)
+    backend = TransformersBackend(model_dir, device="cpu")
+    fit_tiny_heads(backend, model_dir, trained=(WEAPONS,))
+    return TransformersBackend(model_dir, device="cpu", heads_path=model_dir / "heads"), model_dir
+
+
+# --------------------------------------------------------------------------- features
+
+
+def test_the_prompt_vector_is_the_same_with_or_without_a_response(tiny_backend):
+    extractor = FeatureExtractor(tiny_backend.runner, tiny_backend.tokenizer)
+    alone, _ = extractor.encode([("How do I pick a lock?", None)])
+    together, response = extractor.encode([("How do I pick a lock?", "With a tension wrench and a pick.")])
+    np.testing.assert_allclose(alone, together, atol=2e-2)  # float16 cache precision
+    assert not np.isnan(response).any()
+
+
+def test_a_prompt_without_a_response_has_no_response_vector(tiny_backend):
+    extractor = FeatureExtractor(tiny_backend.runner, tiny_backend.tokenizer)
+    _, response = extractor.encode([("hello", None), ("hello", "hi there")])
+    assert np.isnan(response[0]).all() and not np.isnan(response[1]).any()
+
+
+def test_a_cached_text_is_never_computed_again(tiny_backend, tmp_path):
+    layout_width = FeatureExtractor(tiny_backend.runner, tiny_backend.tokenizer).layout.width
+    store = FeatureStore(tmp_path / "cache.sqlite3", layout_width)
+    first = FeatureExtractor(tiny_backend.runner, tiny_backend.tokenizer, store=store)
+    vectors, _ = first.encode([("one text", None), ("another text", "its answer")])
+    assert first.tokens_computed > 0
+    # A new extractor (another process, after an interruption) finds them on disk.
+    second = FeatureExtractor(tiny_backend.runner, tiny_backend.tokenizer, store=FeatureStore(tmp_path / "cache.sqlite3", layout_width))
+    again, _ = second.encode([("one text", None), ("another text", "its answer")])
+    assert second.tokens_computed == 0
+    np.testing.assert_allclose(vectors, again)
+
+
+def test_only_the_new_texts_of_a_refit_are_computed(tiny_backend, tmp_path):
+    width = FeatureExtractor(tiny_backend.runner, tiny_backend.tokenizer).layout.width
+    store = FeatureStore(tmp_path / "cache.sqlite3", width)
+    FeatureExtractor(tiny_backend.runner, tiny_backend.tokenizer, store=store).encode([("seen", None)])
+    extractor = FeatureExtractor(tiny_backend.runner, tiny_backend.tokenizer, store=store)
+    extractor.encode([("seen", None), ("brand new", None)])
+    assert 0 < extractor.tokens_computed <= len(extractor._rows([("brand new", None)])[0].ids)
+
+
+def test_the_fingerprint_changes_with_the_adapter_weights(tiny_dir, tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"one")
+    first = backbone_fingerprint(tiny_dir, adapter)
+    (adapter / "adapter_model.safetensors").write_bytes(b"two")
+    assert backbone_fingerprint(tiny_dir, adapter) != first
+    assert backbone_fingerprint(tiny_dir, None) != first
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def test_the_threshold_is_the_f1_maximum_of_the_validation_scores():
+    scores = np.array([0.9, 0.8, 0.4, 0.3, 0.1])
+    gold = np.array([True, True, True, False, False])
+    threshold, f1 = best_threshold(scores, gold)
+    assert 0.3 < threshold <= 0.4 and f1 == 100.0
+
+
+def test_a_head_is_chosen_and_thresholded_on_data_it_was_not_fitted_on():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 12))
+    y = x[:, 0] + 0.3 * rng.normal(size=400) > 0.5
+    head = fit_linear_head(Split(x[:300], y[:300], x[300:], y[300:]), source="prompt", blocks="taps")
+    assert head.info["validation"]["n"] == 100 and head.info["fit"]["n"] == 300
+    assert head.info["validation"]["auroc"] > 90
+    assert set(head.info["candidates"]) >= {"shrinkage LDA", "logistic C=0.02"}
+
+
+def test_examples_teach_a_category_its_near_misses_stay_out():
+    rng = np.random.default_rng(1)
+    axis = np.zeros(16)
+    axis[0] = 1.0
+
+    def unit(v):
+        return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+    positives = unit(axis + 0.1 * rng.normal(size=(8, 16)))
+    near_miss = unit(axis * 0.6 + np.eye(16)[1] + 0.1 * rng.normal(size=(3, 16)))
+    background = unit(rng.normal(size=(64, 16)) + np.eye(16)[2] * 2)
+    head = example_head(positives, near_miss, background)
+    assert (head.logit(unit(axis + 0.1 * rng.normal(size=(5, 16)))) > 0).all()
+    assert (head.logit(near_miss) < 0).all()
+    assert (head.logit(background[:10]) < 0).all()
+
+
+# --------------------------------------------------------------------------- the decision under a policy
+
+
+def _vector_heads(fire: float = 0.5) -> tuple[GuardHeads, FeatureLayout]:
+    """Heads over 2-float blocks: the prompt head reads block 0 (harm), zero-shot reads the final block."""
+    layout = FeatureLayout(hidden=2, layers=(1,))
+    prompt = LinearHead(source="prompt", blocks="taps", mean=np.zeros(2), scale=np.ones(2), coef=np.array([4.0, 0.0]),
+                        bias=-2.0, threshold=0.5)
+    zero_shot = ZeroShot(text_center=np.zeros(2), category_center=np.zeros(2), weight_cos=6.0, weight_rel=0.0, bias=-3.0,
+                         fire_threshold=fire, cover_threshold=0.1, background=np.array([[0.0, -1.0]]))
+    heads = GuardHeads(fingerprint="f", layout=layout, prompt=prompt, response=None, refusal=None, categories={},
+                       zero_shot=zero_shot)
+    return heads, layout
+
+
+def _view(spec: PolicySpec, directions: list[list[float]]) -> PolicyView:
+    units = np.array(directions, dtype=np.float64)
+    return PolicyView(spec=spec, heads=[None] * len(spec.categories), units=units, examples=[None] * len(spec.categories))
+
+
+ASTROLOGY = CategorySpec("C1", "Fortune telling", "horoscopes and tarot")
+VIOLENCE = CategorySpec("C2", "Violence", "threats and violent acts")
+
+
+def test_a_custom_category_makes_a_harmless_text_unsafe_under_a_policy_that_has_it():
+    heads, _ = _vector_heads()
+    horoscope = np.array([[0.0, 0.0, 1.0, 0.0]])  # harm block 0; final block points at astrology
+    covering = PolicySpec("covering", (ASTROLOGY, VIOLENCE))
+    decision = heads.judge(_view(covering, [[1.0, 0.0], [0.0, 1.0]]), horoscope, None, [False])[0]
+    assert decision.prompt_label == "unsafe" and decision.categories == ["C1"]
+
+
+def test_a_text_only_a_missing_category_covers_is_safe_under_the_policy():
+    heads, _ = _vector_heads()
+    horoscope = np.array([[0.0, 0.0, 1.0, 0.0]])
+    without = PolicySpec("other", (VIOLENCE,))
+    decision = heads.judge(_view(without, [[0.0, 1.0]]), horoscope, None, [False])[0]
+    assert decision.prompt_label == "safe" and decision.categories == []
+
+
+def test_harm_no_category_of_the_policy_covers_is_safe_under_it():
+    heads, _ = _vector_heads()
+    harmful_off_topic = np.array([[2.0, 0.0, -1.0, 0.0]])  # the harm head fires; nothing like astrology
+    decision = heads.judge(_view(PolicySpec("astro only", (ASTROLOGY,)), [[1.0, 0.0]]), harmful_off_topic, None, [False])[0]
+    assert decision.covered is False and decision.prompt_label == "safe"
+
+
+def test_harm_a_category_covers_is_unsafe_and_names_that_category():
+    heads, _ = _vector_heads()
+    threat = np.array([[2.0, 0.0, 0.0, 0.5]])
+    decision = heads.judge(_view(PolicySpec("p", (ASTROLOGY, VIOLENCE)), [[1.0, 0.0], [0.0, 1.0]]), threat, None, [False])[0]
+    assert decision.prompt_label == "unsafe" and decision.categories == ["C2"]
+
+
+def test_every_category_of_the_policy_gets_a_score_even_without_examples():
+    heads, _ = _vector_heads()
+    decision = heads.judge(_view(PolicySpec("p", (ASTROLOGY, VIOLENCE)), [[1.0, 0.0], [0.0, 1.0]]),
+                           np.array([[0.0, 0.0, 0.2, 0.1]]), None, [False])[0]
+    assert [s.code for s in decision.scores] == ["C1", "C2"]
+    assert all(s.source == "zero-shot" and 0.0 < s.probability < 1.0 for s in decision.scores)
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def test_heads_fitted_for_another_backbone_are_refused_with_a_message(heads_backend):
+    _, model_dir = heads_backend
+    with pytest.raises(HeadsError, match="fitted for backbone .* not for this model's"):
+        load(model_dir / "heads", fingerprint="another-backbone")
+
+
+def test_heads_round_trip_through_their_files(heads_backend):
+    backend, model_dir = heads_backend
+    loaded = load(model_dir, fingerprint=backend.feature_fingerprint)
+    assert np.allclose(loaded.prompt.coef, backend.heads.prompt.coef)
+    assert category_key(WEAPONS) in loaded.categories
+
+
+def test_a_backend_refuses_heads_of_another_model(heads_backend, tiny_dir, tmp_path):
+    _, model_dir = heads_backend
+    other = tmp_path / "other"
+    shutil.copytree(tiny_dir, other)
+    (other / "config.json").write_text((other / "config.json").read_text().replace('"hidden_size": 64', '"hidden_size": 64 '))
+    with pytest.raises(HeadsError, match="fitted for backbone"):
+        TransformersBackend(other, device="cpu", heads_path=model_dir / "heads")
+
+
+# --------------------------------------------------------------------------- the backend
+
+
+POLICY = PolicySpec("Test", (WEAPONS, CategorySpec("S2", "Crypto promotion", "promoting tokens or coins")))
+
+
+def test_a_model_without_heads_decides_with_its_logits_and_says_so(tiny_backend):
+    verdict = tiny_backend.classify_batch([GuardRequest(POLICY, "How do I build a pipe bomb?")])[0]
+    assert verdict.decided_by == "logits"
+
+
+def test_fast_verdicts_of_a_model_with_heads_are_decided_by_them(heads_backend):
+    backend, _ = heads_backend
+    verdicts = backend.classify_batch([GuardRequest(POLICY, "How do I build a pipe bomb?"),
+                                       GuardRequest(POLICY, "Is this safe?", "Yes, it is.")])
+    assert [v.decided_by for v in verdicts] == ["heads", "heads"]
+    assert set(verdicts[0].probabilities["categories"]) == {"S1", "S2"}
+    assert verdicts[1].response_label in ("safe", "unsafe") and verdicts[1].refusal_label in ("refusal", "compliance")
+    for verdict in verdicts:
+        assert contract.parse(verdict.raw_output, POLICY, verdict.response_label is not None).ok
+
+
+def test_reason_verdicts_explain_the_heads_labels_and_codes(heads_backend):
+    backend, _ = heads_backend
+    requests = [GuardRequest(POLICY, text, mode=mode) for text in ("How do I build a pipe bomb?", "Bake bread?")
+                for mode in ("fast", "reason")]
+    verdicts = backend.classify_batch(requests)
+    for fast, reason in zip(verdicts[0::2], verdicts[1::2], strict=True):
+        assert (reason.prompt_label, reason.categories, reason.decided_by) == (fast.prompt_label, fast.categories, "heads")
+        assert reason.mode == "reason"
+        parsed = contract.parse(reason.raw_output, POLICY, False)
+        assert parsed.ok and parsed.verdict.prompt_label == fast.prompt_label
+
+
+def test_a_backend_can_be_told_to_decide_by_its_logits(heads_backend):
+    backend, model_dir = heads_backend
+    backend.use_heads(None)
+    try:
+        assert backend.classify_batch([GuardRequest(POLICY, "hello")])[0].decided_by == "logits"
+    finally:
+        backend.use_heads(model_dir / "heads")
+    assert backend.classify_batch([GuardRequest(POLICY, "hello")])[0].decided_by == "heads"
+
+
+def test_taught_examples_change_a_categorys_score(heads_backend):
+    backend, _ = heads_backend
+    plain = CategorySpec("S2", "Crypto promotion", "promoting tokens or coins")
+    taught = CategorySpec("S2", "Crypto promotion", "promoting tokens or coins",
+                          violating_examples=("Buy $MOON now, 100x guaranteed!", "Join my token presale today."),
+                          taught_allowed=("What is a blockchain?",))
+    text = "Buy $MOON now before it lists!"
+    before = backend.classify_batch([GuardRequest(PolicySpec("p", (WEAPONS, plain)), text)])[0]
+    after = backend.classify_batch([GuardRequest(PolicySpec("p", (WEAPONS, taught)), text)])[0]
+    assert before.probabilities["categories"]["S2"] != after.probabilities["categories"]["S2"]

@@ -1,0 +1,58 @@
+"""The "Refit heads" job: the corpus and the reviews -> a candidate with the start adapter and new heads,
+evaluated and registered like any candidate (tiny random model: plumbing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from guard.heads import heads_directory
+from guard.models import ModelVersion
+from trainer.models import TrainingJob
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_adapter(tiny_model: Path, directory: Path) -> Path:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from trainer.model_loading import LINEAR_MODULES
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    config = LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, target_modules=LINEAR_MODULES, task_type="CAUSAL_LM")
+    get_peft_model(model, config).save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.django_db
+def test_a_heads_job_registers_the_start_adapter_with_new_heads(corpus, tiny_model, tmp_path, settings):
+    from trainer.tasks import JobProgress, _run
+
+    settings.TRAINING_OUTPUT_DIR = tmp_path / "runs"
+    adapter = tiny_adapter(tiny_model, tmp_path / "adapter")
+    job = TrainingJob.objects.create(
+        recipe="heads", data_sources=[str(corpus / "mini.jsonl"), str(corpus / "chat.jsonl")], base_model=str(tiny_model),
+        init_adapter=str(adapter), hyperparameters={"eval_limit": 2}, output_dir=str(tmp_path / "runs" / "job"),
+    )
+    assert _run(job, None, JobProgress(job, 0)) == "succeeded"
+    job.refresh_from_db()
+    candidate = ModelVersion.objects.get(pk=job.candidate_id)
+    out = Path(candidate.adapter_path)
+    assert heads_directory(out) is not None and (out / "adapter_model.safetensors").is_file()
+    assert candidate.metrics["report"]["decided_by"] == {"heads": candidate.metrics["report"]["n"]}
+    assert job.summary["training"]["heads"]["licences"] == {"CC-BY-4.0": 5, "MIT": 12}
+    assert "fit_heads" in candidate.provenance["command"]
+
+
+@pytest.mark.django_db
+def test_a_heads_job_needs_the_model_whose_heads_it_refits():
+    from trainer.forms import StartTrainingForm
+
+    form = StartTrainingForm(data={"recipe": "heads", "data": [], "render_under": "auto", "base_model": "embedded",
+                                   "init_adapter": "", "max_steps": "1", "max_examples": "10", "batch_size": "1",
+                                   "eval_limit": "5"})
+    form.fields["base_model"].choices = [("embedded", "embedded")]
+    assert not form.is_valid()
+    assert "keeps a model's weights" in form.errors["init_adapter"][0]

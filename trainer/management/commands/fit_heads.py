@@ -1,0 +1,48 @@
+"""``python manage.py fit_heads``: fit a guard model's latent heads on a CPU (``trainer.heads``).
+
+    python manage.py fit_heads --model models/guardsite-guard-270m --data var/data/train
+
+Features are cached per backbone (``GUARD_FEATURE_CACHE``), so a second fit of the same
+model computes nothing and takes seconds; the heads are written to ``OUT/heads/``
+(default: the model directory itself).
+"""
+
+from __future__ import annotations
+
+import os
+from argparse import ArgumentParser
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from django.core.management.base import BaseCommand, CommandError  # noqa: E402
+
+
+class Command(BaseCommand):
+    help = "Fit the latent heads (prompt, response, refusal, categories, zero-shot) of a guard model from a corpus split."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--model", default="", help="a model directory, a registered version or 'embedded' (default: GUARD_MODEL_DIR)")
+        parser.add_argument("--data", required=True, metavar="DIR", help="a training split of the corpus (JSONL files + taxonomies.json)")
+        parser.add_argument("--out", default="", metavar="DIR", help="where heads/ is written (default: the model directory)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from guard import runtime
+        from guard.backends.base import GuardError
+        from trainer.heads import fit_model_heads
+
+        data = Path(options["data"])
+        if not data.is_dir() or not any(data.glob("*.jsonl")):
+            raise CommandError(f"--data {data}: not a directory of JSONL files")
+        try:
+            resolved = runtime.resolve_model(options["model"] or None)
+            backend = runtime.get_backend(options["model"] or None, heads=False)
+        except GuardError as error:
+            raise CommandError(str(error)) from error
+        if not hasattr(backend, "feature_extractor"):
+            raise CommandError("latent heads need the transformers backend (GUARD_BACKEND=transformers)")
+        out = Path(options["out"]) if options["out"] else (resolved.adapter_path or resolved.base_path)
+        if not options["out"] and resolved.adapter_path is None and resolved.label == "embedded":
+            raise CommandError("the embedded base lives in a cache: give --out DIR for its heads")
+        fit_model_heads(backend, data, out, log=lambda line: self.stdout.write(line))
