@@ -11,7 +11,7 @@ def _ensure_immutability_triggers(sender: AppConfig, using: str = "default", **k
 
     connection = connections[using]
     applied = MigrationRecorder(connection).applied_migrations()
-    if ("policies", "0005_published_versions_immutable_triggers") in applied and not immutability.installed(connection):
+    if ("policies", "0006_published_versions_immutable_triggers") in applied and not immutability.installed(connection):
         immutability.install(connection)
 
 

@@ -22,7 +22,7 @@ def link_earlier_rollbacks(apps, schema_editor) -> None:
 
 
 class Migration(migrations.Migration):
-    dependencies = [("policies", "0005_published_versions_immutable_triggers")]
+    dependencies = [("policies", "0006_published_versions_immutable_triggers")]
 
     operations = [
         migrations.AddField(

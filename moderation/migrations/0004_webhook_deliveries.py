@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('moderation', '0002_verdict_explanation_thresholds_batch'),
+        ('moderation', '0003_verdict_decided_by'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -17,6 +17,6 @@ def remove(apps, schema_editor) -> None:
 
 
 class Migration(migrations.Migration):
-    dependencies = [("policies", "0004_unique_policy_name")]
+    dependencies = [("policies", "0005_category_teaching")]
 
     operations = [migrations.RunPython(install, remove)]
