@@ -13,16 +13,18 @@ Reliability choices (why):
   kept in the database (see ``moderation.dispatch``).
 - ``worker_prefetch_multiplier = 1``: a GPU worker holds one batch at a time,
   so a long batch does not hide queued work from other workers.
-- the model is loaded lazily inside the worker child process on first use
-  (``guard.runtime``), never in the parent, so forked children do not share
-  CUDA state.
+- the model is loaded inside the worker child process, never in the parent, so
+  forked children do not share CUDA state: before the first task when the worker
+  consumes ``gpu-infer`` and ``GUARD_PRELOAD`` includes ``workers`` (guard/preload.py),
+  else lazily on first use (``guard.runtime``).
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "guardsite.settings")
@@ -56,3 +58,33 @@ app.conf.update(
     },
 )
 app.autodiscover_tasks()
+
+
+# --- preloading the guard (guard/preload.py) ------------------------------------------
+PRELOAD_QUEUE = "gpu-infer"
+_worker: dict[str, Any] = {"queues": set(), "forks": False}
+
+
+@signals.celeryd_after_setup.connect
+def _remember_worker_setup(sender: str, instance: Any, **kwargs: Any) -> None:  # noqa: ANN401 - Celery's signal
+    """In the worker's parent: which queues it consumes and whether its pool forks (children inherit this)."""
+    _worker["queues"] = set(instance.app.amqp.queues.consume_from or instance.app.amqp.queues)
+    _worker["forks"] = "prefork" in getattr(instance.pool_cls, "__module__", str(instance.pool_cls))
+
+
+def _preload_here(where: str) -> None:
+    from guard import preload
+
+    if PRELOAD_QUEUE in _worker["queues"] and preload.enabled("workers"):
+        preload.preload(where)
+
+
+@signals.worker_process_init.connect
+def _preload_in_pool_process(**kwargs: Any) -> None:  # noqa: ANN401 - Celery's signal
+    _preload_here(f"worker process {os.getpid()}")
+
+
+@signals.worker_ready.connect
+def _preload_in_solo_worker(**kwargs: Any) -> None:  # noqa: ANN401 - Celery's signal
+    if not _worker["forks"]:
+        _preload_here(f"worker {os.getpid()}")

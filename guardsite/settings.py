@@ -179,6 +179,15 @@ GUARD_MAX_NEW_TOKENS = env_int("GUARD_MAX_NEW_TOKENS", 96)
 GUARD_OPENAI_BASE_URL = os.environ.get("GUARD_OPENAI_BASE_URL") or ""
 GUARD_OPENAI_API_KEY = os.environ.get("GUARD_OPENAI_API_KEY") or ""
 GUARD_BACKEND = os.environ.get("GUARD_BACKEND") or "transformers"  # transformers | vllm | openai
+# Load the production guard before taking traffic: in gpu-infer workers and/or gunicorn web workers
+# (guard/preload.py). "workers,web" (default), "workers", "web", or 0 (off: the tests set it).
+GUARD_PRELOAD = os.environ.get("GUARD_PRELOAD", "workers,web")
+# The preload runs in Celery's worker_process_init, which Celery gives 4 s before it kills the pool
+# process as hung: loading a model takes longer, so the limit is raised while workers preload.
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = float(
+    os.environ.get("CELERY_WORKER_PROC_ALIVE_TIMEOUT")
+    or (4.0 if GUARD_PRELOAD.strip().lower() in ("", "0", "off", "false", "no", "none", "web") else 300.0)
+)
 SHARED_DATASETS_DIR = Path(os.environ.get("SHARED_DATASETS_DIR") or BASE_DIR.parent / "shared" / "datasets")
 TRAINING_OUTPUT_DIR = Path(os.environ.get("TRAINING_OUTPUT_DIR") or VAR_DIR / "training")
 

@@ -6,7 +6,16 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from guardsite.admin import ReadOnlyAdmin
-from moderation.models import ApiKey, AuditLog, Decision, Item, ReviewTask, Verdict
+from moderation.models import (
+    ApiKey,
+    AuditLog,
+    Decision,
+    Item,
+    ReviewTask,
+    Verdict,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 
 
 @admin.register(ApiKey)
@@ -80,3 +89,25 @@ class AuditLogAdmin(ReadOnlyAdmin):
     list_filter = ("action", "object_type", "at")
     search_fields = ("actor_label", "action", "object_id")
     date_hierarchy = "at"
+
+
+class WebhookAttemptInline(admin.TabularInline):
+    model = WebhookAttempt
+    can_delete = False
+    extra = 0
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    """History: redeliver from the key's Deliveries page (/api-keys/<id>/webhook/), which audits it."""
+
+    list_display = ("pk", "client", "event", "item", "status", "created_at", "finished_at")
+    list_filter = ("status", "event", "created_at")
+    search_fields = ("client__name", "client__prefix", "event_id")
+    inlines = [WebhookAttemptInline]

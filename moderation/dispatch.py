@@ -34,7 +34,7 @@ from django.db.models import F, Min, Value
 from django.db.models.functions import Coalesce, Length
 from django.utils import timezone
 
-from moderation import conf
+from moderation import conf, task_names
 from moderation.models import Item, Verdict
 
 logger = logging.getLogger(__name__)
@@ -62,15 +62,13 @@ def announce(item_ids: Iterable[int], wakeups: int | None = None, mark_queued: b
     are marked ``received`` (visible in the item browser) and the sweeper
     announces them again later.
     """
-    from moderation.tasks import classify_pending
-
     ids = list(item_ids)
     if wakeups is None:
         wakeups = math.ceil(len(ids) / conf.micro_batch_size())
     wakeups = min(MAX_WAKEUPS_PER_ANNOUNCEMENT, max(1, wakeups))
     try:
         for _ in range(wakeups):
-            classify_pending.delay()
+            task_names.queue(task_names.CLASSIFY_PENDING)
     except Exception as exc:  # noqa: BLE001 - any broker failure: the sweeper retries later
         logger.warning("could not announce %d item(s) to the workers (%s); the sweeper will retry", len(ids), exc)
         Item.objects.filter(pk__in=ids, status=Item.Status.QUEUED).update(status=Item.Status.RECEIVED)

@@ -32,7 +32,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from moderation import conf, webhooks
+from moderation import conf, task_names, webhooks
 from moderation.models import Verdict
 
 logger = logging.getLogger(__name__)
@@ -43,13 +43,8 @@ YIELD_SECONDS = 2.0
 
 def announce(countdown: float | None = None) -> bool:
     """Wake the reason pass. False when the broker is down (the sweeper retries)."""
-    from moderation.tasks import explain_pending
-
     try:
-        if countdown:
-            explain_pending.apply_async(countdown=countdown)
-        else:
-            explain_pending.delay()
+        task_names.queue(task_names.EXPLAIN_PENDING, countdown=countdown)
     except Exception as exc:  # noqa: BLE001 - any broker failure: the sweeper retries later
         logger.warning("could not wake the explanation pass (%s); the sweeper will retry", exc)
         return False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -248,6 +250,13 @@ class AuditLog(models.Model):
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor_label} {self.action} {self.object_type}:{self.object_id}"
 
+    @property
+    def rows(self) -> list[tuple[str, str, str, bool]]:
+        """(key, before, after, changed) as display text (moderation/audit_values.py)."""
+        from moderation.audit_values import rows
+
+        return rows(self.before, self.after)
+
     @classmethod
     def record(
         cls,
@@ -268,3 +277,66 @@ class AuditLog(models.Model):
             before=before,
             after=after,
         )
+
+
+class WebhookDelivery(models.Model):
+    """One event sent (or to be sent) to a client's webhook, with its attempts: the history Stripe and GitHub show.
+
+    The payload is fixed at the first attempt, so retries and redeliveries send what
+    the first attempt sent; ``event_id`` (the ``X-Guardsite-Delivery`` header) is shared
+    by a delivery and its redeliveries, so a client can drop duplicates.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"  # queued, or waiting for its next retry
+        SUCCEEDED = "succeeded"  # a 2xx answer
+        FAILED = "failed"  # retries exhausted
+        SKIPPED = "skipped"  # the key was revoked or lost its webhook URL before sending
+
+    client = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    item = models.ForeignKey(Item, null=True, blank=True, on_delete=models.SET_NULL, related_name="webhook_deliveries")
+    event = models.CharField(max_length=40)
+    event_id = models.UUIDField(default=uuid.uuid4, editable=False)
+    url = models.URLField(max_length=500)
+    payload = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    redelivery_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="redeliveries")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["client", "-created_at"], name="webhook_delivery_by_client")]
+
+    def __str__(self) -> str:
+        return f"{self.event} #{self.pk} to {self.client_id} ({self.status})"
+
+    @property
+    def last_attempt(self) -> WebhookAttempt | None:
+        attempts = list(self.attempts.all())
+        return attempts[-1] if attempts else None
+
+
+class WebhookAttempt(models.Model):
+    """One POST of a delivery: when, how long, what the endpoint answered (or why nothing came back)."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveSmallIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    duration_ms = models.PositiveIntegerField(default=0)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)  # None: no answer (network error, timeout)
+    error = models.CharField(max_length=500, blank=True, default="")
+    response_excerpt = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [models.UniqueConstraint(fields=["delivery", "number"], name="one_attempt_per_number")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of delivery {self.delivery_id}: {self.status_code or self.error}"
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300

@@ -1,4 +1,8 @@
-"""Celery tasks of the moderation app (routing is fixed in guardsite/celery.py)."""
+"""Celery tasks of the moderation app (routing is fixed in guardsite/celery.py).
+
+The one entry point that imports the work; the work queues these tasks by name
+(``moderation.task_names``) and never imports this module back.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,12 @@ import logging
 
 from celery import shared_task
 
-from moderation import conf, dispatch, explain, review, webhooks
+from moderation import conf, dispatch, explain, review, task_names, webhooks
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="moderation.tasks.classify_pending", ignore_result=True)
+@shared_task(name=task_names.CLASSIFY_PENDING, ignore_result=True)
 def classify_pending() -> dict:
     """Classify pending items in micro-batches (queue ``gpu-infer``).
 
@@ -27,7 +31,7 @@ def classify_pending() -> dict:
     return {"claimed": outcome.claimed, "stored": outcome.stored, "duplicates": outcome.duplicates, "failed": outcome.failed}
 
 
-@shared_task(name="moderation.tasks.explain_pending", ignore_result=True)
+@shared_task(name=task_names.EXPLAIN_PENDING, ignore_result=True)
 def explain_pending() -> dict:
     """Write the explanations of fast verdicts whose policy asks for one (queue ``gpu-infer``).
 
@@ -43,7 +47,7 @@ def explain_pending() -> dict:
     return {"claimed": outcome.claimed, "written": outcome.written, "failed": outcome.failed, "deferred": outcome.deferred}
 
 
-@shared_task(name="moderation.tasks.sweep_stuck_items", ignore_result=True)
+@shared_task(name=task_names.SWEEP_STUCK_ITEMS, ignore_result=True)
 def sweep_stuck_items() -> dict:
     """Re-queue items of workers that died; wake the explanation pass when explanations wait (beat: every 30 s)."""
     outcome = dispatch.sweep()
@@ -53,19 +57,29 @@ def sweep_stuck_items() -> dict:
     return {"requeued": outcome.requeued, "failed": outcome.failed, "announced": outcome.announced, "explanations_failed": explanations_failed}
 
 
-@shared_task(name="moderation.tasks.expire_claims", ignore_result=True)
+@shared_task(name=task_names.EXPIRE_CLAIMS, ignore_result=True)
 def expire_claims() -> int:
     """Give review claims that ran out back to the queue (beat: every 60 s)."""
     return review.expire_claims()
 
 
-@shared_task(name="moderation.tasks.deliver_webhook", bind=True, ignore_result=True, acks_late=True)
-def deliver_webhook(self, item_id: int, event: str) -> int:  # noqa: ANN001 - bound task
-    """POST a signed event to the client's webhook; bounded retries with exponential backoff."""
+@shared_task(name=task_names.DELIVER_WEBHOOK, bind=True, ignore_result=True, acks_late=True)
+def deliver_webhook(self, delivery_id: int, legacy_event: str | None = None) -> int:  # noqa: ANN001 - bound task
+    """POST a recorded delivery to the client's webhook; bounded retries with exponential backoff.
+
+    Each try is recorded as an attempt; after the last retry the delivery is failed.
+    ``legacy_event``: a message queued by an older release as ``(item_id, event)``.
+    """
+    if legacy_event is not None:
+        found = webhooks.legacy_delivery(delivery_id, legacy_event)
+        if found is None:
+            return 0
+        delivery_id = found  # the retries carry the new delivery's id
     try:
-        return webhooks.deliver(item_id, event)
+        return webhooks.deliver(delivery_id)
     except webhooks.DeliveryFailed as exc:
         if self.request.retries >= conf.webhook_max_retries():
-            logger.warning("webhook for item %s (%s) given up after %d retries: %s", item_id, event, self.request.retries, exc)
+            logger.warning("webhook delivery %s given up after %d retries: %s", delivery_id, self.request.retries, exc)
+            webhooks.give_up(delivery_id)
             return 0
-        raise self.retry(exc=exc, countdown=min(300, 2 ** (self.request.retries + 1))) from exc
+        raise self.retry(args=[delivery_id], exc=exc, countdown=min(300, 2 ** (self.request.retries + 1))) from exc

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from moderation import review_queue, views
+from moderation import review_queue, views, webhook_views
 from moderation.api import api
 
 app_name = "moderation"
@@ -19,4 +19,10 @@ urlpatterns = [
     path("review/<int:task_id>/release/", views.review_release, name="review-release"),
     path("api-keys/", views.api_keys, name="api-keys"),
     path("api-keys/<int:key_id>/revoke/", views.api_key_revoke, name="api-key-revoke"),
+    path("api-keys/<int:key_id>/webhook/", webhook_views.deliveries, name="webhook-deliveries"),
+    path(
+        "api-keys/<int:key_id>/webhook/deliveries/<int:delivery_id>/redeliver/",
+        webhook_views.redeliver,
+        name="webhook-redeliver",
+    ),
 ]

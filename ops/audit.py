@@ -4,7 +4,8 @@ Events come from where each app already records them, read together as one
 time-ordered list (a SQL ``UNION ALL``, so paging and counting stay in the database):
 
 - ``moderation.AuditLog``: review decisions, API keys, and whatever else calls ``AuditLog.record``;
-- published policy versions (``policies.PolicyVersion``: who published which version, with its note);
+- published policy versions (``policies.PolicyVersion``: who published which version, with its note;
+  ``policy.rollback`` for a version a rollback published);
 - promotions, forced promotions, rollbacks and refused promotions (``trainer.RegistryEvent``);
 - started training jobs and evaluation runs.
 
@@ -18,14 +19,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from django.db.models import CharField, F, QuerySet, Value
+from django.db.models import Case, CharField, F, QuerySet, Value, When
 from django.db.models.functions import Cast, Coalesce, Concat
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from evaluation.models import EvaluationRun
+from moderation.audit_values import details as audit_details
+from moderation.audit_values import display
 from moderation.models import AuditLog
-from policies.models import PolicyVersion
+from policies.models import Policy, PolicyVersion
 from trainer.models import RegistryEvent, TrainingJob
 
 SYSTEM = "system"
@@ -33,6 +36,7 @@ SYSTEM = "system"
 OBJECT_LABELS = {
     "item": "item", "apikey": "API key", "policy": "policy", "policyversion": "policy", "modelversion": "model",
     "trainingjob": "training job", "evaluationrun": "evaluation run", "reviewtask": "review task",
+    "webhookdelivery": "webhook delivery",
 }
 COLUMNS = ("a_source", "a_pk", "a_at", "a_actor", "a_action", "a_object_type", "a_object_id")
 
@@ -140,13 +144,20 @@ def _fixed(filters: Filters, action: str, object_type: str) -> bool:
     return filters.action in ("", action) and filters.object_type in ("", object_type)
 
 
+POLICY_VERSION_ACTIONS = ("policy.publish", "policy.rollback")
+
+
 def _policy_versions(filters: Filters) -> QuerySet | None:
-    if not _fixed(filters, "policy.publish", "policyversion"):
+    """Published versions: ``policy.publish``, or ``policy.rollback`` for a version a rollback published."""
+    if filters.action not in ("", *POLICY_VERSION_ACTIONS) or filters.object_type not in ("", "policyversion"):
         return None
     rows = _actor(_within(PolicyVersion.objects.filter(number__isnull=False), "published_at", filters), "published_by", filters)
+    if filters.action:
+        rows = rows.filter(rollback_of__isnull=filters.action == "policy.publish")
+    action = Case(When(rollback_of__isnull=False, then=Value("policy.rollback")), default=Value("policy.publish"), output_field=CharField())
     return _annotated(
         rows, "policyversion", "published_at", Coalesce(F("published_by__username"), Value(SYSTEM), output_field=CharField()),
-        Value("policy.publish", output_field=CharField()), Value("policyversion", output_field=CharField()),
+        action, Value("policyversion", output_field=CharField()),
         Concat(F("policy__slug"), Value(" v"), _text(F("number")), output_field=CharField()),
     )
 
@@ -192,7 +203,7 @@ def events(filters: Filters) -> QuerySet:
 
 
 def known_actions() -> list[str]:
-    fixed = {"policy.publish", "training.start", "evaluation.start", *REGISTRY_ACTIONS}
+    fixed = {*POLICY_VERSION_ACTIONS, "training.start", "evaluation.start", *REGISTRY_ACTIONS}
     return sorted(fixed | set(AuditLog.objects.values_list("action", flat=True).distinct()))
 
 
@@ -238,19 +249,6 @@ class Event:
         return "; ".join(f"{k}: {b} → {a}" if changed else f"{k}: {a}" for k, b, a, changed in self.rows)
 
 
-def display(value: Any) -> str:
-    """A value as an operator reads it: lists joined, empty as a dash, nested objects as key=value."""
-    if value is None or value == "" or value == []:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list | tuple):
-        return ", ".join(display(v) for v in value)
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={display(v)}" for k, v in value.items())
-    return str(value)
-
-
 def _url(name: str, *args: Any) -> str:
     try:
         return reverse(name, args=args)
@@ -258,7 +256,7 @@ def _url(name: str, *args: Any) -> str:
         return ""
 
 
-def object_url(object_type: str, object_id: str, obj: Any = None) -> str:
+def object_url(object_type: str, object_id: str, obj: Any = None, policy_slugs: dict[str, str] | None = None) -> str:
     if object_type == "item":
         return _url("moderation:item", object_id)
     if object_type == "apikey":
@@ -266,7 +264,9 @@ def object_url(object_type: str, object_id: str, obj: Any = None) -> str:
     if object_type == "policyversion" and obj is not None:
         return _url("policies:version", obj.policy.slug, obj.number)
     if object_type == "policy":
-        return _url("policies:detail", object_id)
+        # Entries name a policy by its id; its page is at its slug.
+        slug = (policy_slugs or {}).get(object_id)
+        return _url("policies:detail", slug) if slug else ""
     if object_type == "modelversion" and object_id != "embedded":
         return _url("guard:model", object_id)
     if object_type == "trainingjob":
@@ -284,16 +284,10 @@ def _details(source: str, obj: Any) -> list[tuple[str, Any, Any, bool]]:
     if obj is None:
         return []
     if source == "audit":
-        before, after = obj.before or {}, obj.after or {}
-        if before:
-            # Keys on both sides show a change; a key on one side only is a plain fact.
-            both = [(k, before[k], after[k], before[k] != after[k]) for k in after if k in before]
-            only_before = [(f"{k} (before)", None, v, False) for k, v in before.items() if k not in after and v not in (None, "", [], {})]
-            only_after = [(k, None, v, False) for k, v in after.items() if k not in before and v not in (None, "", [], {})]
-            return [*both, *only_before, *only_after]
-        return _facts(after)
+        return audit_details(obj.before, obj.after)
     if source == "policyversion":
-        return _facts({"version": obj.number, "change note": obj.change_note})
+        rolled_back_to = obj.rollback_of.number if obj.rollback_of_id else None
+        return _facts({"version": obj.number, "equal to version": rolled_back_to, "change note": obj.change_note})
     if source == "registry":
         return _facts({"previous production": obj.previous, "note": obj.note, **(obj.details or {})})
     if source == "trainingjob":
@@ -305,7 +299,7 @@ def _details(source: str, obj: Any) -> list[tuple[str, Any, Any, bool]]:
 
 MODELS = {
     "audit": AuditLog.objects.all(),
-    "policyversion": PolicyVersion.objects.select_related("policy"),
+    "policyversion": PolicyVersion.objects.select_related("policy", "rollback_of"),
     "registry": RegistryEvent.objects.all(),
     "trainingjob": TrainingJob.objects.all(),
     "evaluationrun": EvaluationRun.objects.all(),
@@ -319,13 +313,15 @@ def materialise(rows: Iterable[dict[str, Any]]) -> list[Event]:
     for row in rows:
         wanted.setdefault(row["a_source"], []).append(row["a_pk"])
     loaded = {source: MODELS[source].in_bulk(pks) for source, pks in wanted.items()}
+    policy_ids = {row["a_object_id"] for row in rows if row["a_object_type"] == "policy" and row["a_object_id"].isdigit()}
+    policy_slugs = {str(pk): slug for pk, slug in Policy.objects.filter(pk__in=policy_ids).values_list("pk", "slug")} if policy_ids else {}
     events_out = []
     for row in rows:
         obj = loaded[row["a_source"]].get(row["a_pk"])
         details = _details(row["a_source"], obj)
         events_out.append(Event(
             at=row["a_at"], actor=row["a_actor"] or SYSTEM, action=row["a_action"], object_type=row["a_object_type"],
-            object_id=row["a_object_id"], url=object_url(row["a_object_type"], row["a_object_id"], obj),
+            object_id=row["a_object_id"], url=object_url(row["a_object_type"], row["a_object_id"], obj, policy_slugs),
             details=details,
         ))
     return events_out

@@ -2,7 +2,8 @@
 
 Both sides are Policy JSON documents (``documents.version_document``), so a
 version can be compared with the draft or with an imported file alike.
-Categories are matched by code (without case, as the guard's parser does).
+Categories are matched by code (without case, as the guard's parser does); one whose
+content is the same but whose place changed is "moved", not "changed".
 Text fields get a word-level diff; example lists a line-level one.
 """
 
@@ -43,7 +44,8 @@ class FieldChange:
 
 @dataclass
 class CategoryChange:
-    status: Literal["added", "removed", "changed"]
+    # "moved": same content, another place among the categories both sides share.
+    status: Literal["added", "removed", "changed", "moved"]
     code: str
     name: str
     category: dict[str, Any]
@@ -153,7 +155,7 @@ def diff_documents(old: dict[str, Any], new: dict[str, Any]) -> PolicyDiff:
         fields = field_changes(before, after, category_fields)
         move = (old_positions[key] + 1, new_positions[key] + 1) if key in moved else None
         if fields or move:
-            changes.append(CategoryChange("changed", after["code"], after["name"], after, fields, move))
+            changes.append(CategoryChange("changed" if fields else "moved", after["code"], after["name"], after, fields, move))
         else:
             unchanged += 1
     for key, before in old_by_key.items():

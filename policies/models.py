@@ -156,7 +156,8 @@ class Policy(models.Model):
         draft.categories.all().delete()
         draft.copy_categories_from(version)
         draft.name, draft.description = version.spec_name, version.spec_description
-        draft.save(update_fields=["name", "description"])
+        draft.rollback_of = version
+        draft.save(update_fields=["name", "description", "rollback_of"])
         return self.publish(user, change_note=f"Roll back to version {version.number}")
 
 
@@ -172,6 +173,8 @@ class PolicyVersion(models.Model):
     change_note = models.TextField(blank=True, default="")
     published_at = models.DateTimeField(null=True, blank=True)
     published_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Set on a version published by a rollback: the older version it equals (the audit logs it as policy.rollback).
+    rollback_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

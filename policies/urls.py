@@ -1,6 +1,6 @@
 from django.urls import path
 
-from policies import views
+from policies import draft_views, views
 from policies.settings_view import policy_settings
 
 app_name = "policies"
@@ -17,14 +17,14 @@ urlpatterns = [
     path("<slug:slug>/console/", views.console_run, name="console"),
     path("<slug:slug>/versions/<int:number>/", views.version_detail, name="version"),
     path("<slug:slug>/versions/<int:number>/rollback/", views.rollback, name="rollback"),
-    path("<slug:slug>/draft/", views.draft_editor, name="editor"),
-    path("<slug:slug>/draft/status/", views.draft_status, name="draft-status"),
-    path("<slug:slug>/draft/header/", views.draft_header, name="draft-header"),
-    path("<slug:slug>/draft/discard/", views.draft_discard, name="draft-discard"),
+    path("<slug:slug>/draft/", draft_views.draft_editor, name="editor"),
+    path("<slug:slug>/draft/status/", draft_views.draft_status, name="draft-status"),
+    path("<slug:slug>/draft/header/", draft_views.draft_header, name="draft-header"),
+    path("<slug:slug>/draft/discard/", draft_views.draft_discard, name="draft-discard"),
     path("<slug:slug>/draft/publish/", views.publish, name="publish"),
-    path("<slug:slug>/draft/categories/", views.category_add, name="category-add"),
-    path("<slug:slug>/draft/categories/<int:pk>/", views.category_row, name="category-row"),
-    path("<slug:slug>/draft/categories/<int:pk>/edit/", views.category_edit, name="category-edit"),
-    path("<slug:slug>/draft/categories/<int:pk>/delete/", views.category_delete, name="category-delete"),
-    path("<slug:slug>/draft/categories/<int:pk>/move/", views.category_move, name="category-move"),
+    path("<slug:slug>/draft/categories/", draft_views.category_add, name="category-add"),
+    path("<slug:slug>/draft/categories/<int:pk>/", draft_views.category_row, name="category-row"),
+    path("<slug:slug>/draft/categories/<int:pk>/edit/", draft_views.category_edit, name="category-edit"),
+    path("<slug:slug>/draft/categories/<int:pk>/delete/", draft_views.category_delete, name="category-delete"),
+    path("<slug:slug>/draft/categories/<int:pk>/move/", draft_views.category_move, name="category-move"),
 ]

@@ -16,11 +16,11 @@ from django.db import IntegrityError, transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from guard.serving import serving
-from guardsite.roles import ADMIN, POLICY_EDITOR, can_edit_policies, role_required
-from policies import presets
+from guardsite.roles import ADMIN, POLICY_EDITOR, role_required
+from policies import audit, presets
 from policies.console import initial_model, run_console
 from policies.diffing import diff_documents
 from policies.documents import (
@@ -32,16 +32,14 @@ from policies.documents import (
 )
 from policies.forms import (
     BLANK_PRESET,
-    CategoryForm,
     ConsoleForm,
     ImportForm,
     PolicyCreateForm,
     PublishForm,
-    VersionHeaderForm,
     name_taken_problem,
     unique_slug,
 )
-from policies.models import Category, Policy, PolicyVersion
+from policies.models import Policy, PolicyVersion
 from policies.rendering import model_input
 
 editor_required = role_required(ADMIN, POLICY_EDITOR)
@@ -101,9 +99,12 @@ def policy_list(request: HttpRequest) -> HttpResponse:
     return render(request, "policies/list.html", {"rows": _list_rows(), "form": PolicyCreateForm()})
 
 
-@require_POST
+@require_http_methods(["GET", "HEAD", "POST"])
 @editor_required
 def policy_create(request: HttpRequest) -> HttpResponse:
+    """POST creates; GET (a bookmark, a typed URL) goes to the form on the list page."""
+    if request.method != "POST":
+        return redirect(reverse("policies:list") + "#create-policy")
     form = PolicyCreateForm(request.POST)
     if not form.is_valid():
         return render(request, "policies/list.html", {"rows": _list_rows(), "form": form}, status=400)
@@ -129,6 +130,7 @@ def policy_create(request: HttpRequest) -> HttpResponse:
         # Another editor took the name (or slug) a moment ago.
         form.add_error("name", name_taken_problem(name) or "A policy with this name or slug was just created; choose another.")
         return render(request, "policies/list.html", {"rows": _list_rows(), "form": form}, status=400)
+    audit.created(request.user, policy, f"preset {preset}" if preset else "blank")
     served = serving(policy)
     messages.success(request, f"Created {policy.name}, served by {served.label}. Edit the draft, then publish version 1.")
     return redirect("policies:editor", slug=policy.slug)
@@ -159,7 +161,10 @@ def policy_import(request: HttpRequest, slug: str | None = None) -> HttpResponse
         problem = DocumentError("name", f"{name_problem} Change {where} and import again.")
         return _import_errors_page(request, form, [problem], policy)
     if policy is not None:
+        before = [c.code for c in policy.draft().categories.all()]
         import_into_draft(policy, document)
+        audit.draft_edited(request.user, policy, "imported a file into the draft",
+                           before={"categories": before}, after={"categories": [c["code"] for c in document.categories]})
         messages.success(request, f"Imported {len(document.categories)} categories into the draft of {policy.name}.")
         return redirect("policies:editor", slug=policy.slug)
     slug_value = (form.cleaned_data.get("slug") or "").strip() or document.slug
@@ -168,6 +173,7 @@ def policy_import(request: HttpRequest, slug: str | None = None) -> HttpResponse
         return _import_errors_page(request, form, [problem], None)
     with transaction.atomic():
         policy = import_as_new_policy(document, slug_value or unique_slug(document.name), owner=request.user)
+        audit.created(request.user, policy, "imported from a file")
     messages.success(request, f"Imported {policy.name} as a draft with {len(document.categories)} categories.")
     return redirect("policies:editor", slug=policy.slug)
 
@@ -269,176 +275,6 @@ def console_run(request: HttpRequest, slug: str) -> HttpResponse:
     names = {c.code: c.name for c in spec.categories}
     context = {"form": form, "result": result, "version": version, "category_names": names}
     return render(request, "policies/partials.html#console-result", context, status=200 if not result.error else 422)
-
-
-# --------------------------------------------------------------------------- the draft editor
-
-
-def _editor_context(request: HttpRequest, policy: Policy, **extra: Any) -> dict[str, Any]:
-    draft = policy.draft()
-    context = {
-        "policy": policy,
-        "draft": draft,
-        "categories": draft.categories.all(),
-        "add_form": CategoryForm(version=draft, prefix="new"),
-        "editable": can_edit_policies(request.user),
-    }
-    context.update(extra)
-    return context
-
-
-@require_GET
-def draft_editor(request: HttpRequest, slug: str) -> HttpResponse:
-    policy = _policy(slug)
-    # A refused publish comes back here with its reason and the change note the editor typed.
-    refusal = request.session.pop(PUBLISH_REFUSAL_KEY, None) or {}
-    context = _editor_context(
-        request,
-        policy,
-        publish_form=PublishForm(initial={"change_note": refusal.get("note", "")}),
-        publish_error=refusal.get("error", ""),
-        console_form=_console_form(policy, policy.draft()),
-        latest=policy.latest_version(),
-        draft_has_changes=_draft_has_changes(policy, policy.draft()),
-        draft_has_categories=policy.draft().categories.exists(),
-    )
-    return render(request, "policies/editor.html", context)
-
-
-@require_GET
-def draft_status(request: HttpRequest, slug: str) -> HttpResponse:
-    """The draft's status badge, or (``?part=publish``) the publish buttons with why they are disabled."""
-    policy = _policy(slug)
-    draft = policy.draft()
-    context = {
-        "policy": policy,
-        "latest": policy.latest_version(),
-        "draft_has_changes": _draft_has_changes(policy, draft),
-        "draft_has_categories": draft.categories.exists(),
-    }
-    part = "publish-actions" if request.GET.get("part") == "publish" else "draft-status"
-    return render(request, f"policies/partials.html#{part}", context)
-
-
-@editor_required
-def draft_header(request: HttpRequest, slug: str) -> HttpResponse:
-    """GET ?edit=1: the form; GET: the header; POST: save and show the header."""
-    policy = _policy(slug)
-    draft = policy.draft()
-    if request.method == "POST":
-        form = VersionHeaderForm(request.POST, instance=draft)
-        if not form.is_valid():
-            return render(request, "policies/partials.html#header-form", {"policy": policy, "draft": draft, "form": form}, status=422)
-        form.save()
-        return _changed(render(request, "policies/partials.html#header", {"policy": policy, "draft": draft, "editable": True}))
-    if request.GET.get("edit"):
-        form = VersionHeaderForm(instance=draft)
-        return render(request, "policies/partials.html#header-form", {"policy": policy, "draft": draft, "form": form})
-    return render(request, "policies/partials.html#header", {"policy": policy, "draft": draft, "editable": True})
-
-
-def _categories_response(request: HttpRequest, policy: Policy, status: int = 200, **extra: Any) -> HttpResponse:
-    context = _editor_context(request, policy, **extra)
-    return render(request, "policies/partials.html#categories", context, status=status)
-
-
-@require_POST
-@editor_required
-def category_add(request: HttpRequest, slug: str) -> HttpResponse:
-    policy = _policy(slug)
-    draft = policy.draft()
-    form = CategoryForm(request.POST, version=draft, prefix="new")
-    if not form.is_valid():
-        return _categories_response(request, policy, status=422, add_form=form, add_open=True)
-    category = form.save(commit=False)
-    category.version = draft
-    last = draft.categories.order_by("-position").first()
-    category.position = (last.position + 1) if last else 0
-    try:
-        with transaction.atomic():
-            category.save()
-    except IntegrityError:
-        # Another editor added the same code a moment ago (the form's check raced with theirs).
-        form.add_error("code", f"Code {category.code!r} is already used in this version.")
-        return _categories_response(request, policy, status=422, add_form=form, add_open=True)
-    return _changed(_categories_response(request, policy, added=category.pk))
-
-
-def _draft_category(policy: Policy, pk: int) -> Category:
-    return get_object_or_404(Category, pk=pk, version=policy.draft())
-
-
-@require_GET
-def category_row(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    policy = _policy(slug)
-    category = _draft_category(policy, pk)
-    return render(request, "policies/partials.html#category-row", {"policy": policy, "category": category, "editable": can_edit_policies(request.user)})
-
-
-@editor_required
-def category_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    policy = _policy(slug)
-    draft = policy.draft()
-    category = _draft_category(policy, pk)
-    if request.method == "POST":
-        form = CategoryForm(request.POST, instance=category, version=draft, prefix=f"c{pk}")
-        if form.is_valid():
-            try:
-                with transaction.atomic():
-                    form.save()
-            except IntegrityError:
-                form.add_error("code", f"Code {form.cleaned_data['code']!r} is already used in this version.")
-        if form.errors:
-            return render(request, "policies/partials.html#category-form", {"policy": policy, "category": category, "form": form}, status=422)
-        return _changed(render(request, "policies/partials.html#category-row", {"policy": policy, "category": category, "editable": True}))
-    form = CategoryForm(instance=category, version=draft, prefix=f"c{pk}")
-    return render(request, "policies/partials.html#category-form", {"policy": policy, "category": category, "form": form})
-
-
-@require_POST
-@editor_required
-def category_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    policy = _policy(slug)
-    _draft_category(policy, pk).delete()
-    return _changed(_categories_response(request, policy))
-
-
-@require_POST
-@editor_required
-def category_move(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    """Swap with the neighbour above (direction=up) or below (direction=down)."""
-    policy = _policy(slug)
-    direction = request.POST.get("direction")
-    if direction not in ("up", "down"):
-        return HttpResponse("direction must be 'up' or 'down'", status=400, content_type="text/plain")
-    with transaction.atomic():
-        draft = PolicyVersion.objects.select_for_update().get(pk=policy.draft().pk)
-        ordered = list(draft.categories.order_by("position", "id"))
-        index = next((i for i, c in enumerate(ordered) if c.pk == pk), None)
-        if index is None:
-            raise Http404("No such category in the draft.")
-        other = index - 1 if direction == "up" else index + 1
-        if 0 <= other < len(ordered):
-            ordered[index], ordered[other] = ordered[other], ordered[index]
-            # Renumber densely: positions may have gaps or ties after imports and deletions.
-            for position, category in enumerate(ordered):
-                if category.position != position:
-                    category.position = position
-                    category.save(update_fields=["position"])
-    return _changed(_categories_response(request, policy, moved=pk))
-
-
-@require_POST
-@editor_required
-def draft_discard(request: HttpRequest, slug: str) -> HttpResponse:
-    policy = _policy(slug)
-    latest = policy.latest_version()
-    if latest is None:
-        messages.error(request, "Nothing is published yet, so there is nothing to go back to.")
-    else:
-        policy.discard_draft_changes()
-        messages.success(request, f"The draft is equal to version {latest.number} again.")
-    return redirect("policies:editor", slug=policy.slug)
 
 
 @require_POST

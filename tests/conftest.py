@@ -25,6 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 # Playwright's sync API runs an event loop in the test thread; Django's ORM
 # would otherwise refuse to be called from it.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+# Worker and gunicorn processes the tests start load the guard when a test needs it, not at boot
+# (guard/preload.py; the preload tests turn it on for their own processes).
+os.environ.setdefault("GUARD_PRELOAD", "0")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 

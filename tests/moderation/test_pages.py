@@ -90,6 +90,20 @@ def test_item_detail_highlights_the_violated_categories(client_as, judged_item):
     assert "house@1" in html
 
 
+def test_the_item_pages_audit_reads_as_keys_and_values_not_python_dicts(client_as, flagged_tasks, role_users):
+    from moderation import review
+
+    task = flagged_tasks(1)[0]
+    reviewer = role_users["reviewer"]
+    review.claim_next(reviewer)
+    review.decide(task.pk, reviewer, "override", review.Labels("safe", categories=[]), note="a locksmith asking")
+    html = client_as("viewer").get(f"/items/{task.item_id}/").content.decode()
+    section = html[html.index('<section class="card audit">'):]
+    assert "{'" not in section and "['" not in section
+    assert "<dt>prompt_label</dt>" in section and "<del>unsafe</del> → <ins>safe</ins>" in section
+    assert "<dt>note</dt>" in section and "a locksmith asking" in section
+
+
 def test_failed_item_shows_why(client_as, house_policy):
     item = Item.objects.create(policy_version=house_policy, prompt="p", status=Item.Status.FAILED, attempts=3, last_error="gave up after 3 attempt(s)")
     assert "gave up after 3 attempt(s)" in client_as("viewer").get(f"/items/{item.pk}/").content.decode()

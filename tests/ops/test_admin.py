@@ -16,7 +16,7 @@ MODELS = [
     ("policies", "policy", "Policies"), ("policies", "policyversion", "Policy versions"), ("policies", "category", "Categories"),
     ("guard", "modelversion", "Model versions"), ("trainer", "trainingjob", "Training jobs"),
     ("trainer", "registryevent", "Registry events"), ("evaluation", "evaluationrun", "Evaluation runs"),
-    ("ops", "workerheartbeat", "Worker heartbeats"),
+    ("ops", "workerheartbeat", "Worker heartbeats"), ("moderation", "webhookdelivery", "Webhook deliveries"),
 ]
 
 

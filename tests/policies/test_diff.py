@@ -46,6 +46,32 @@ def test_reordering_reports_the_moved_category():
     assert [(c.code, c.moved) for c in diff.categories] == [("C", (3, 1))]
 
 
+def test_a_pure_move_is_moved_not_changed():
+    old = doc({"code": "A", "name": "a"}, {"code": "B", "name": "b"}, {"code": "C", "name": "c"})
+    new = doc({"code": "C", "name": "c"}, {"code": "A", "name": "a"}, {"code": "B", "name": "b"})
+    diff = diff_documents(old, new)
+    assert [(c.status, c.code, c.fields) for c in diff.categories] == [("moved", "C", [])]
+    assert diff.summary == "1 moved."
+
+
+def test_a_moved_category_whose_content_changed_is_changed_and_moved():
+    old = doc({"code": "A", "name": "a"}, {"code": "B", "name": "b"})
+    new = doc({"code": "B", "name": "b", "action": "block"}, {"code": "A", "name": "a"})
+    [change] = diff_documents(old, new).categories
+    assert (change.status, change.moved) == ("changed", (2, 1))
+    assert diff_documents(old, new).summary == "1 changed, 1 moved."
+
+
+def test_the_diff_page_badges_a_pure_move_as_moved(client_as, make_policy):
+    policy = make_policy(publish=True)
+    client = client_as("policy_editor")
+    s2 = policy.draft().categories.get(code="S2")
+    client.post(f"/policies/{policy.slug}/draft/categories/{s2.pk}/move/", {"direction": "up"}, **HX)
+    html = client.get(f"/policies/{policy.slug}/diff/", {"old": 1, "new": "draft"}).content.decode()
+    assert '<span class="badge status-moved">moved</span> <code>S2</code>' in html
+    assert "status-changed" not in html
+
+
 def test_a_policy_rename_is_a_header_change():
     diff = diff_documents(doc(name="Old"), doc(name="New"))
     assert [c.field for c in diff.header] == ["name"]
