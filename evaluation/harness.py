@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 from evaluation.records import EvalRecord, EvaluationError, load_data
-from evaluation.report import build_report, format_summary, task_score_pairs
+from evaluation.report import build_report, format_summary, record_outcomes, task_score_pairs
 from guard.calibration import Calibration
 from guard.contract import MODES, PolicySpec, Verdict
 from policies.datasets import TAXONOMIES_FILE
@@ -157,6 +157,7 @@ def evaluate(
     file_limits: Mapping[str, int | None] | None = None,
     exclude_ids: Collection[str] = (),
     keep_scores: bool = False,
+    keep_outcomes: bool = False,
     calibration: Calibration | None = None,
     record_filter: Callable[[EvalRecord], bool] | None = None,
 ) -> dict:
@@ -165,7 +166,8 @@ def evaluate(
     ``progress(done, total)`` is called after every batch (and once with 0 at the start).
     ``keep_scores`` adds ``report["scores"]``: per task, ``[P(positive), gold is positive]``
     of every scored record (what ``manage.py calibrate`` fits thresholds on); ``calibration``
-    replaces the model's own for this run; ``record_filter`` keeps only the sampled records it accepts.
+    replaces the model's own for this run; ``keep_outcomes`` adds ``report["outcomes"]``, each record's outcome
+    per task (``evaluation.report.record_outcomes``: what a paired comparison of two models needs); ``record_filter`` keeps only the sampled records it accepts.
     Bad input raises ``EvaluationError``; an unknown model raises the guard's ``GuardError``.
     """
     from guard.backends.base import GuardRequest
@@ -226,4 +228,6 @@ def evaluate(
         report["excluded_ids"] = len(exclude_ids)
     if keep_scores:
         report["scores"] = task_score_pairs(records, verdicts)
+    if keep_outcomes:
+        report["outcomes"] = record_outcomes(records, verdicts, gold_categories)
     return report
