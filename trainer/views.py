@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import messages
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -67,7 +66,7 @@ def start_job(request: HttpRequest) -> HttpResponse:
             created_by=request.user,
         )
         enqueue(job)
-    messages.info(request, f"Training job #{job.pk} queued.")
+    # No flash message: the job page says "queued" inside the part it polls, so the note goes when the job starts.
     return redirect("trainer:detail", pk=job.pk)
 
 
