@@ -37,10 +37,10 @@ def _headline(version: ModelVersion) -> dict[str, Any]:
     if not isinstance(report, dict):
         return {}
     tasks = report.get("tasks", {}) or {}
-    values = {task: tasks[task].get("f1") for task in HEADLINE_TASKS if isinstance(tasks.get(task), dict) and tasks[task].get("n")}
+    values: dict[str, Any] = {task: tasks[task].get("f1") if isinstance(tasks.get(task), dict) and tasks[task].get("n") else None
+                              for task in HEADLINE_TASKS}
     categories = report.get("categories") or {}
-    if categories.get("per_category"):
-        values["categories"] = categories.get("micro_f1")
+    values["categories"] = categories.get("micro_f1") if categories.get("per_category") else None
     values["n"] = report.get("n")
     values["records"] = registry.record_set(report)
     return values
