@@ -117,7 +117,7 @@ def model_detail(request: HttpRequest, name: str) -> HttpResponse:
     return render(request, "registry/model_detail.html", _detail_context(request, version))
 
 
-def _detail_context(request: HttpRequest, version: ModelVersion, **extra: Any) -> dict[str, Any]:
+def _detail_context(request: HttpRequest, version: ModelVersion) -> dict[str, Any]:
     against_name = request.GET.get("against", "").strip()
     against = ModelVersion.objects.filter(name=against_name).exclude(pk=version.pk).first() if against_name else None
     comparison = registry.compare(version, against)
@@ -147,7 +147,6 @@ def _detail_context(request: HttpRequest, version: ModelVersion, **extra: Any) -
         "served": registry.has_served(version),
         "headline": _headline(version),
         "calibration": of_version(version.metrics, Path(version.adapter_path) if version.adapter_path else None),
-        **extra,
     }
 
 
