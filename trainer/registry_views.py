@@ -77,6 +77,8 @@ def _own_evaluation(version: ModelVersion) -> dict[str, Any]:
         return {}
     tasks = [(task, report.get("tasks", {}).get(task) or {}) for task in HEADLINE_TASKS]
     files = sorted((report.get("files") or {}).items())
+    if len(files) == 1:
+        files = []  # one file: its rows are the "all" rows
     return {
         "report": report,
         "tasks": [(task, scores) for task, scores in tasks if scores.get("n")],
