@@ -264,16 +264,23 @@ def _run_pairs(candidate: ModelVersion, label: str) -> list[Pair]:
 
 def find_pair(candidate: ModelVersion, label: str) -> Pair | None:
     """The newest evaluations of ``candidate`` and of ``label`` (a model name, or "embedded") on the same records:
-    evaluation runs of both, or the pair the candidate's training job made (``metrics["baseline"]``)."""
+    evaluation runs of both, or the pair a training job made (``metrics["baseline"]``): the candidate's job against
+    ``label``, or ``label``'s job against the candidate (re-promoting a model its successor was compared with)."""
     pairs = _run_pairs(candidate, label)
-    metrics = candidate.metrics or {}
-    report, baseline = metrics.get("report"), metrics.get("baseline") or {}
-    if isinstance(report, dict) and isinstance(baseline.get("report"), dict) and baseline.get("model") == label:
-        job = (candidate.provenance or {}).get("job")
-        source = f"evaluated together by training job #{job}" if job else "evaluated together"
-        if not pairs or not paired.has_outcomes(report):
-            # A job's pair is recorded as two evaluation runs too; the runs win unless they are all that is left.
-            pairs.append(Pair(report, baseline["report"], source, candidate.created_at))
+    if not pairs:
+        # A job's pair is recorded as two evaluation runs too; the job's own record is the fallback.
+        other = ModelVersion.objects.filter(name=label).exclude(pk=candidate.pk).first()
+        for owner, against, swapped in ((candidate, label, False), (other, candidate.name, True)):
+            metrics = (owner.metrics if owner is not None else None) or {}
+            report, baseline = metrics.get("report"), metrics.get("baseline") or {}
+            if owner is None or not isinstance(report, dict) or not isinstance(baseline.get("report"), dict):
+                continue
+            if baseline.get("model") != against:
+                continue
+            job = (owner.provenance or {}).get("job")
+            source = f"evaluated together by training job #{job}" if job else "evaluated together"
+            reports = (baseline["report"], report) if swapped else (report, baseline["report"])
+            pairs.append(Pair(*reports, source, owner.created_at))
     if not pairs:
         return None
     return max(pairs, key=lambda p: p.evaluated_at or candidate.created_at)

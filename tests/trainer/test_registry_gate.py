@@ -164,6 +164,20 @@ def test_the_first_production_model_without_a_promotion_record_can_be_rolled_bac
     assert RegistryEvent.objects.first().action == "rollback"
 
 
+def test_re_promoting_the_model_a_candidate_replaced_uses_the_pair_its_successors_job_made(client_as, policy):
+    shipped = ModelVersion.objects.create(name="guardsite-guard-270m", adapter_path="/x", status=ModelVersion.Status.PRODUCTION,
+                                          metrics={"report": outcome_report("guardsite-guard-270m", "P" * 200 + "T" * 258)})
+    version = trained("sft-job1", outcome_report("c", "P" * 10 + "T" * 10), outcome_report("guardsite-guard-270m", "P" * 9 + "N" + "T" * 10),
+                      baseline_model="guardsite-guard-270m")
+    registry.promote(version)
+    # Not against its own 458-record report: against sft-job1 on the 20 records both were judged on (a drop within the uncertainty).
+    comparison = registry.compare(shipped)
+    assert comparison.record_set.label == f"{EVAL_FILE} (20): 20 records" and comparison.uncertain_drops
+    client_as("admin").post("/models/guardsite-guard-270m/promote", {})
+    shipped.refresh_from_db()
+    assert shipped.status == "production"
+
+
 def test_the_shipped_guard_is_registered_as_serving(db, settings, tmp_path):
     from guard.shipped import register_shipped_model
 
