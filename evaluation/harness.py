@@ -24,7 +24,7 @@ from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 from evaluation.records import EvalRecord, EvaluationError, load_data
-from evaluation.report import build_report, format_summary, task_score_pairs
+from evaluation.report import build_report, format_summary, record_outcomes, task_score_pairs
 from guard.calibration import Calibration
 from guard.contract import MODES, PolicySpec, Verdict
 from policies.datasets import TAXONOMIES_FILE
@@ -158,6 +158,7 @@ def evaluate(
     file_limits: Mapping[str, int | None] | None = None,
     exclude_ids: Collection[str] = (),
     keep_scores: bool = False,
+    keep_outcomes: bool = False,
     calibration: Calibration | None = None,
     record_filter: Callable[[EvalRecord], bool] | None = None,
     heads: bool = True,
@@ -167,8 +168,10 @@ def evaluate(
     ``progress(done, total)`` is called after every batch (and once with 0 at the start).
     ``keep_scores`` adds ``report["scores"]``: per task, ``[P(positive), gold is positive]``
     of every scored record (what ``manage.py calibrate`` fits thresholds on); ``calibration``
-    replaces the model's own for this run; ``record_filter`` keeps only the sampled records it accepts;
-    ``heads=False`` judges with the label logits although the model has latent heads.
+    replaces the model's own for this run; ``keep_outcomes`` adds ``report["outcomes"]``, each record's outcome
+    per task (``evaluation.report.record_outcomes``: what a paired comparison of two models needs); ``record_filter``
+    keeps only the sampled records it accepts; ``heads=False`` judges with the label logits although the model has
+    latent heads.
     Bad input raises ``EvaluationError``; an unknown model raises the guard's ``GuardError``.
     """
     from guard.backends.base import GuardRequest
@@ -230,4 +233,6 @@ def evaluate(
         report["excluded_ids"] = len(exclude_ids)
     if keep_scores:
         report["scores"] = task_score_pairs(records, verdicts)
+    if keep_outcomes:
+        report["outcomes"] = record_outcomes(records, verdicts, gold_categories)
     return report

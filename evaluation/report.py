@@ -9,6 +9,7 @@ failures count as wrong (see ``evaluation.metrics``).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,53 @@ from evaluation.records import SAMPLE_SEED, EvalRecord, LoadedFile
 from guard.contract import PolicySpec, Verdict
 
 REPORT_VERSION = 1
+
+# One character per record and task in ``report["outcomes"]``: true/false positive, false/true negative, or
+# "-" where the record has no gold label for the task (a parse failure counts as wrong, as in the scores).
+OUTCOME_CODES = {(True, True): "P", (False, True): "F", (True, False): "N", (False, False): "T"}
+UNSCORED = "-"
+
+
+def record_key(record: EvalRecord) -> str:
+    """A record's identity across runs: its file's name and its id."""
+    return f"{record.file}#{record.id}"
+
+
+def record_set_fingerprint(keys: Sequence[str]) -> str:
+    """The same records (whatever their order) give the same fingerprint."""
+    return hashlib.sha256("\n".join(sorted(keys)).encode("utf-8")).hexdigest()[:16]
+
+
+def record_outcomes(
+    records: Sequence[EvalRecord], verdicts: Sequence[Verdict], gold_categories: Sequence[tuple[str, list[str]]]
+) -> dict[str, Any]:
+    """Each record's outcome per task, so that two models judged on the same records can be compared record
+    by record (a paired bootstrap of the F1 difference):
+    ``{"keys": [file#id, ...], "fingerprint": ..., "tasks": {task: "PFNT-..."}, "categories": [[tp, fp, fn] | None]}``.
+    """
+    tasks: dict[str, list[str]] = {task: [] for task in TASKS}
+    categories: list[list[int] | None] = []
+    for record, verdict, (taxonomy, gold_codes) in zip(records, verdicts, gold_categories, strict=True):
+        failed = verdict.parse_error is not None
+        golds = {PROMPT_TASK: (record.prompt_label, verdict.prompt_label),
+                 RESPONSE_TASK: (record.response_label if record.has_response else None, verdict.response_label),
+                 REFUSAL_TASK: (record.refusal_label if record.has_response else None, verdict.refusal_label)}
+        for task, (gold, predicted) in golds.items():
+            if gold is None:
+                tasks[task].append(UNSCORED)
+                continue
+            gold_positive = gold == POSITIVE_CLASS[task]
+            predicted_positive = (not gold_positive) if failed else predicted == POSITIVE_CLASS[task]
+            tasks[task].append(OUTCOME_CODES[(gold_positive, predicted_positive)])
+        gold = {f"{taxonomy}:{code}" for code in gold_codes}
+        if not gold:
+            categories.append(None)
+            continue
+        predicted_codes = set() if failed else {f"{taxonomy}:{code}" for code in verdict.categories}
+        categories.append([len(gold & predicted_codes), len(predicted_codes - gold), len(gold - predicted_codes)])
+    keys = [record_key(record) for record in records]
+    return {"keys": keys, "fingerprint": record_set_fingerprint(keys), "tasks": {t: "".join(v) for t, v in tasks.items()},
+            "categories": categories}
 
 
 def task_score_pairs(records: Sequence[EvalRecord], verdicts: Sequence[Verdict]) -> dict[str, list[list[Any]]]:

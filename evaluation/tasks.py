@@ -95,6 +95,7 @@ def run_evaluation(run_id: int) -> str:
             limit=run.limit,
             batch_size=run.batch_size,
             progress=progress,
+            keep_outcomes=True,  # the model registry compares two runs on the same records record by record
         )
     except Exception as exc:  # noqa: BLE001 - any failure is recorded on the run, shown in the UI
         log.exception("evaluation run %s failed", run_id)

@@ -85,6 +85,10 @@ def register_shipped_model() -> Any:
         defaults={"base_model_path": "embedded", "adapter_path": str(directory), "provenance": provenance, "metrics": metrics},
     )
     if created:
+        # It serves from now on: the registry can roll back to it like to any promoted model.
+        from django.utils import timezone
+
         version.status = ModelVersion.Status.PRODUCTION
-        version.save(update_fields=["status"])
+        version.promoted_at = timezone.now()
+        version.save(update_fields=["status", "promoted_at"])
     return version

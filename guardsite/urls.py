@@ -15,7 +15,7 @@ urlpatterns = [
     path("", include("ops.urls")),
     path("policies/", include("policies.urls")),
     path("", include("moderation.urls")),
-    path("models/", include("guard.urls")),
+    path("models/", include("trainer.registry_urls")),
     path("training/", include("trainer.urls")),
     path("evaluations/", include("evaluation.urls")),
 ]

@@ -268,7 +268,7 @@ def object_url(object_type: str, object_id: str, obj: Any = None, policy_slugs: 
         slug = (policy_slugs or {}).get(object_id)
         return _url("policies:detail", slug) if slug else ""
     if object_type == "modelversion" and object_id != "embedded":
-        return _url("guard:model", object_id)
+        return _url("registry:model", object_id)
     if object_type == "trainingjob":
         return _url("trainer:detail", object_id)
     if object_type == "evaluationrun":

@@ -97,7 +97,7 @@ def _running_steps(request: HttpRequest, workers_online: int, pending: int) -> l
     if candidate is not None:
         steps.append(Step("promote", "Compare and promote the new guard",
                           f"{candidate.name} is a candidate: compare it with production on the evaluation, then promote it.",
-                          reverse("guard:model", kwargs={"name": candidate.name}), f"Open {candidate.name}"))
+                          reverse("registry:model", kwargs={"name": candidate.name}), f"Open {candidate.name}"))
     return steps
 
 

@@ -1,7 +1,8 @@
 """The overview page ("/"): traffic, review, workers and models at a glance.
 
 The page polls itself with htmx every 10 s and then gets only the panels
-(the ``panels`` partial), so it updates without a reload.
+(the ``panels`` partial), so it updates without a reload; the running-jobs
+panel polls every 2 s on its own (``?part=jobs``).
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def overview_context(window_key: str) -> dict[str, Any]:
 
 
 def overview(request: HttpRequest) -> HttpResponse:
+    if request.htmx and request.GET.get("part") == "jobs":
+        return render(request, "ops/overview.html#running-jobs", {"jobs": metrics.running_jobs()})
     context = overview_context(request.GET.get("window", metrics.DEFAULT_WINDOW))
     context["next_steps"] = guidance.next_steps(request, context["workers_online"], context["pipeline"].pending)
     template = "ops/overview.html#panels" if request.htmx else "ops/overview.html"

@@ -1,33 +1,49 @@
 """The model registry's decisions: compare a candidate with production, promote, roll back.
 
-Comparison is apples to apples where possible: when a training job finishes it
-evaluates the candidate *and* the model it would replace on the same held-out
-records (``metrics["baseline"]``). If production has changed since, the
-production model's own report is used, over the files both reports share.
+Comparison is on the same records, always: the newest pair of evaluations of the two models
+over one record set (two finished evaluation runs, or the pair a training job made when it
+evaluated its candidate and the model it would replace; ``find_pair``). With per-record
+outcomes in both reports, every F1 difference has a paired bootstrap interval
+(``trainer.paired``); reports from before outcomes were kept are compared without one.
+Two models never evaluated on the same records are not compared: promotion then needs an
+evaluation of both (``evaluate_both``) or Force.
 
-The promotion gate: a candidate is refused when any suite (a benchmark file,
-per task) or the overall task / category scores drop by more than
-``settings.TRAINER_PROMOTION_MAX_REGRESSION`` F1 points (default 2.0), or when
-there is nothing to compare with. An admin may force it; every promotion,
-refusal and rollback is recorded as a ``RegistryEvent``.
+The promotion gate: a suite (all records or one file, per task; the category micro F1)
+regresses when its F1 drops by more than ``settings.TRAINER_PROMOTION_MAX_REGRESSION`` points
+(default 2.0) and its interval lies entirely below zero; a drop inside the interval is shown
+but not refused. An admin may force a refused promotion, and may roll back to any model that
+ever served (the first production model included, which has no promotion record), both with a
+required reason; every promotion, refusal and rollback is recorded as a ``RegistryEvent``.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from guard.models import ModelVersion
+from trainer.comparison import (
+    EMBEDDED_LABEL,
+    Comparison,
+    RecordSet,
+    Row,
+    compare,
+    compare_reports,
+    current_production,
+    find_pair,
+    max_regression,
+    record_set,
+)
 from trainer.models import RegistryEvent
 
-TASKS = ("prompt", "response", "refusal")
-EMBEDDED_LABEL = "embedded"
-DEFAULT_MAX_REGRESSION = 2.0
+# The comparison lives in trainer.comparison; these names are the registry's public vocabulary too.
+__all__ = ["EMBEDDED_LABEL", "Comparison", "PromotionRefused", "ReasonRequired", "RecordSet", "Row", "compare",
+           "compare_reports", "current_production", "evaluate_both", "find_pair", "gate", "has_served", "max_regression",
+           "promote", "record_set", "rollback", "rollback_candidates"]
 
 
 class PromotionRefused(Exception):
@@ -38,132 +54,36 @@ class PromotionRefused(Exception):
         self.comparison = comparison
 
 
-def max_regression() -> float:
-    """F1 points a suite may drop before promotion is refused (setting, else environment, else 2.0)."""
-    value = getattr(settings, "TRAINER_PROMOTION_MAX_REGRESSION", None)
-    if value is None:
-        value = os.environ.get("TRAINER_PROMOTION_MAX_REGRESSION") or DEFAULT_MAX_REGRESSION
-    return float(value)
+class ReasonRequired(ValueError):
+    """A forced promotion or a rollback without a reason."""
 
 
-def current_production() -> ModelVersion | None:
-    return ModelVersion.objects.filter(status=ModelVersion.Status.PRODUCTION).order_by("-promoted_at", "-pk").first()
+def evaluation_data(candidate: ModelVersion) -> list[str]:
+    """What ``evaluate_both`` evaluates: the shipped evaluation set, in full (never trained on)."""
+    from evaluation.datasets import shipped_files
+
+    return [str(path) for path in shipped_files()]
 
 
-@dataclass(frozen=True)
-class Row:
-    suite: str  # a file name, "all" or "categories"
-    task: str
-    candidate: float | None
-    baseline: float | None
-    n: int
-    threshold: float
+def evaluate_both(candidate: ModelVersion, user: Any = None, mode: str = "fast") -> tuple[Any, Any]:
+    """Queue evaluation runs of ``candidate`` and of production (or the embedded base) on the same records;
+    the gate uses them once both are done. Returns the two runs (candidate's, production's)."""
+    from evaluation.models import EvaluationRun
+    from evaluation.tasks import run_evaluation
 
-    @property
-    def delta(self) -> float | None:
-        if self.candidate is None or self.baseline is None:
-            return None
-        return round(self.candidate - self.baseline, 2)
-
-    @property
-    def regression(self) -> bool:
-        return self.delta is not None and self.delta < -self.threshold
-
-
-@dataclass
-class Comparison:
-    candidate: ModelVersion
-    baseline_label: str
-    # "evaluated together" | "production report" | "" (nothing to compare)
-    source: str
-    threshold: float
-    rows: list[Row] = field(default_factory=list)
-    category_rows: list[Row] = field(default_factory=list)
-
-    @property
-    def available(self) -> bool:
-        return bool(self.source) and any(r.delta is not None for r in self.rows)
-
-    @property
-    def regressions(self) -> list[Row]:
-        return [r for r in [*self.rows, *self.category_rows] if r.regression and r.suite != "category"]
-
-    @property
-    def suites(self) -> list[str]:
-        return sorted({r.suite for r in self.rows if r.suite != "all"})
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "baseline": self.baseline_label,
-            "source": self.source,
-            "threshold": self.threshold,
-            "regressions": [{"suite": r.suite, "task": r.task, "delta": r.delta} for r in self.regressions],
-        }
-
-
-def _f1(entry: dict[str, Any] | None) -> tuple[float | None, int]:
-    if not isinstance(entry, dict) or not entry.get("n"):
-        return None, 0
-    value = entry.get("f1")
-    return (float(value) if value is not None else None), int(entry["n"])
-
-
-def compare_reports(candidate: dict[str, Any], baseline: dict[str, Any], threshold: float) -> tuple[list[Row], list[Row]]:
-    """Rows per (file, task) and overall task, plus category rows (overall micro/macro and per category)."""
-    rows: list[Row] = []
-    for task in TASKS:
-        c, n = _f1(candidate.get("tasks", {}).get(task))
-        b, _ = _f1(baseline.get("tasks", {}).get(task))
-        if n:
-            rows.append(Row("all", task, c, b, n, threshold))
-    shared = sorted(set(candidate.get("files", {})) & set(baseline.get("files", {})))
-    for name in shared:
-        for task in TASKS:
-            c, n = _f1(candidate["files"][name].get(task))
-            b, _ = _f1(baseline["files"][name].get(task))
-            if n:
-                rows.append(Row(name, task, c, b, n, threshold))
-    category_rows: list[Row] = []
-    cc, bc = candidate.get("categories", {}) or {}, baseline.get("categories", {}) or {}
-    per_c, per_b = cc.get("per_category", {}) or {}, bc.get("per_category", {}) or {}
-    if per_c:
-        support = sum(int(e.get("n", 0)) for e in per_c.values())
-        for key in ("micro_f1", "macro_f1"):
-            if cc.get(key) is not None:
-                category_rows.append(Row("categories", key, float(cc[key]), _num(bc.get(key)), support, threshold))
-        for key in sorted(per_c, key=lambda k: (-int(per_c[k].get("n", 0)), k)):
-            entry_b = per_b.get(key)
-            category_rows.append(Row("category", key, _num(per_c[key].get("f1")), _num(entry_b.get("f1")) if entry_b else None,
-                                     int(per_c[key].get("n", 0)), threshold))
-    return rows, category_rows
-
-
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
-
-
-def compare(candidate: ModelVersion, against: ModelVersion | None = None, threshold: float | None = None) -> Comparison:
-    """Compare ``candidate`` with ``against`` (default: the current production model)."""
-    threshold = max_regression() if threshold is None else threshold
-    target = against if against is not None else current_production()
-    if target is not None and target.pk == candidate.pk:
-        target = None
-    label = target.name if target is not None else EMBEDDED_LABEL
-    report = (candidate.metrics or {}).get("report")
-    baseline_entry = (candidate.metrics or {}).get("baseline") or {}
-    if against is None and candidate.status == ModelVersion.Status.PRODUCTION and baseline_entry.get("model"):
-        # The production model itself: compare it with the model it was evaluated against (the one it replaced).
-        label = str(baseline_entry["model"])
-    baseline: dict[str, Any] | None = None
-    source = ""
-    if isinstance(baseline_entry.get("report"), dict) and baseline_entry.get("model") == label:
-        baseline, source = baseline_entry["report"], "evaluated together"
-    elif target is not None and isinstance((target.metrics or {}).get("report"), dict):
-        baseline, source = target.metrics["report"], "production report"
-    comparison = Comparison(candidate=candidate, baseline_label=label, source=source if report else "", threshold=threshold)
-    if isinstance(report, dict) and baseline is not None:
-        comparison.rows, comparison.category_rows = compare_reports(report, baseline, threshold)
-    return comparison
+    data = evaluation_data(candidate)
+    if not data:
+        raise ValueError("there is no shipped evaluation set in this checkout to evaluate both models on")
+    production = current_production()
+    baseline = production.name if production is not None and production.pk != candidate.pk else EMBEDDED_LABEL
+    runs = []
+    with transaction.atomic():
+        for model in (candidate.name, baseline):
+            run = EvaluationRun.objects.create(model=model, mode=mode, policy="auto", data=data, limit=None,
+                                               created_by=_user(user))
+            transaction.on_commit(lambda pk=run.pk: run_evaluation.delay(pk))
+            runs.append(run)
+    return runs[0], runs[1]
 
 
 def _switch_policies(previous: ModelVersion | None, new: ModelVersion | None) -> list[str]:
@@ -176,27 +96,39 @@ def _switch_policies(previous: ModelVersion | None, new: ModelVersion | None) ->
     return slugs
 
 
+def gate(candidate: ModelVersion, previous: ModelVersion | None = None) -> tuple[Comparison, str]:
+    """The comparison with ``previous`` (default: production) and the gate's objection ("" = none)."""
+    comparison = compare(candidate, previous if previous is not None else current_production())
+    if not comparison.available:
+        return comparison, (f"there is no evaluation of {candidate.name} and {comparison.baseline_label} on the same records: "
+                            "evaluate both first")
+    if comparison.regressions:
+        worst = ", ".join(r.describe() for r in comparison.regressions[:5])
+        bound = "and beyond the paired bootstrap interval " if comparison.paired else ""
+        return comparison, (f"{candidate.name} regresses by more than {comparison.threshold:g} F1 points {bound}"
+                            f"on {comparison.record_set.label if comparison.record_set else 'the shared records'}: {worst}")
+    return comparison, ""
+
+
 def promote(candidate: ModelVersion, user: Any = None, force: bool = False, note: str = "") -> RegistryEvent:
     """Make ``candidate`` the production model, or raise ``PromotionRefused``.
 
     The previous production model is retired and the policies it served (or,
     with none, the policies on the embedded default) switch to the candidate.
-    A refusal is recorded too (outside the rolled-back transaction).
+    A refusal is recorded too (outside the rolled-back transaction). Forcing a
+    promotion the gate refuses needs a reason (``note``): ``ReasonRequired``.
     """
     given = candidate
+    note = note.strip()
     with transaction.atomic():
         candidate = ModelVersion.objects.select_for_update().get(pk=candidate.pk)
         if candidate.status == ModelVersion.Status.PRODUCTION:
             raise ValueError(f"{candidate.name} is already the production model")
         previous = current_production()
         previous_label = previous.name if previous else EMBEDDED_LABEL
-        comparison = compare(candidate, previous)
-        problem = ""
-        if not comparison.available:
-            problem = f"there is no evaluation to compare {candidate.name} with {comparison.baseline_label}"
-        elif comparison.regressions:
-            worst = ", ".join(f"{r.suite} {r.task} {r.delta:+.1f}" for r in comparison.regressions[:5])
-            problem = f"{candidate.name} regresses by more than {comparison.threshold:g} F1 points on: {worst}"
+        comparison, problem = gate(candidate, previous)
+        if problem and force and not note:
+            raise ReasonRequired("a forced promotion needs a reason: say why the gate is wrong this time")
         if not problem or force:
             if previous is not None:
                 previous.status = ModelVersion.Status.RETIRED
@@ -210,29 +142,49 @@ def promote(candidate: ModelVersion, user: Any = None, force: bool = False, note
             return RegistryEvent.objects.create(
                 action=RegistryEvent.Action.FORCED_PROMOTE if problem else RegistryEvent.Action.PROMOTE,
                 model_version=candidate, previous=previous_label, user=_user(user),
-                note=note or problem, details={**comparison.summary(), "policies": switched},
+                note=note or problem or "passed the regression gate",
+                details={**comparison.summary(), "policies": switched, **({"gate": problem} if problem else {})},
             )
     RegistryEvent.objects.create(action=RegistryEvent.Action.REFUSED, model_version=candidate, previous=previous_label,
                                  user=_user(user), note=problem, details=comparison.summary())
     raise PromotionRefused(problem, comparison)
 
 
+def _served() -> Q:
+    """Versions that served at some point: promoted (or rolled back to), production now, or named as the production
+    model a change replaced (the demo's first production model was registered as production, never promoted)."""
+    replaced = RegistryEvent.objects.exclude(previous="").values_list("previous", flat=True)
+    return Q(promoted_at__isnull=False) | Q(status=ModelVersion.Status.PRODUCTION) | Q(name__in=replaced)
+
+
+def has_served(version: ModelVersion) -> bool:
+    return ModelVersion.objects.filter(_served(), pk=version.pk).exists()
+
+
 def rollback_candidates() -> list[ModelVersion]:
-    """Earlier production models (any version that was ever promoted), newest first."""
-    return list(ModelVersion.objects.filter(promoted_at__isnull=False).exclude(status=ModelVersion.Status.PRODUCTION)
-                .order_by("-promoted_at"))
+    """Every model that ever served, except production, most recently serving first."""
+    versions = list(ModelVersion.objects.filter(_served()).exclude(status=ModelVersion.Status.PRODUCTION))
+    last_served: dict[str, datetime] = {}
+    for event in RegistryEvent.objects.exclude(previous="").order_by("created_at"):
+        last_served[event.previous] = event.created_at
+    return sorted(versions, key=lambda v: last_served.get(v.name) or v.promoted_at or v.created_at, reverse=True)
 
 
 @transaction.atomic
 def rollback(target: ModelVersion | None, user: Any = None, note: str = "") -> RegistryEvent:
-    """Make an earlier version (``None``: the embedded base) the production model again. No gate:
-    rolling back is the way out of a bad promotion."""
+    """Make a model that served before (``None``: the embedded base) the production model again. No gate:
+    rolling back is the way out of a bad promotion. Needs a reason (``note``): ``ReasonRequired``."""
+    note = note.strip()
+    if not note:
+        raise ReasonRequired("a rollback needs a reason: say what went wrong")
     previous = current_production()
     given = target
     if target is not None:
         target = ModelVersion.objects.select_for_update().get(pk=target.pk)
         if previous is not None and previous.pk == target.pk:
             raise ValueError(f"{target.name} is already the production model")
+        if not has_served(target):
+            raise ValueError(f"{target.name} was never in production: promote it instead of rolling back to it")
     elif previous is None:
         raise ValueError("the embedded base is already the production model")
     if previous is not None:
@@ -247,8 +199,7 @@ def rollback(target: ModelVersion | None, user: Any = None, note: str = "") -> R
     switched = _switch_policies(previous, target)
     return RegistryEvent.objects.create(
         action=RegistryEvent.Action.ROLLBACK, model_version=target, previous=previous.name if previous else EMBEDDED_LABEL,
-        user=_user(user), note=note or f"roll back to {target.name if target else EMBEDDED_LABEL}",
-        details={"policies": switched},
+        user=_user(user), note=note, details={"policies": switched, "to": target.name if target else EMBEDDED_LABEL},
     )
 
 

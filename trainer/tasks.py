@@ -255,12 +255,15 @@ def evaluate_candidate(job: TrainingJob, outcome: Any, progress: JobProgress) ->
     production = current_production()
     baseline = production.name if production else EMBEDDED_LABEL
     try:
-        progress.log(f"evaluating the candidate on {len(held_out)} held-out file(s)"
-                     + (f" and the shipped evaluation set ({', '.join(Path(f).name for f in shipped)})" if shipped else "")
-                     + f", at most {limit} records per file, {mode} mode")
-        report = evaluate(data=files, model=str(outcome.model_dir), mode=mode, policy="auto", limit=limit, batch_size=batch_size)
+        progress.log(f"evaluating the candidate on {len(held_out)} held-out file(s) (at most {limit} records each)"
+                     + (f" and the whole shipped evaluation set ({', '.join(Path(f).name for f in shipped)})" if shipped else "")
+                     + f", {mode} mode")
+        # The shipped set is evaluated in full whatever the limit: a handful of records cannot carry a 2-point gate.
+        options = {"data": files, "mode": mode, "policy": "auto", "limit": limit, "batch_size": batch_size,
+                   "file_limits": {Path(f).name: None for f in shipped}, "keep_outcomes": True}
+        report = evaluate(model=str(outcome.model_dir), **options)
         progress.log(f"evaluating the baseline {baseline} on the same records")
-        baseline_report = evaluate(data=files, model=baseline, mode=mode, policy="auto", limit=limit, batch_size=batch_size)
+        baseline_report = evaluate(model=baseline, **options)
     except Exception as error:  # noqa: BLE001 - a candidate without metrics can still be inspected and force-promoted
         logger.exception("evaluation of training job %s failed", job.pk)
         progress.log(f"evaluation failed: {error}")

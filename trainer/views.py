@@ -67,7 +67,7 @@ def start_job(request: HttpRequest) -> HttpResponse:
             created_by=request.user,
         )
         enqueue(job)
-    messages.info(request, f"Training job #{job.pk} queued.")
+    # No flash message: the job page says "queued" inside the part it polls, so the note goes when the job starts.
     return redirect("trainer:detail", pk=job.pk)
 
 

@@ -17,14 +17,11 @@ from __future__ import annotations
 import math
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from guard import contract
 from guard.backends.base import GuardError, GuardRequest
 from guard.contract import SAFE, UNSAFE, Verdict
-
-if TYPE_CHECKING:
-    from guard.runtime import ResolvedModel
 
 LABEL_LINES_TOKENS = 48
 TOP_LOGPROBS = 20
@@ -52,12 +49,24 @@ def import_vllm() -> Any:
     return vllm
 
 
+class ModelWeights(Protocol):
+    """What the backend loads: ``guard.runtime.ResolvedModel`` has this shape (named here, not imported,
+    so that the runtime, which creates backends, stays the only one of the two that imports the other)."""
+
+    @property
+    def base_path(self) -> Path: ...
+    @property
+    def adapter_path(self) -> Path | None: ...
+    @property
+    def temperature(self) -> float | None: ...
+
+
 class VLLMBackend:
     name = "vllm"
 
     def __init__(
         self,
-        resolved: ResolvedModel,
+        resolved: ModelWeights,
         *,
         gpu_memory_utilization: float = 0.85,
         max_loras: int = 8,

@@ -20,7 +20,6 @@ def seed(tiny_model: str, adapter_dir: str) -> None:
 
     django.setup()
     from django.contrib.auth.models import Group, User
-    from django.utils import timezone
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -34,8 +33,10 @@ def seed(tiny_model: str, adapter_dir: str) -> None:
     config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=LINEAR_MODULES, layers_to_transform=[1],
                         task_type="CAUSAL_LM")
     get_peft_model(model, config).save_pretrained(adapter_dir)
+    # Production with no promotion time, as demo_setup registered the shipped guard before it recorded one:
+    # the registry must still offer it as a rollback target once something replaced it.
     ModelVersion.objects.create(name=PRODUCTION, base_model_path=tiny_model, adapter_path=adapter_dir,
-                                status=ModelVersion.Status.PRODUCTION, promoted_at=timezone.now(),
+                                status=ModelVersion.Status.PRODUCTION, promoted_at=None,
                                 provenance={"recipe": "sft", "note": "seeded by the whole-loop test"})
 
 

@@ -208,3 +208,13 @@ def test_overview_costs_a_fixed_number_of_queries(client_as, judged, make_user, 
     # The next-step guidance adds a fixed handful (policy, key, item, review, candidate checks).
     with django_assert_max_num_queries(34):
         viewer.get("/")
+
+
+def test_the_running_jobs_panel_polls_on_its_own_every_two_seconds(client_as):
+    from trainer.models import TrainingJob
+
+    page = client_as("viewer").get("/").content.decode()
+    assert 'id="running-jobs" hx-get="/?part=jobs" hx-trigger="every 2s"' in page
+    job = TrainingJob.objects.create(recipe="sft", data_sources=["x.jsonl"], total_steps=4)
+    panel = client_as("viewer").get("/?part=jobs", HTTP_HX_REQUEST="true").content.decode()
+    assert panel.lstrip().startswith("<div id=\"running-jobs\"") and f"/training/{job.pk}/" in panel

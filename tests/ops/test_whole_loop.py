@@ -4,7 +4,9 @@ of its own, as ``scripts/demo.sh`` starts them.
 
 policy from a preset -> API key -> items through the API -> review a queued item -> retrain from the UI
 (start from production, 1 step on the CPU) -> the job evaluates candidate and production on the same
-records -> compare -> promote without Force.
+records -> compare -> promote without Force -> roll back to the first production model (registered as
+production, never promoted, as the demo's shipped guard was) with a reason, without Force -> a second 1-step
+job from it, which does not regress, promoted without Force.
 
 The guard is the tiny random model (plumbing, not judgement: the 270M model needs minutes per phase on two
 shared cores); production is a LoRA adapter on it, as the shipped guard is one on the embedded base.
@@ -153,6 +155,34 @@ def screenshot(page, name: str) -> None:  # noqa: ANN001 - a Playwright page
         page.screenshot(path=str(target / name), full_page=True)
 
 
+def train_one_step(page, demo: DemoStack, rank: int, layers: list[int]) -> int:  # noqa: ANN001 - a Playwright page
+    """Start a 1-step job from the policy's reviewed items and production's adapter; wait for it; its id."""
+    from playwright.sync_api import expect
+
+    page.goto(f"/training/new?policy={POLICY_SLUG}")
+    assert page.is_checked("input[name=reviewed]")
+    page.check("input[name=recipe][value=sft]")
+    page.select_option("select[name=base_model]", demo.base_model)
+    page.select_option("select[name=init_adapter]", demo.production)
+    # Defect 5: a continued adapter keeps its rank and layers; the form says so instead of ignoring them.
+    assert page.is_disabled("input[name=lora_rank]") and page.is_disabled("input[name=lora_layers]")
+    expect(page.locator("#lora-fields-note")).to_contain_text(f"LoRA r={rank} on the top {len(layers)} layers")
+    page.fill("input[name=max_steps]", "1")
+    page.fill("input[name=max_examples]", "6")
+    page.fill("input[name=batch_size]", "1")
+    page.fill("input[name=eval_limit]", "6" if demo.tiny_model else "20")
+    # A near-zero step keeps the candidate's noise-level scores where production's are: this test checks the
+    # loop, not whether one step on one item helps.
+    page.fill("input[name=learning_rate]", "1e-8")
+    page.click("#start-training")
+    page.wait_for_url("**/training/*/")
+    job_id = int(re.search(r"/training/(\d+)/", page.url).group(1))
+    status = page.locator("#job-status")
+    expect(status).to_have_text(re.compile("succeeded|failed|cancelled"), timeout=300_000 if demo.tiny_model else 1_500_000)
+    assert status.inner_text() == "succeeded", page.inner_text("#job-progress")
+    return job_id
+
+
 def test_a_newcomer_closes_the_loop_in_the_demo_configuration(demo, browser):
     from playwright.sync_api import expect
 
@@ -209,41 +239,24 @@ def test_a_newcomer_closes_the_loop_in_the_demo_configuration(demo, browser):
         expect(panel).to_contain_text("The queue is empty")
 
         # 5. Retrain from the policy's reviewed items, starting from production: 1 CPU step.
-        page.goto(f"/training/new?policy={POLICY_SLUG}")
-        assert page.is_checked("input[name=reviewed]")
-        page.check("input[name=recipe][value=sft]")
-        page.select_option("select[name=base_model]", demo.base_model)
-        page.select_option("select[name=init_adapter]", demo.production)
         rank, layers = demo.production_shape()
-        # Defect 5: a continued adapter keeps its rank and layers; the form says so instead of ignoring them.
-        assert page.is_disabled("input[name=lora_rank]") and page.is_disabled("input[name=lora_layers]")
-        expect(page.locator("#lora-fields-note")).to_contain_text(f"LoRA r={rank} on the top {len(layers)} layers")
-        page.fill("input[name=max_steps]", "1")
-        page.fill("input[name=max_examples]", "6")
-        page.fill("input[name=batch_size]", "1")
-        page.fill("input[name=eval_limit]", "6" if demo.tiny_model else "20")
-        # A near-zero step keeps the candidate's noise-level scores where production's are: this test checks the
-        # loop, not whether one step on one item helps.
-        page.fill("input[name=learning_rate]", "1e-8")
-        page.click("#start-training")
-        page.wait_for_url("**/training/*/")
-        job_id = int(re.search(r"/training/(\d+)/", page.url).group(1))
-        expect(page.locator("body")).to_contain_text(f"Training job #{job_id} queued.")
+        job_id = train_one_step(page, demo, rank, layers)
 
-        # 6. The page follows the job live (htmx) to its end, then refreshes once: nothing stale is left.
-        status = page.locator("#job-status")
-        expect(status).to_have_text(re.compile("succeeded|failed|cancelled"), timeout=300_000 if demo.tiny_model else 1_500_000)
-        assert status.inner_text() == "succeeded", page.inner_text("#job-progress")
+        # 6. The page followed the job live (htmx) to its end, then refreshed once: nothing stale is left.
         expect(page.locator("#job-phase")).to_have_text("done")
-        expect(page.locator("body")).not_to_contain_text(f"Training job #{job_id} queued.")
+        expect(page.locator("#job-queued")).to_have_count(0)
         expect(page.locator("#job-data-mix table")).to_contain_text(f"reviewed:{POLICY_SLUG}")
         hyperparameters = page.inner_text("#job-hyperparameters")
         assert f"lora_rank {rank}" in hyperparameters and f"lora_layers {len(layers)}" in hyperparameters
+        # The start adapter by its registered name, never a server path.
+        expect(page.locator("#job-start-adapter")).to_have_text(demo.production)
         axis = page.locator("svg.train-chart text[data-axis=x]")
         assert axis.all_text_contents() == ["step 1"]
         y_labels = page.locator("svg.train-chart text[text-anchor=end]:not([data-axis])").all_text_contents()
         assert y_labels and all(not label.startswith("-") for label in y_labels), y_labels
         expect(page.locator("#job-comparison")).to_contain_text("prompt")
+        # The whole shipped evaluation set, named and counted, whatever the job's eval_limit.
+        expect(page.locator("#job-evaluation-records")).to_contain_text("guardsite_eval.jsonl (57)")
         expect(page.locator("#job-verdict")).to_contain_text("can be promoted")
         screenshot(page, "training-job.png")
 
@@ -263,11 +276,11 @@ def test_a_newcomer_closes_the_loop_in_the_demo_configuration(demo, browser):
         page.goto("/evaluations/")
         assert page.is_checked("input[name=data][value='guardsite_eval.jsonl']")
 
-        # 8. The candidate's page compares it with production and promotes it without Force.
+        # 8. The candidate's page compares it with production on the same records and promotes it without Force.
         page.goto(f"/models/{candidate}/")
         expect(page.locator("#comparison")).to_contain_text(f"Compared with {demo.production}")
+        expect(page.locator("#comparison-records")).to_contain_text("guardsite_eval.jsonl (57)")
         expect(page.locator("#no-regressions")).to_be_visible()
-        assert not page.is_checked("#force-promotion")
         page.click("#promote")
         page.wait_for_url(f"**/models/{candidate}/")
         expect(page.locator("h1")).to_contain_text("production")
@@ -275,6 +288,29 @@ def test_a_newcomer_closes_the_loop_in_the_demo_configuration(demo, browser):
         # The production model's page shows its evaluation and what it was compared with.
         expect(page.locator("#own-tasks")).to_contain_text("prompt")
         expect(page.locator("#comparison")).to_contain_text(f"Compared with {demo.production}")
+
+        # 9. Roll back to the first production model (no promotion record): offered, confirmed with a reason.
+        page.goto("/models/")
+        page.click(f"[data-rollback={demo.production}]")
+        page.wait_for_url(f"**/models/{demo.production}/rollback")
+        page.fill("#reason", "back to the guard we shipped")
+        page.click("#confirm-action")
+        page.wait_for_url("**/models/")
+        expect(page.locator("#production-model")).to_have_text(demo.production)
+        assert demo.query("SELECT action, note FROM trainer_registryevent ORDER BY id DESC LIMIT 1")[0] == (
+            "rollback", "back to the guard we shipped")
+        screenshot(page, "models-after-rollback.png")
+
+        # 10. A second 1-step job from the restored production model does not regress: promoted without Force.
+        second = train_one_step(page, demo, rank, layers)
+        expect(page.locator("#job-verdict")).to_contain_text("can be promoted")
+        page.goto(f"/models/sft-job{second}/")
+        expect(page.locator("#comparison")).to_contain_text(f"Compared with {demo.production}")
+        page.click("#promote")
+        page.wait_for_url(f"**/models/sft-job{second}/")
+        expect(page.locator("h1")).to_contain_text("production")
+        assert [row[0] for row in demo.query("SELECT action FROM trainer_registryevent ORDER BY id")] == [
+            "promote", "rollback", "promote"]
     except BaseException:
         print(demo.logs())
         raise

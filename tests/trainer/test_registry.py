@@ -1,4 +1,7 @@
-"""The model registry pages: compare with production, the promotion gate, forced promotion, rollback."""
+"""The model registry pages: compare with production, the promotion gate, forced promotion, rollback.
+
+These reports predate per-record outcomes (no paired interval): the gate is the plain threshold. The paired
+bootstrap gate, the record sets and the confirmations are in ``test_registry_gate.py``."""
 
 from __future__ import annotations
 
@@ -75,11 +78,11 @@ def test_promotion_switches_the_policies_on_the_default_and_records_the_event(cl
     assert event.action == "promote" and event.previous == "embedded" and event.details["policies"] == ["house"]
 
 
-def test_a_regression_on_any_suite_refuses_promotion(client_as, policy):
+def test_a_regression_on_any_suite_refuses_promotion_and_says_so_on_the_model_page(client_as, policy):
     # Better overall, but 10 points worse on ToxicChat: refused.
     version = candidate("sft-job2", report("c", 80, 55, 95), report("embedded", 70, 65, 50))
-    response = client_as("admin").post(f"/models/{version.name}/promote", {})
-    assert response.status_code == 409
+    response = client_as("admin").post(f"/models/{version.name}/promote", {}, follow=True)
+    assert response.redirect_chain == [(f"/models/{version.name}/", 302)]
     text = response.content.decode()
     assert "Promotion refused" in text and "toxicchat_train.jsonl prompt -10.0" in text
     version.refresh_from_db()
@@ -87,25 +90,31 @@ def test_a_regression_on_any_suite_refuses_promotion(client_as, policy):
     assert RegistryEvent.objects.get().action == "refused"
 
 
-def test_an_admin_can_force_a_refused_promotion(client_as, policy):
+def test_an_admin_can_force_a_refused_promotion_with_a_reason(client_as, policy):
     version = candidate("sft-job2", report("c", 80, 55, 95), report("embedded", 70, 65, 50))
-    response = client_as("admin").post(f"/models/{version.name}/promote", {"force": "1"})
+    response = client_as("admin").post(f"/models/{version.name}/force", {"reason": "ToxicChat drop is label noise"})
     assert response.status_code == 302
     version.refresh_from_db()
     assert version.status == "production"
-    assert RegistryEvent.objects.get().action == "forced_promote"
+    event = RegistryEvent.objects.get()
+    assert event.action == "forced_promote" and event.note == "ToxicChat drop is label noise"
+    assert "toxicchat_train.jsonl prompt -10.0" in event.details["gate"]
 
 
 def test_a_candidate_without_evaluation_needs_force(client_as, policy):
     version = candidate("sft-job3", report("c", 80, 70, 90), None)
-    assert client_as("admin").post(f"/models/{version.name}/promote", {}).status_code == 409
-    assert "no evaluation to compare" in RegistryEvent.objects.get().note
+    assert client_as("admin").post(f"/models/{version.name}/promote", {}).status_code == 302
+    version.refresh_from_db()
+    assert version.status == "candidate"
+    assert "no evaluation of sft-job3 and embedded on the same records" in RegistryEvent.objects.get().note
 
 
 def test_the_threshold_is_configurable(client_as, policy, settings):
     settings.TRAINER_PROMOTION_MAX_REGRESSION = 15.0
     version = candidate("sft-job2", report("c", 80, 55, 95), report("embedded", 70, 65, 50))
-    assert client_as("admin").post(f"/models/{version.name}/promote", {}).status_code == 302
+    client_as("admin").post(f"/models/{version.name}/promote", {})
+    version.refresh_from_db()
+    assert version.status == "production"
 
 
 def test_only_admins_promote_or_roll_back(client_as, policy):
@@ -115,16 +124,15 @@ def test_only_admins_promote_or_roll_back(client_as, policy):
     assert "promote-form" not in client_as("policy_editor").get(f"/models/{version.name}/").content.decode()
 
 
-def test_a_second_promotion_compares_with_the_production_model(client_as, policy):
+def test_a_candidate_evaluated_against_an_earlier_production_model_is_not_compared_on_other_records(client_as, policy):
     first = candidate("sft-job1", report("c", 80, 70, 90), report("embedded", 60, 65, 50))
     registry.promote(first)
-    first.metrics = {"report": report("sft-job1", 80, 70, 90)}
-    first.save()
-    # Evaluated against the embedded base, not against sft-job1: the production model's own report is used.
+    # Evaluated against the embedded base, not against sft-job1: sft-job1's own report is on other records.
     second = candidate("grpo-job2", report("c", 85, 60, 95), report("embedded", 60, 65, 50))
     comparison = registry.compare(second)
-    assert comparison.baseline_label == "sft-job1" and comparison.source == "production report"
-    assert [(r.suite, r.task) for r in comparison.regressions] == [("toxicchat_train.jsonl", "prompt")]
+    assert comparison.baseline_label == "sft-job1" and not comparison.available
+    text = client_as("viewer").get(f"/models/{second.name}/").content.decode()
+    assert "No evaluation of grpo-job2 and sft-job1 on the same records yet" in text
 
 
 def test_rollback_to_an_earlier_version_and_to_the_embedded_base(client_as, policy):
@@ -137,14 +145,14 @@ def test_rollback_to_an_earlier_version_and_to_the_embedded_base(client_as, poli
     page = client_as("admin").get("/models/").content.decode()
     assert 'data-rollback="sft-job1"' in page
 
-    assert client_as("admin").post("/models/sft-job1/rollback", {}).status_code == 302
+    assert client_as("admin").post("/models/sft-job1/rollback", {"reason": "grpo-job2 over-blocks"}).status_code == 302
     first.refresh_from_db()
     second.refresh_from_db()
     policy.refresh_from_db()
     assert (first.status, second.status) == ("production", "retired")
     assert policy.production_model == first
 
-    assert client_as("admin").post("/models/rollback-to-embedded", {}).status_code == 302
+    assert client_as("admin").post("/models/rollback-to-embedded", {"reason": "back to the base"}).status_code == 302
     policy.refresh_from_db()
     first.refresh_from_db()
     assert policy.production_model is None and first.status == "retired"
@@ -153,7 +161,7 @@ def test_rollback_to_an_earlier_version_and_to_the_embedded_base(client_as, poli
 
 def test_rolling_back_to_a_never_promoted_version_is_refused(client_as, policy):
     version = candidate("sft-job1", report("c", 80, 70, 90), None)
-    response = client_as("admin").post(f"/models/{version.name}/rollback", {})
+    response = client_as("admin").post(f"/models/{version.name}/rollback", {"reason": "try it"})
     assert response.status_code == 409 and b"never in production" in response.content
 
 

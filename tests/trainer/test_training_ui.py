@@ -317,3 +317,11 @@ def test_reviewed_items_of_one_label_alone_are_refused_before_a_job_is_queued(cl
     assert response.status_code == 400
     assert "Every reviewed item of this policy is safe: training balances safe and unsafe examples" in response.content.decode()
     assert not TrainingJob.objects.exists()
+
+
+def test_the_queued_note_is_in_the_polled_part_and_goes_when_the_job_runs(client_as):
+    job = TrainingJob.objects.create(recipe="sft", data_sources=["x.jsonl"], total_steps=5)
+    client = client_as("viewer")
+    assert f"Training job #{job.pk} queued." in client.get(f"/training/{job.pk}/progress", HTTP_HX_REQUEST="true").content.decode()
+    TrainingJob.objects.filter(pk=job.pk).update(status=TrainingJob.Status.RUNNING)
+    assert "queued." not in client.get(f"/training/{job.pk}/progress", HTTP_HX_REQUEST="true").content.decode()

@@ -1,3 +1,9 @@
+"""``manage.py classify``: one verdict for a prompt (and response) under a policy, as JSON.
+
+It lives with the policies because it resolves them (a slug, ``slug@N`` or a preset) before it asks
+the guard; the guard itself imports nothing above it.
+"""
+
 from __future__ import annotations
 
 import json
