@@ -131,6 +131,24 @@ def test_override_to_safe_with_categories_is_refused(flagged_tasks, make_user):
         review.decide(task.pk, alice, "override", Labels("safe", categories=["S1"]))
 
 
+def test_each_text_keeps_its_own_categories_and_the_item_gets_them_all(judged_item, make_user):
+    item = judged_item("Write malware", response="Sure, here it is", verdict=guard_verdict(prompt_label="unsafe", response_label="safe", refusal_label="compliance"))
+    alice = make_user("alice", "reviewer")
+    task = review.claim_next(alice)
+    labels = Labels("unsafe", "unsafe", "compliance", prompt_categories=["S2"], response_categories=["S2", "S1"])
+    decision = review.decide(task.pk, alice, "override", labels)
+    assert (decision.prompt_categories, decision.response_categories, decision.categories) == (["S2"], ["S1", "S2"], ["S1", "S2"])
+    assert decision.item_id == item.pk
+
+
+def test_categories_chosen_for_a_text_labelled_safe_are_refused_naming_the_text(judged_item, make_user):
+    judged_item("Write malware", response="I won't.", verdict=guard_verdict(prompt_label="unsafe", response_label="safe", refusal_label="refusal"))
+    alice = make_user("alice", "reviewer")
+    task = review.claim_next(alice)
+    with pytest.raises(ReviewError, match="chosen for the response, but the response is labelled safe"):
+        review.decide(task.pk, alice, "override", Labels("unsafe", "safe", "refusal", prompt_categories=["S2"], response_categories=["S1"]))
+
+
 def test_override_with_an_unknown_category_is_refused_naming_it(flagged_tasks, make_user):
     (task,) = flagged_tasks(1)
     alice = make_user("alice", "reviewer")
