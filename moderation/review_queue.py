@@ -22,8 +22,8 @@ SORTS = {
     "queue": (("priority", "id"), "queue order (flagged first)"),
     "oldest": (("created_at", "id"), "oldest first"),
     "newest": (("-created_at", "-id"), "newest first"),
-    "confidence": (("score", "id"), "P(unsafe) of the flagged text, lowest first"),
-    "-confidence": (("-score", "id"), "P(unsafe) of the flagged text, highest first"),
+    "confidence": (("score", "id"), "P(unsafe), lowest first"),
+    "-confidence": (("-score", "id"), "P(unsafe), highest first"),
 }
 STATES = {
     "waiting": "waiting (open to claim)",
