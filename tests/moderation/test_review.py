@@ -13,7 +13,7 @@ from moderation import review
 from moderation.export import reviewed_records
 from moderation.models import AuditLog, Decision, ReviewTask
 from moderation.review import Labels, ReviewError, cohen_kappa
-from tests.moderation.conftest import guard_verdict
+from tests.moderation.conftest import guard_verdict, publish_policy
 
 # ----------------------------------------------------------------- claims
 
@@ -233,3 +233,34 @@ def test_reviewed_items_are_exported_in_the_shared_jsonl_schema(judged_item, mak
     ]
     assert list(reviewed_records("house")) == records
     assert list(reviewed_records("other")) == []
+
+
+def test_the_migration_fills_in_task_scores_and_each_texts_categories_of_existing_rows(transactional_db, make_user):
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = [("moderation", "0002_verdict_explanation_thresholds_batch")], [("moderation", "0003_review_task_score_and_categories_per_text")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        old = executor.loader.project_state(before).apps
+        version = publish_policy("old")  # the policies tables stay migrated: made with their own models
+        Item, Verdict = old.get_model("moderation", "Item"), old.get_model("moderation", "Verdict")
+        Task, Decision = old.get_model("moderation", "ReviewTask"), old.get_model("moderation", "Decision")
+        User = old.get_model("auth", "User")
+        item = Item.objects.create(policy_version_id=version.pk, prompt="p", response="r")
+        Verdict.objects.create(item=item, prompt_label="unsafe", response_label="safe", categories=["S2"], confidence=0.1, action="flag",
+                               probabilities={"prompt": {"safe": 0.3, "unsafe": 0.7}, "response": {"safe": 0.9, "unsafe": 0.1}})
+        task = Task.objects.create(item=item, reason="flag")
+        decision = Decision.objects.create(task=task, item=item, reviewer=User.objects.create(username="old-rev"), outcome="agree",
+                                           prompt_label="unsafe", response_label="safe", categories=["S2"])
+        executor = MigrationExecutor(connection)
+        executor.migrate(after)
+        new = executor.loader.project_state(after).apps
+        assert new.get_model("moderation", "ReviewTask").objects.values_list("field", "score").get(pk=task.pk) == ("prompt", 0.7)
+        filled = new.get_model("moderation", "Decision").objects.values_list("prompt_categories", "response_categories").get(pk=decision.pk)
+        assert filled == (["S2"], [])
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
