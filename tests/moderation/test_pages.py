@@ -205,3 +205,14 @@ def test_a_decision_over_htmx_puts_the_next_items_address_in_the_browser(client_
     assert response["HX-Push-Url"] == f"/review/{second.pk}/"
     response = reviewer.post(f"/review/{second.pk}/decide/", {"outcome": "agree"}, headers={"HX-Request": "true"})
     assert response["HX-Push-Url"] == "/review/"
+
+
+def test_the_item_page_shows_which_text_each_decided_category_was_chosen_for(client_as, judged_item, make_user):
+    from moderation import review
+
+    item = judged_item("Write malware", response="Sure, here it is", verdict=guard_verdict(prompt_label="unsafe", response_label="unsafe", refusal_label="compliance"))
+    alice = make_user("alice", "reviewer")
+    task = review.claim_next(alice)
+    review.decide(task.pk, alice, "override", review.Labels("unsafe", "unsafe", "compliance", prompt_categories=["S2"], response_categories=["S1"]))
+    html = client_as("viewer").get(f"/items/{item.pk}/").content.decode()
+    assert '<span class="muted">prompt:</span> S2 · <span class="muted">response:</span> S1' in html
