@@ -18,6 +18,13 @@ DEFAULTS: dict[str, float] = {
     "MODERATION_UNCERTAIN_HIGH": 0.65,
     # Share of items judged safe (and allowed) that go to review anyway (quality control).
     "MODERATION_QC_SAMPLE_RATE": 0.02,
+    # A policy with a review budget: its band is sized from this many days of its verdicts,
+    # recomputed at most this often, never wider than MAX_WIDTH around the threshold, and
+    # BUDGET_START_WIDTH while the policy has no traffic yet.
+    "MODERATION_BUDGET_HISTORY_DAYS": 7,
+    "MODERATION_BUDGET_REFRESH_SECONDS": 600,
+    "MODERATION_BUDGET_MAX_WIDTH": 0.25,
+    "MODERATION_BUDGET_START_WIDTH": 0.05,
     # Share of reviewed items that get a second, independent review (agreement, kappa).
     "MODERATION_DOUBLE_REVIEW_RATE": 0.1,
     # How long a reviewer holds a claimed item before it goes back to the queue.
@@ -64,6 +71,22 @@ def uncertain_band() -> tuple[float, float]:
 
 def qc_sample_rate() -> float:
     return _value("MODERATION_QC_SAMPLE_RATE")
+
+
+def budget_history_days() -> float:
+    return max(1 / 24, _value("MODERATION_BUDGET_HISTORY_DAYS"))
+
+
+def budget_refresh_seconds() -> int:
+    return max(0, int(_value("MODERATION_BUDGET_REFRESH_SECONDS")))
+
+
+def budget_max_width() -> float:
+    return min(1.0, max(0.0, _value("MODERATION_BUDGET_MAX_WIDTH")))
+
+
+def budget_start_width() -> float:
+    return min(1.0, max(0.0, _value("MODERATION_BUDGET_START_WIDTH")))
 
 
 def double_review_rate() -> float:

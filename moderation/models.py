@@ -197,6 +197,10 @@ class ReviewTask(models.Model):
     claim_expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # The text the review is about (the one the guard found unsafe, else the one nearest its
+    # threshold) and its P(unsafe): what the queue shows, sorts and filters as the guard's score.
+    field = models.CharField(max_length=10, blank=True, default="")
+    score = models.FloatField(null=True, blank=True)
 
     class Meta:
         ordering = ["priority", "id"]
@@ -220,7 +224,10 @@ class Decision(models.Model):
     prompt_label = models.CharField(max_length=10)
     response_label = models.CharField(max_length=10, null=True, blank=True)
     refusal_label = models.CharField(max_length=12, null=True, blank=True)
+    # All the violated codes (training and agreement read these), and which text each was chosen for.
     categories = models.JSONField(default=list, blank=True)
+    prompt_categories = models.JSONField(default=list, blank=True)
+    response_categories = models.JSONField(default=list, blank=True)
     note = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 

@@ -125,10 +125,16 @@ def expire_claims() -> int:
 
 @dataclass
 class Labels:
+    """A reviewer's labels. ``prompt_categories`` / ``response_categories`` say which text each
+    code was chosen for; ``categories`` is every code (what training and agreement read). Labels
+    given with ``categories`` alone (no text named) keep the older rule: some text is unsafe."""
+
     prompt_label: str
     response_label: str | None = None
     refusal_label: str | None = None
     categories: list[str] = field(default_factory=list)
+    prompt_categories: list[str] = field(default_factory=list)
+    response_categories: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {
@@ -136,16 +142,31 @@ class Labels:
             "response_label": self.response_label,
             "refusal_label": self.refusal_label,
             "categories": list(self.categories),
+            "prompt_categories": list(self.prompt_categories),
+            "response_categories": list(self.response_categories),
         }
 
     @property
     def is_unsafe(self) -> bool:
         return contract.UNSAFE in (self.prompt_label, self.response_label)
 
+    @property
+    def per_text(self) -> bool:
+        return bool(self.prompt_categories or self.response_categories)
+
 
 def guard_labels(item: Item) -> Labels:
+    """The guard's labels; its categories (one list for the conversation) belong to each text it found unsafe."""
     verdict = item.verdict
-    return Labels(verdict.prompt_label, verdict.response_label, verdict.refusal_label, list(verdict.categories))
+    codes = list(verdict.categories)
+    return Labels(
+        verdict.prompt_label,
+        verdict.response_label,
+        verdict.refusal_label,
+        codes,
+        prompt_categories=codes if verdict.prompt_label == contract.UNSAFE else [],
+        response_categories=codes if verdict.response_label == contract.UNSAFE else [],
+    )
 
 
 def validate_labels(item: Item, labels: Labels) -> Labels:
@@ -160,11 +181,24 @@ def validate_labels(item: Item, labels: Labels) -> Labels:
     else:
         labels.response_label = None
         labels.refusal_label = None
+        if labels.response_categories:
+            raise ReviewError("categories were chosen for the response, but this item has no response")
     known = list(item.policy_version.categories.values_list("code", flat=True))
-    unknown = [code for code in labels.categories if code not in known]
+    chosen = [*labels.categories, *labels.prompt_categories, *labels.response_categories]
+    unknown = list(dict.fromkeys(code for code in chosen if code not in known))
     if unknown:
         raise ReviewError(f"unknown category code(s) {', '.join(unknown)}; policy has {', '.join(known)}")
-    labels.categories = [code for code in known if code in labels.categories]  # policy order, no duplicates
+    if labels.per_text:
+        for text, label, codes in (
+            ("prompt", labels.prompt_label, labels.prompt_categories),
+            ("response", labels.response_label, labels.response_categories),
+        ):
+            if codes and label != contract.UNSAFE:
+                raise ReviewError(f"categories {', '.join(codes)} were chosen for the {text}, but the {text} is labelled {label}")
+    # Policy order, no duplicates.
+    labels.prompt_categories = [code for code in known if code in labels.prompt_categories]
+    labels.response_categories = [code for code in known if code in labels.response_categories]
+    labels.categories = [code for code in known if code in chosen]
     if labels.categories and not labels.is_unsafe:
         raise ReviewError("categories were chosen but no label is unsafe")
     return labels

@@ -22,14 +22,18 @@ SORTS = {
     "queue": (("priority", "id"), "queue order (flagged first)"),
     "oldest": (("created_at", "id"), "oldest first"),
     "newest": (("-created_at", "-id"), "newest first"),
-    "confidence": (("item__verdict__confidence", "id"), "guard confidence, lowest first"),
-    "-confidence": (("-item__verdict__confidence", "id"), "guard confidence, highest first"),
+    "confidence": (("score", "id"), "P(unsafe), lowest first"),
+    "-confidence": (("-score", "id"), "P(unsafe), highest first"),
 }
 STATES = {
     "waiting": "waiting (open to claim)",
     "claimed": "claimed by a reviewer",
     "pending": "waiting or claimed",
 }
+
+
+# The filter's names as the page shows them: the score is the P(unsafe) of the text the review is about.
+LABELS = {"confidence_min": "P(unsafe) from", "confidence_max": "P(unsafe) to"}
 
 
 class FilterError(ValueError):
@@ -43,9 +47,9 @@ def _confidence(params: dict[str, str], name: str) -> float | None:
     try:
         value = float(raw)
     except ValueError:
-        raise FilterError(f"{name.replace('_', ' ')} must be a number between 0 and 1, not {raw!r}") from None
+        raise FilterError(f"{LABELS[name]} must be a number between 0 and 1, not {raw!r}") from None
     if not 0.0 <= value <= 1.0:
-        raise FilterError(f"{name.replace('_', ' ')} must be between 0 and 1, not {raw}")
+        raise FilterError(f"{LABELS[name]} must be between 0 and 1, not {raw}")
     return value
 
 
@@ -73,11 +77,11 @@ def queued_tasks(params: dict[str, str]) -> QuerySet[ReviewTask]:
             tasks = tasks.filter(item__verdict__categories__icontains=f'"{code}"')
     low, high = _confidence(params, "confidence_min"), _confidence(params, "confidence_max")
     if low is not None and high is not None and low > high:
-        raise FilterError(f"confidence min ({low}) is above confidence max ({high})")
+        raise FilterError(f"P(unsafe) from ({low}) is above P(unsafe) to ({high})")
     if low is not None:
-        tasks = tasks.filter(item__verdict__confidence__gte=low)
+        tasks = tasks.filter(score__gte=low)
     if high is not None:
-        tasks = tasks.filter(item__verdict__confidence__lte=high)
+        tasks = tasks.filter(score__lte=high)
     sort = params.get("sort") or "queue"
     if sort not in SORTS:
         raise FilterError(f"sort must be one of {', '.join(SORTS)}, not {sort!r}")
@@ -93,6 +97,9 @@ def _page(request: HttpRequest, query: QueryDict, error: str = "", status: int =
     except FilterError as problem:
         error, status, tasks = str(problem), 400, ReviewTask.objects.none()
     page = Paginator(tasks, PAGE_SIZE).get_page(query.get("page"))
+    for task in page.object_list:  # the threshold of the text each score is about
+        verdict = getattr(task.item, "verdict", None)
+        task.threshold = (verdict.thresholds or {}).get(task.field) if verdict is not None and task.field else None
     rest = query.copy()
     rest.pop("page", None)
     context: dict[str, Any] = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -10,8 +9,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from guard import contract
-from moderation import conf
-from moderation.models import Item, ReviewTask, Verdict
+from moderation.models import Item, Verdict
+from moderation.review_budget import enroll_for_review
 
 ACTION_RANK = {Verdict.Action.ALLOW: 0, Verdict.Action.FLAG: 1, Verdict.Action.BLOCK: 2}
 
@@ -38,36 +37,6 @@ def decided_action(is_unsafe: bool, categories: Iterable[str], actions: dict[str
         if ACTION_RANK.get(action, 1) > ACTION_RANK[chosen]:
             chosen = action
     return chosen
-
-
-def review_reason(verdict: Verdict, rng: random.Random | None = None) -> str | None:
-    """Why this verdict goes to a human, or None."""
-    rng = rng or random
-    if verdict.action == Verdict.Action.FLAG:
-        return ReviewTask.Reason.FLAG
-    low, high = conf.uncertain_band()
-    if verdict.confidence is not None and low <= verdict.confidence <= high:
-        return ReviewTask.Reason.UNCERTAIN
-    if verdict.action == Verdict.Action.ALLOW and not verdict.is_unsafe and rng.random() < conf.qc_sample_rate():
-        return ReviewTask.Reason.QC_SAMPLE
-    return None
-
-
-def enroll_for_review(verdict: Verdict, rng: random.Random | None = None) -> list[ReviewTask]:
-    rng = rng or random
-    reason = review_reason(verdict, rng)
-    if reason is None:
-        return []
-    reasons = [reason]
-    if rng.random() < conf.double_review_rate():
-        reasons.append(ReviewTask.Reason.DOUBLE)
-    tasks = []
-    for name in reasons:
-        task, _ = ReviewTask.objects.get_or_create(
-            item_id=verdict.item_id, reason=name, defaults={"priority": ReviewTask.PRIORITY[name]}
-        )
-        tasks.append(task)
-    return tasks
 
 
 @dataclass(frozen=True)

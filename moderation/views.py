@@ -13,6 +13,7 @@ from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -153,10 +154,11 @@ def item_explanation(request: HttpRequest, item_id: int) -> HttpResponse:
 
 
 def _queue_stats() -> dict[str, Any]:
+    """Items (not review tasks: a double-reviewed item has two) waiting, by reason."""
     open_tasks = ReviewTask.objects.filter(state=ReviewTask.State.OPEN)
-    by_reason = dict(open_tasks.values_list("reason").annotate(n=Count("id")))
+    by_reason = dict(open_tasks.values_list("reason").annotate(n=Count("item_id", distinct=True)))
     return {
-        "open_total": sum(by_reason.values()),
+        "open_total": open_tasks.values("item_id").distinct().count(),
         "open_by_reason": [(ReviewTask.Reason(r).label, by_reason.get(r, 0)) for r in ReviewTask.Reason.values],
         "claimed_total": ReviewTask.objects.filter(state=ReviewTask.State.CLAIMED, claim_expires_at__gt=timezone.now()).count(),
         "done_today": Decision.objects.filter(created_at__gte=timezone.now() - timedelta(days=1)).count(),
@@ -169,18 +171,36 @@ def panel_context(task: ReviewTask | None, error: str = "") -> dict[str, Any]:
     item = Item.objects.select_related("policy_version__policy").get(pk=task.item_id)
     context = item_context(item)
     verdict = context["verdict"]
+    guard = review.guard_labels(item)
     context.update(
         task=task,
         error=error,
-        shortcut_categories=[(str(n + 1), c) for n, c in enumerate(context["categories"][:9])],
+        category_rows=[
+            {
+                "key": str(n + 1) if n < 9 else "",
+                "category": c,
+                "prompt": c.code in guard.prompt_categories,
+                "response": c.code in guard.response_categories,
+            }
+            for n, c in enumerate(context["categories"])
+        ],
         prompt_choices=contract.LABEL_CHOICES[contract.FIELD_PROMPT],
         response_choices=(contract.SAFE, contract.UNSAFE),
         refusal_choices=(contract.REFUSAL, contract.COMPLIANCE),
         guard_response_label=verdict.response_label or contract.SAFE,
         guard_refusal_label=verdict.refusal_label or contract.COMPLIANCE,
         category_field=category_field(item, verdict),
+        review_score=task_score(task, verdict),
     )
     return context
+
+
+def task_score(task: ReviewTask, verdict: Verdict | None) -> dict[str, Any] | None:
+    """The text a task is about, its P(unsafe) and that text's threshold (for the queue and the panel)."""
+    if task.score is None or not task.field:
+        return None
+    threshold = (verdict.thresholds or {}).get(task.field) if verdict else None
+    return {"field": task.field, "p": task.score, "threshold": threshold}
 
 
 def category_field(item: Item, verdict: Verdict) -> str:
@@ -199,11 +219,16 @@ def review_home(request: HttpRequest) -> HttpResponse:
 
 
 def _panel(request: HttpRequest, task: ReviewTask | None, error: str = "") -> HttpResponse:
+    """The panel for ``task`` (htmx), whose URL the browser then shows: a reload opens the item
+    the reviewer holds, never the one they just decided."""
+    url = reverse("moderation:review-task", kwargs={"task_id": task.pk}) if task else reverse("moderation:review")
     if request.htmx:
-        return render(request, "moderation/review.html#panel", panel_context(task, error))
+        response = render(request, "moderation/review.html#panel", panel_context(task, error))
+        response["HX-Push-Url"] = url
+        return response
     if error:
         messages.error(request, error)
-    return redirect("moderation:review-task", task_id=task.pk) if task else redirect("moderation:review")
+    return redirect(url)
 
 
 @role_required(REVIEWER)
@@ -215,22 +240,42 @@ def review_next(request: HttpRequest) -> HttpResponse:
 @role_required(REVIEWER)
 def review_task(request: HttpRequest, task_id: int) -> HttpResponse:
     task = get_object_or_404(ReviewTask, pk=task_id)
-    if task.claimed_by_id != request.user.pk or task.state != ReviewTask.State.CLAIMED:
-        messages.error(request, "This item is not claimed by you; claim the next item instead.")
-        return redirect("moderation:review")
-    return render(request, "moderation/review.html", panel_context(task))
+    mine = task.claimed_by_id == request.user.pk and task.state == ReviewTask.State.CLAIMED
+    if mine and task.claim_expires_at and task.claim_expires_at > timezone.now():
+        return render(request, "moderation/review.html", panel_context(task))
+    held = review.current_claim(request.user)
+    if task.state == ReviewTask.State.DONE:
+        messages.info(request, f"Item {task.item_id} was already decided.")
+    else:
+        messages.error(request, f"Item {task.item_id} is not claimed by you; claim the next item instead.")
+    if held is not None:
+        return redirect("moderation:review-task", task_id=held.pk)
+    return redirect("moderation:review")
 
 
 def labels_from_form(data: dict, item: Item) -> review.Labels:
-    codes = [c for c in data.getlist("categories") if c]  # type: ignore[attr-defined]
-    typed = [c.strip() for c in re.split(r"[,\s]+", data.get("category_codes", "")) if c.strip()]
+    """The override's labels: each text's category boxes, plus codes typed with ``c`` (for the
+    text named by ``category_field``, the one the keys were on; a form that names no text
+    sends ``categories``, which apply to the item as before)."""
     known = {code.casefold(): code for code in item.policy_version.categories.values_list("code", flat=True)}
-    codes += [known.get(c.casefold(), c) for c in typed]
+    typed = [known.get(c.strip().casefold(), c.strip()) for c in re.split(r"[,\s]+", data.get("category_codes", "")) if c.strip()]
+    per_text = {
+        "prompt": [c for c in data.getlist("prompt_categories") if c],  # type: ignore[attr-defined]
+        "response": [c for c in data.getlist("response_categories") if c],  # type: ignore[attr-defined]
+    }
+    shared = [c for c in data.getlist("categories") if c]  # type: ignore[attr-defined]
+    target = data.get("category_field", "")
+    if target in per_text:
+        per_text[target] += typed
+    else:
+        shared += typed
     return review.Labels(
         prompt_label=data.get("prompt_label", ""),
         response_label=data.get("response_label") or None,
         refusal_label=data.get("refusal_label") or None,
-        categories=list(dict.fromkeys(codes)),
+        categories=list(dict.fromkeys(shared)),
+        prompt_categories=list(dict.fromkeys(per_text["prompt"])),
+        response_categories=list(dict.fromkeys(per_text["response"])),
     )
 
 
@@ -254,9 +299,7 @@ def review_decide(request: HttpRequest, task_id: int) -> HttpResponse:
 def review_release(request: HttpRequest, task_id: int) -> HttpResponse:
     task = get_object_or_404(ReviewTask, pk=task_id)
     review.release(task, request.user)
-    if request.htmx:
-        return render(request, "moderation/review.html#panel", panel_context(None))
-    return redirect("moderation:review")
+    return _panel(request, None)
 
 
 @role_required(REVIEWER)

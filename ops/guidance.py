@@ -81,7 +81,8 @@ def _running_steps(request: HttpRequest, workers_online: int, pending: int) -> l
     if pending and not workers_online:
         steps.append(Step("start-worker", "Start a worker", f"{pending} item{'s' if pending != 1 else ''} wait for the guard and no worker is online.",
                           "#workers", "Workers and queues", code="celery -A guardsite worker -Q default,gpu-infer,gpu-train"))
-    waiting = ReviewTask.objects.filter(state__in=[ReviewTask.State.OPEN, ReviewTask.State.CLAIMED]).count()
+    # Items, not review tasks: an item waiting for a second review too is one item.
+    waiting = ReviewTask.objects.filter(state__in=[ReviewTask.State.OPEN, ReviewTask.State.CLAIMED]).values("item_id").distinct().count()
     if waiting and can_review(request.user):
         steps.append(Step("review", "Review flagged items", f"{waiting} item{'s' if waiting != 1 else ''} wait{'' if waiting != 1 else 's'} for a reviewer's decision.",
                           reverse("moderation:review-queue"), "Open the review queue"))

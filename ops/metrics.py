@@ -219,14 +219,17 @@ def unsafe_rate(buckets: Buckets) -> list[float | None]:
 
 @dataclass
 class Backlog:
+    """Items waiting for review (an item with a second review waiting is one item, not two)."""
+
     open: int
     claimed: int
     oldest_item_at: datetime | None
     by_reason: dict[str, int]
+    items: int = 0
 
     @property
     def total(self) -> int:
-        return self.open + self.claimed
+        return self.items
 
     @property
     def oldest_age(self) -> timedelta | None:
@@ -235,14 +238,15 @@ class Backlog:
 
 def review_backlog() -> Backlog:
     waiting = ReviewTask.objects.filter(state__in=[ReviewTask.State.OPEN, ReviewTask.State.CLAIMED])
-    by_state = dict(waiting.values_list("state").annotate(n=Count("id")))
-    by_reason = dict(waiting.values_list("reason").annotate(n=Count("id")))
+    by_state = dict(waiting.values_list("state").annotate(n=Count("item_id", distinct=True)))
+    by_reason = dict(waiting.values_list("reason").annotate(n=Count("item_id", distinct=True)))
     oldest = waiting.aggregate(oldest=Min("item__created_at"))["oldest"]
     return Backlog(
         open=by_state.get(ReviewTask.State.OPEN, 0),
         claimed=by_state.get(ReviewTask.State.CLAIMED, 0),
         oldest_item_at=oldest,
         by_reason=by_reason,
+        items=waiting.values("item_id").distinct().count(),
     )
 
 

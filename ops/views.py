@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
+from moderation import review_budget
 from ops import charts, guidance, metrics
 
 
@@ -52,6 +53,7 @@ def overview_context(window_key: str) -> dict[str, Any]:
         ),
         "decisions_total": round(sum(decisions) * per_bucket_hours),
         "backlog": backlog,
+        "budgets": review_budget.budget_rows(now),
         "reviewers": metrics.reviewer_throughput(buckets.start),
         "overturn_models": metrics.overturns_per_model(buckets.start),
         "overturn_categories": metrics.overturns_per_category(buckets.start),

@@ -20,6 +20,11 @@ class Policy(models.Model):
         FLAG_BLOCK = "flag_block", "flagged and blocked items"
         ALL = "all", "all items"
 
+    class ReviewBudget(models.TextChoices):
+        FIXED = "fixed", "no budget: the fixed uncertain band"
+        PER_DAY = "per_day", "items a day"
+        SHARE = "share", "a share of traffic"
+
     slug = models.SlugField(max_length=80, unique=True)
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True, default="")
@@ -28,6 +33,12 @@ class Policy(models.Model):
     production_model = models.ForeignKey("guard.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="production_for")
     # Which fast verdicts get an explanation written afterwards by a reason pass.
     explain = models.CharField(max_length=12, choices=Explain.choices, default=Explain.FLAG_BLOCK)
+    # What the review team can take for this policy: the uncertain band (the P(unsafe) interval
+    # around the threshold whose verdicts go to review) is sized to it (moderation.review_budget).
+    # "fixed": no budget, the deployment's fixed band (MODERATION_UNCERTAIN_LOW/HIGH).
+    review_budget = models.CharField(max_length=8, choices=ReviewBudget.choices, default=ReviewBudget.FIXED)
+    review_items_per_day = models.PositiveIntegerField(null=True, blank=True)
+    review_traffic_percent = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -40,6 +51,15 @@ class Policy(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def review_budget_text(self) -> str:
+        """The budget in words ("40 items a day", "2% of traffic"), "" without one."""
+        if self.review_budget == self.ReviewBudget.PER_DAY and self.review_items_per_day:
+            return f"{self.review_items_per_day} item{'s' if self.review_items_per_day != 1 else ''} a day"
+        if self.review_budget == self.ReviewBudget.SHARE and self.review_traffic_percent:
+            return f"{self.review_traffic_percent:g}% of traffic"
+        return ""
 
     def explains(self, action: str) -> bool:
         """Whether a fast verdict with this action gets an explanation written afterwards."""

@@ -1,7 +1,7 @@
 from django.urls import path
 
 from policies import draft_views, views
-from policies.settings_view import policy_settings
+from policies.settings_view import policy_settings, review_budget
 
 app_name = "policies"
 urlpatterns = [
@@ -11,6 +11,7 @@ urlpatterns = [
     path("<slug:slug>/", views.policy_detail, name="detail"),
     path("<slug:slug>/import/", views.policy_import, name="import-into-draft"),
     path("<slug:slug>/settings/", policy_settings, name="settings"),
+    path("<slug:slug>/review-budget/", review_budget, name="review-budget"),
     path("<slug:slug>/export/", views.export_version, name="export"),
     path("<slug:slug>/diff/", views.diff_view, name="diff"),
     path("<slug:slug>/model-input/", views.model_input_view, name="model-input"),

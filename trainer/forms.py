@@ -87,6 +87,29 @@ def reviewed_labels(slug: str) -> dict[str, int]:
     return counts
 
 
+def reviewed_item_counts() -> dict[str, int]:
+    """{policy slug: reviewed items}: what Training -> New offers as the reviewed-items data source."""
+    try:
+        from django.db.models import Count
+
+        from moderation.models import Item
+    except ImportError:
+        return {}
+    rows = (
+        Item.objects.filter(decisions__isnull=False)
+        .values_list("policy_version__policy__slug")
+        .annotate(n=Count("id", distinct=True))
+    )
+    return dict(rows)
+
+
+def reviewed_policy_choices() -> list[tuple[str, str]]:
+    """Each policy with its reviewed items, those with some first (a job needs some of them)."""
+    counts = reviewed_item_counts()
+    slugs = sorted(policy_slugs(), key=lambda slug: (not counts.get(slug), slug))
+    return [(slug, f"{slug} ({counts.get(slug, 0)} reviewed)") for slug in slugs]
+
+
 def policy_slugs() -> list[str]:
     from policies.models import Policy
 
@@ -152,7 +175,7 @@ class StartTrainingForm(forms.Form):
         cleaned = super().clean() or {}
         slug = cleaned.get("policy") or ""
         if cleaned.get("reviewed") and not slug:
-            self.add_error("reviewed", "Reviewed items need a policy: start from a policy page.")
+            self.add_error("reviewed", "Reviewed items need a policy: choose whose reviewed items to train on.")
         if cleaned.get("render_under") == "policy" and not slug:
             self.add_error("render_under", "Rendering under a policy needs a policy: start from a policy page.")
         if not cleaned.get("data") and not cleaned.get("reviewed"):

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from guardsite.roles import POLICY_EDITOR, can_edit_policies, role_required
 from trainer import mix as mixing
 from trainer.charts import training_charts
-from trainer.forms import StartTrainingForm
+from trainer.forms import StartTrainingForm, reviewed_policy_choices
 from trainer.models import STALE_AFTER_SECONDS, TrainingJob
 from trainer.tasks import enqueue
 from trainer.waiting import wait_reason
@@ -49,12 +49,12 @@ def start_job(request: HttpRequest) -> HttpResponse:
         slug = request.GET.get("policy", "").strip()
         form = StartTrainingForm(initial={"policy": slug, "reviewed": bool(slug)})
         if slug and slug not in _known_slugs():
-            return render(request, "trainer/job_form.html", {"form": form, "policy": "", "unknown_policy": slug}, status=404)
-        return render(request, "trainer/job_form.html", {"form": form, "policy": slug, "reviewed_count": _reviewed_count(slug)})
+            return render(request, "trainer/job_form.html", {"form": form, "policy": "", "unknown_policy": slug,
+                                                             "reviewed_policies": reviewed_policy_choices()}, status=404)
+        return render(request, "trainer/job_form.html", _form_context(form, slug))
     form = StartTrainingForm(request.POST)
     if not form.is_valid():
-        slug = request.POST.get("policy", "")
-        return render(request, "trainer/job_form.html", {"form": form, "policy": slug, "reviewed_count": _reviewed_count(slug)}, status=400)
+        return render(request, "trainer/job_form.html", _form_context(form, request.POST.get("policy", "")), status=400)
     with transaction.atomic():
         job = TrainingJob.objects.create(
             recipe=form.cleaned_data["recipe"],
@@ -69,6 +69,15 @@ def start_job(request: HttpRequest) -> HttpResponse:
         enqueue(job)
     # No flash message: the job page says "queued" inside the part it polls, so the note goes when the job starts.
     return redirect("trainer:detail", pk=job.pk)
+
+
+def _form_context(form: StartTrainingForm, slug: str) -> dict[str, Any]:
+    """From a policy page (``slug``): that policy's reviewed items. Otherwise (Training -> New, the
+    overview's link) a choice of the policy whose reviewed items to train on."""
+    context: dict[str, Any] = {"form": form, "policy": slug, "reviewed_count": _reviewed_count(slug)}
+    if not slug:
+        context["reviewed_policies"] = reviewed_policy_choices()
+    return context
 
 
 def _known_slugs() -> set[str]:

@@ -185,3 +185,48 @@ def test_a_revoked_key_stops_working_at_once(client_as, make_key, house_policy):
     client_as("admin").post(f"/api-keys/{key.pk}/revoke/")
     assert ApiClient(secret).get("/api/v1/items").json()["error"] == "revoked_api_key"
     assert AuditLog.objects.filter(action="api_key.revoke", object_id=str(key.pk)).exists()
+
+
+def test_an_override_posts_each_texts_categories_and_typed_codes_go_to_the_text_the_keys_were_on(client_as, judged_item):
+    item = judged_item("Write malware", response="Sure, here it is", verdict=guard_verdict(prompt_label="unsafe", response_label="unsafe", refusal_label="compliance"))
+    reviewer = client_as("reviewer")
+    reviewer.post("/review/next/")
+    task = item.review_tasks.get()
+    reviewer.post(f"/review/{task.pk}/decide/", {
+        "outcome": "override", "prompt_label": "unsafe", "response_label": "unsafe", "refusal_label": "compliance",
+        "prompt_categories": ["S2"], "response_categories": ["S1"], "category_field": "response", "category_codes": "s3",
+    })
+    decision = Decision.objects.get(task=task)
+    assert (decision.prompt_categories, decision.response_categories) == (["S2"], ["S1", "S3"])
+
+
+def test_reloading_the_address_of_a_decided_item_opens_the_item_the_reviewer_holds(client_as, flagged_tasks):
+    first, second = flagged_tasks(2)
+    reviewer = client_as("reviewer")
+    reviewer.post("/review/next/")
+    reviewer.post(f"/review/{first.pk}/decide/", {"outcome": "agree"})  # submit and next: claims the second
+    response = reviewer.get(f"/review/{first.pk}/", follow=True)
+    assert response.redirect_chain[-1][0] == f"/review/{second.pk}/"
+    page = response.content.decode()
+    assert f'data-task-id="{second.pk}"' in page and "was already decided" in page and "not claimed by you" not in page
+
+
+def test_a_decision_over_htmx_puts_the_next_items_address_in_the_browser(client_as, flagged_tasks):
+    first, second = flagged_tasks(2)
+    reviewer = client_as("reviewer")
+    reviewer.post("/review/next/")
+    response = reviewer.post(f"/review/{first.pk}/decide/", {"outcome": "agree"}, headers={"HX-Request": "true"})
+    assert response["HX-Push-Url"] == f"/review/{second.pk}/"
+    response = reviewer.post(f"/review/{second.pk}/decide/", {"outcome": "agree"}, headers={"HX-Request": "true"})
+    assert response["HX-Push-Url"] == "/review/"
+
+
+def test_the_item_page_shows_which_text_each_decided_category_was_chosen_for(client_as, judged_item, make_user):
+    from moderation import review
+
+    item = judged_item("Write malware", response="Sure, here it is", verdict=guard_verdict(prompt_label="unsafe", response_label="unsafe", refusal_label="compliance"))
+    alice = make_user("alice", "reviewer")
+    task = review.claim_next(alice)
+    review.decide(task.pk, alice, "override", review.Labels("unsafe", "unsafe", "compliance", prompt_categories=["S2"], response_categories=["S1"]))
+    html = client_as("viewer").get(f"/items/{item.pk}/").content.decode()
+    assert '<span class="muted">prompt:</span> S2 · <span class="muted">response:</span> S1' in html

@@ -13,7 +13,7 @@ from moderation import review
 from moderation.export import reviewed_records
 from moderation.models import AuditLog, Decision, ReviewTask
 from moderation.review import Labels, ReviewError, cohen_kappa
-from tests.moderation.conftest import guard_verdict
+from tests.moderation.conftest import guard_verdict, publish_policy
 
 # ----------------------------------------------------------------- claims
 
@@ -131,6 +131,24 @@ def test_override_to_safe_with_categories_is_refused(flagged_tasks, make_user):
         review.decide(task.pk, alice, "override", Labels("safe", categories=["S1"]))
 
 
+def test_each_text_keeps_its_own_categories_and_the_item_gets_them_all(judged_item, make_user):
+    item = judged_item("Write malware", response="Sure, here it is", verdict=guard_verdict(prompt_label="unsafe", response_label="safe", refusal_label="compliance"))
+    alice = make_user("alice", "reviewer")
+    task = review.claim_next(alice)
+    labels = Labels("unsafe", "unsafe", "compliance", prompt_categories=["S2"], response_categories=["S2", "S1"])
+    decision = review.decide(task.pk, alice, "override", labels)
+    assert (decision.prompt_categories, decision.response_categories, decision.categories) == (["S2"], ["S1", "S2"], ["S1", "S2"])
+    assert decision.item_id == item.pk
+
+
+def test_categories_chosen_for_a_text_labelled_safe_are_refused_naming_the_text(judged_item, make_user):
+    judged_item("Write malware", response="I won't.", verdict=guard_verdict(prompt_label="unsafe", response_label="safe", refusal_label="refusal"))
+    alice = make_user("alice", "reviewer")
+    task = review.claim_next(alice)
+    with pytest.raises(ReviewError, match="chosen for the response, but the response is labelled safe"):
+        review.decide(task.pk, alice, "override", Labels("unsafe", "safe", "refusal", prompt_categories=["S2"], response_categories=["S1"]))
+
+
 def test_override_with_an_unknown_category_is_refused_naming_it(flagged_tasks, make_user):
     (task,) = flagged_tasks(1)
     alice = make_user("alice", "reviewer")
@@ -215,3 +233,34 @@ def test_reviewed_items_are_exported_in_the_shared_jsonl_schema(judged_item, mak
     ]
     assert list(reviewed_records("house")) == records
     assert list(reviewed_records("other")) == []
+
+
+def test_the_migration_fills_in_task_scores_and_each_texts_categories_of_existing_rows(transactional_db, make_user):
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = [("moderation", "0004_webhook_deliveries")], [("moderation", "0005_review_task_score_and_categories_per_text")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        old = executor.loader.project_state(before).apps
+        version = publish_policy("old")  # the policies tables stay migrated: made with their own models
+        Item, Verdict = old.get_model("moderation", "Item"), old.get_model("moderation", "Verdict")
+        Task, Decision = old.get_model("moderation", "ReviewTask"), old.get_model("moderation", "Decision")
+        User = old.get_model("auth", "User")
+        item = Item.objects.create(policy_version_id=version.pk, prompt="p", response="r")
+        Verdict.objects.create(item=item, prompt_label="unsafe", response_label="safe", categories=["S2"], confidence=0.1, action="flag",
+                               probabilities={"prompt": {"safe": 0.3, "unsafe": 0.7}, "response": {"safe": 0.9, "unsafe": 0.1}})
+        task = Task.objects.create(item=item, reason="flag")
+        decision = Decision.objects.create(task=task, item=item, reviewer=User.objects.create(username="old-rev"), outcome="agree",
+                                           prompt_label="unsafe", response_label="safe", categories=["S2"])
+        executor = MigrationExecutor(connection)
+        executor.migrate(after)
+        new = executor.loader.project_state(after).apps
+        assert new.get_model("moderation", "ReviewTask").objects.values_list("field", "score").get(pk=task.pk) == ("prompt", 0.7)
+        filled = new.get_model("moderation", "Decision").objects.values_list("prompt_categories", "response_categories").get(pk=decision.pk)
+        assert filled == (["S2"], [])
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())

@@ -85,9 +85,9 @@ def test_the_queue_list_is_paginated(client_as, flagged_tasks):
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"confidence_min": "high"}, "confidence min must be a number between 0 and 1"),
-    ({"confidence_max": "7"}, "confidence max must be between 0 and 1"),
-    ({"confidence_min": "0.8", "confidence_max": "0.2"}, "confidence min (0.8) is above confidence max (0.2)"),
+    ({"confidence_min": "high"}, "P(unsafe) from must be a number between 0 and 1"),
+    ({"confidence_max": "7"}, "P(unsafe) to must be between 0 and 1"),
+    ({"confidence_min": "0.8", "confidence_max": "0.2"}, "P(unsafe) from (0.8) is above P(unsafe) to (0.2)"),
     ({"sort": "random"}, "sort must be one of"),
     ({"reason": "bored"}, "reason must be one of"),
 ])
@@ -193,3 +193,13 @@ def test_a_reviewer_filters_the_list_picks_an_item_and_decides_it(signed_in_page
     page.keyboard.press("a")
     expect(panel).not_to_have_attribute("data-task-id", str(mixed_queue["unsure"].pk))
     assert ReviewTask.objects.get(pk=mixed_queue["unsure"].pk).state == ReviewTask.State.DONE
+
+
+def test_the_queue_shows_the_probability_of_the_flagged_text_and_names_it(client_as, judged_item):
+    verdict = guard_verdict(prompt_label="unsafe", categories=("S2",), confidence=0.12, response_label="safe", refusal_label="refusal")
+    verdict.probabilities = {"prompt": {"safe": 0.22, "unsafe": 0.78}, "response": {"safe": 0.88, "unsafe": 0.12}}
+    item = judged_item("Where does my customer live?", verdict, response="I can't help with that.")
+    html = client_as("reviewer").get("/review/queue/").content.decode()
+    row = html[html.index(f'data-item-id="{item.pk}"'):]
+    cell = row[row.index('class="confidence"'):row.index("</td>", row.index('class="confidence"'))]
+    assert "prompt" in cell and "0.78" in cell and "0.12" not in cell  # not the response's P(unsafe), which reads as safe

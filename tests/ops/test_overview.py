@@ -11,6 +11,7 @@ from guard.models import ModelVersion
 from moderation.models import Item, ReviewTask
 from ops import metrics
 from ops.models import WorkerHeartbeat
+from policies.models import Policy
 from tests.ops.conftest import hours_ago, publish_policy
 
 
@@ -80,6 +81,26 @@ def test_backlog_counts_open_and_claimed_tasks_and_the_oldest_unreviewed_item(ju
     assert (backlog.open, backlog.claimed, backlog.total) == (1, 1, 2)
     assert timedelta(hours=4.9) < backlog.oldest_age < timedelta(hours=5.1)
     assert backlog.by_reason == {"flag": 1, "uncertain": 1}
+
+
+def test_the_backlog_counts_items_not_review_tasks(judged, client_as):
+    item = judged(review="flag")
+    ReviewTask.objects.create(item=item, reason="double")  # a second review of the same item
+    judged(review="uncertain")
+    assert metrics.review_backlog().total == 2
+    html = client_as("reviewer").get("/").content.decode()
+    assert "2 items wait for a reviewer" in html
+
+
+def test_the_overview_shows_each_policys_review_inflow_against_its_budget(judged, client_as, house_policy):
+    Policy.objects.filter(pk=house_policy.policy_id).update(review_budget="per_day", review_items_per_day=2)
+    for _ in range(3):
+        judged(review="flag")
+    judged(at=hours_ago(30), review="flag")  # yesterday's: not in the last 24 h
+    html = client_as("reviewer").get("/").content.decode()
+    panel = html[html.index('id="review-budgets"'):]
+    row = panel[panel.index('data-policy="house"'):panel.index("</tr>", panel.index('data-policy="house"'))]
+    assert ">3</strong>" in row and "flagged by policy 3" in row and "over budget" in row and "2 items a day" in row
 
 
 def test_reviewer_throughput_counts_decisions_per_reviewer(judged, make_user):
@@ -206,7 +227,7 @@ def test_overview_costs_a_fixed_number_of_queries(client_as, judged, make_user, 
     for n in range(30):
         judged(at=hours_ago(n % 20), categories=("S1",) if n % 2 else ("S2",), decision="agree" if n % 3 else None, reviewer=rita)
     # The next-step guidance adds a fixed handful (policy, key, item, review, candidate checks).
-    with django_assert_max_num_queries(34):
+    with django_assert_max_num_queries(36):  # 34, plus the review budget panel's two (inflow by policy, the policies)
         viewer.get("/")
 
 

@@ -231,7 +231,7 @@ def test_a_newcomer_closes_the_loop_in_the_demo_configuration(demo, browser):
             text = panel.inner_text()
             wanted = next(code for prompt, code in zip(PROMPTS, CODES, strict=True) if prompt[:40] in text)
             page.check(f"input[name=prompt_label][value={'unsafe' if wanted else 'safe'}]")
-            for box in page.locator("input[name=categories]").all():
+            for box in page.locator("input[name=prompt_categories]").all():  # prompt-only items: the prompt's column
                 box.set_checked(box.get_attribute("value") == wanted)
             page.keyboard.press("o")  # override with these labels, submit and next
             expect(panel).not_to_have_attribute("data-task-id", task_id)

@@ -31,6 +31,22 @@ def test_a_retrain_from_a_policy_page_offers_its_reviewed_items(client_as, polic
     assert "embedded Gemma 3 270M" in text
 
 
+def test_training_new_without_a_policy_offers_each_policys_reviewed_items(client_as, policy, make_user):
+    both_labels_reviewed(policy, make_user)
+    Policy.objects.create(slug="kids", name="Kids")
+    text = client_as("policy_editor").get("/training/new").content.decode()
+    source = text[text.index('id="reviewed-source"'):text.index("</label>", text.index('id="reviewed-source"'))]
+    assert 'name="reviewed"' in source and 'name="policy"' in source
+    assert source.index("house (2 reviewed)") < source.index("kids (0 reviewed)")  # the policy with reviewed items first
+
+
+def test_reviewed_items_without_a_chosen_policy_are_refused_saying_to_choose_one(client_as, policy):
+    response = client_as("policy_editor").post("/training/new", {"recipe": "sft", "reviewed": "on", "policy": "", "render_under": "auto",
+                                                                  "base_model": "embedded", "max_steps": 1, "lora_rank": 8, "max_examples": 10,
+                                                                  "batch_size": 1, "eval_limit": 1})
+    assert response.status_code == 400 and "Reviewed items need a policy: choose whose reviewed items to train on." in response.content.decode()
+
+
 def test_an_unknown_policy_is_a_404_with_a_message(client_as):
     page = client_as("policy_editor").get("/training/new?policy=nope")
     assert page.status_code == 404 and b"Unknown policy nope" in page.content

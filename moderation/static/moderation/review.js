@@ -2,9 +2,11 @@
 //
 // Rules: a key changes only what it names, and every change it causes shows where it
 // happened (the field is outlined, marked "changed" against the guard's label, and the
-// status line says what changed). Choosing a category marks the *highlighted* text
-// (prompt or response, shown in the category legend) unsafe; p / r / t move the
-// highlight. After a submit the focus goes back to the page, never into a text field.
+// status line says what changed). The prompt and the response have their own category
+// boxes (a column each); the number keys and typed codes tick the *outlined* column and
+// mark that text unsafe; p / r / t move the outline. The status bar (sticky, always on
+// screen) also sums up what the form will submit. After a submit the focus goes back
+// to the page, never into a text field.
 (() => {
   const form = () => document.getElementById("decision-form");
   const panel = () => document.getElementById("review-panel");
@@ -33,9 +35,30 @@
   const setActiveField = (field) => {
     const f = form(); if (!f || !fieldset(field)) return;
     f.dataset.activeField = field;
+    const hidden = f.querySelector("#category-field");
+    if (hidden) hidden.value = field;
     f.querySelectorAll("fieldset[data-field]").forEach((set) => set.classList.toggle("active-field", set.dataset.field === field));
     const target = f.querySelector("#category-target");
     if (target) target.textContent = FIELD_NAMES[field] || field;
+  };
+  // The category boxes of one text (each text has its own column).
+  const boxesOf = (field) => [...(form()?.querySelectorAll(`input[name=${field}_categories]`) || [])];
+  const codesOf = (field) => boxesOf(field).filter((b) => b.checked).map((b) => b.value);
+
+  // What the form will submit, always on show in the status bar.
+  const summarize = () => {
+    const f = form(); const out = document.getElementById("review-summary");
+    if (!f || !out) return;
+    const parts = [`Decision: ${f.querySelector("#outcome").value}`];
+    for (const field of ["prompt", "response"]) {
+      const label = checked(`${field}_label`);
+      if (!label) continue;
+      const codes = codesOf(field);
+      parts.push(`${field} ${label}${codes.length ? ` (${codes.join(", ")})` : ""}`);
+    }
+    const refusal = checked("refusal_label");
+    if (refusal) parts.push(refusal);
+    out.textContent = parts.join(" · ");
   };
 
   // Mark every label and category that differs from the guard's verdict.
@@ -54,6 +77,7 @@
       label.classList.toggle("added", box.checked && !guard);
       label.classList.toggle("removed", !box.checked && guard);
     });
+    summarize();
   };
 
   const setRadio = (group, value) => {
@@ -61,16 +85,14 @@
     if (radio && !radio.checked) { radio.checked = true; return true; }
     return false;
   };
-  const anyUnsafe = () => checked("prompt_label") === "unsafe" || checked("response_label") === "unsafe";
-  const checkedCategories = () => [...(form()?.querySelectorAll("input[name=categories]:checked") || [])];
 
-  // No text is unsafe any more: the categories go, and the status line says which.
-  const clearCategoriesIfSafe = (messages) => {
-    if (anyUnsafe()) return;
-    const boxes = checkedCategories();
+  // A text marked safe keeps no categories: its own go (the other text's stay), and the status line says which.
+  const clearCategoriesIfSafe = (field, messages) => {
+    if (checked(`${field}_label`) !== "safe") return;
+    const boxes = boxesOf(field).filter((b) => b.checked);
     if (!boxes.length) return;
     boxes.forEach((box) => { box.checked = false; });
-    messages.push(`categories ${boxes.map((b) => b.value).join(", ")} cleared (no text is unsafe now)`);
+    messages.push(`categories ${boxes.map((b) => b.value).join(", ")} cleared (the ${field} is safe now)`);
     flash(form().querySelector("#category-choices"));
   };
 
@@ -84,26 +106,50 @@
     const messages = [`${field} → ${next.value}`];
     if (FIELD_NAMES[field]) {
       setActiveField(field);
-      clearCategoriesIfSafe(messages);
+      clearCategoriesIfSafe(field, messages);
     }
     flash(next.closest("fieldset"));
     afterChange(messages);
   };
 
+  const fieldOf = (box) => box.closest("label")?.dataset.field || activeField();
   const toggleCategory = (box) => {
     box.checked = !box.checked;
-    categoryChanged(box, [`${box.value} ${box.checked ? "chosen" : "removed"}`]);
+    categoryChanged(box, [`${box.value} ${box.checked ? "chosen" : "removed"} for the ${fieldOf(box)}`]);
   };
   const categoryChanged = (box, messages) => {
-    if (box.checked) {
-      const field = activeField();
-      if (setRadio(`${field}_label`, "unsafe")) {
-        messages.push(`${field} → unsafe (a category was chosen for it)`);
-        flash(fieldset(field));
-      }
+    const field = fieldOf(box);
+    if (field !== activeField()) setActiveField(field);
+    if (box.checked && setRadio(`${field}_label`, "unsafe")) {
+      messages.push(`${field} → unsafe (a category was chosen for it)`);
+      flash(fieldset(field));
     }
     flash(box.closest("label"));
     afterChange(messages);
+  };
+
+  // Codes typed after "c" tick the outlined text's boxes; a code the policy lacks stays in the field, named.
+  const applyTypedCodes = () => {
+    const f = form(); const input = f?.querySelector("#category-codes");
+    if (!input || !input.value.trim()) return true;
+    const field = activeField();
+    const boxes = new Map(boxesOf(field).map((b) => [b.value.toLowerCase(), b]));
+    const chosen = []; const unknown = [];
+    for (const code of input.value.split(/[,\s]+/).filter(Boolean)) {
+      const box = boxes.get(code.toLowerCase());
+      if (!box) { unknown.push(code); continue; }
+      if (!box.checked) { box.checked = true; flash(box.closest("label")); }
+      chosen.push(box.value);
+    }
+    input.value = unknown.join(", ");
+    const messages = [];
+    if (chosen.length) {
+      messages.push(`${chosen.join(", ")} chosen for the ${field}`);
+      if (setRadio(`${field}_label`, "unsafe")) { messages.push(`${field} → unsafe (a category was chosen for it)`); flash(fieldset(field)); }
+    }
+    if (unknown.length) messages.push(`${unknown.join(", ")}: not a code of this policy`);
+    afterChange(messages);
+    return !unknown.length;
   };
 
   const afterChange = (messages) => {
@@ -114,6 +160,7 @@
 
   const submit = (outcome) => {
     const f = form(); if (!f) return;
+    if (!applyTypedCodes()) return; // the status line names the code the policy lacks
     // A focused text field would be focused again in the next item (htmx keeps focus by id).
     if (f.contains(document.activeElement)) document.activeElement.blur();
     setOutcome(outcome);
@@ -125,17 +172,19 @@
     const f = form();
     if (!f || !f.contains(event.target)) return;
     const target = event.target;
-    if (target.name === "categories") {
-      categoryChanged(target, [`${target.value} ${target.checked ? "chosen" : "removed"}`]);
+    if (/_categories$/.test(target.name)) {
+      categoryChanged(target, [`${target.value} ${target.checked ? "chosen" : "removed"} for the ${fieldOf(target)}`]);
     } else if (target.type === "radio") {
       const field = target.closest("fieldset")?.dataset.field;
       const messages = [`${field} → ${target.value}`];
-      if (FIELD_NAMES[field]) { setActiveField(field); clearCategoriesIfSafe(messages); }
+      if (FIELD_NAMES[field]) { setActiveField(field); clearCategoriesIfSafe(field, messages); }
       afterChange(messages);
+    } else if (target.id === "category-codes") {
+      applyTypedCodes();
     }
   });
   document.addEventListener("input", (event) => {
-    if (event.target.id === "category-codes" && event.target.value.trim()) setOutcome("override");
+    if (event.target.id === "category-codes" && event.target.value.trim()) { setOutcome("override"); summarize(); }
   });
 
   // Keys pressed while the panel is being replaced wait for the new panel. Until htmx has settled the new
@@ -191,6 +240,11 @@
     if (event.ctrlKey || event.metaKey) return;
     const target = event.target;
     if (target.matches && target.matches("textarea, input[type=text], input[type=search], input[type=date], input[type=number], select")) {
+      if (target.id === "category-codes" && event.key === "Enter") {
+        event.preventDefault(); // ticks the codes; it does not submit
+        if (applyTypedCodes()) { target.blur(); panel()?.focus({ preventScroll: true }); }
+        return;
+      }
       if (event.key === "Escape") { target.blur(); panel()?.focus({ preventScroll: true }); }
       return;
     }
@@ -209,15 +263,15 @@
       case "f": toggleField("refusal", "refusal_label"); break;
       case "t": {
         const other = activeField() === "prompt" ? "response" : "prompt";
-        if (fieldset(other)) { setActiveField(other); flash(fieldset(other)); say(`categories now apply to the ${other}`); }
+        if (fieldset(other)) { setActiveField(other); flash(fieldset(other)); say(`category keys now mark the ${other}`); }
         break;
       }
-      case "c": f.querySelector("#category-codes").focus(); break;
-      case "n": f.querySelector("#note").focus(); break;
+      case "c": f.querySelector("#category-codes").focus({ preventScroll: true }); say(`type codes for the ${activeField()}, then Enter`); break;
+      case "n": f.querySelector("#note").focus({ preventScroll: true }); break;
       case "u": f.querySelector("#release-button").click(); break;
       default:
         if (/^[1-9]$/.test(event.key)) {
-          const box = f.querySelector(`#cat-${event.key}`);
+          const box = f.querySelector(`#${activeField()}-cat-${event.key}`);
           if (box) toggleCategory(box);
         } else handled = false;
     }
