@@ -24,8 +24,18 @@ ANSWER_END = "<end_of_turn><eos>"
 # --------------------------------------------------------------------------- policy (de)serialisation
 
 
+TAUGHT_FIELDS = ("taught_violating", "taught_allowed")
+
+
 def spec_to_json(spec: PolicySpec) -> str:
-    return json.dumps(asdict(spec), sort_keys=True, ensure_ascii=False)
+    """The spec as JSON; reviewers' taught examples only where there are some (the heads' business:
+    records written before they existed stay byte for byte the same)."""
+    data = asdict(spec)
+    for category in data["categories"]:
+        for name in TAUGHT_FIELDS:
+            if not category[name]:
+                del category[name]
+    return json.dumps(data, sort_keys=True, ensure_ascii=False)
 
 
 @lru_cache(maxsize=4096)
@@ -38,6 +48,8 @@ def spec_from_json(text: str) -> PolicySpec:
             description=c.get("description", ""),
             violating_examples=tuple(c.get("violating_examples", ())),
             allowed_examples=tuple(c.get("allowed_examples", ())),
+            taught_violating=tuple(c.get("taught_violating", ())),
+            taught_allowed=tuple(c.get("taught_allowed", ())),
         )
         for c in data.get("categories", ())
     )
