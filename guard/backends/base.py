@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from guard.contract import Mode, PolicySpec, Verdict
+
+
+def setting(name: str, default: Any) -> Any:
+    """A Django setting, or ``default`` where Django is not configured (bench scripts, notebooks)."""
+    try:
+        from django.conf import settings
+
+        return getattr(settings, name, default) if settings.configured else default
+    except Exception:  # noqa: BLE001 - usable without Django
+        return default
 
 
 class GuardError(Exception):

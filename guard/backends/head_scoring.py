@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from guard import contract
+from guard.backends.base import setting
 from guard.backends.inputs import PreparedItem
 from guard.contract import NONE, PolicySpec, Verdict
 from guard.features import FeatureExtractor, extractor_for
@@ -36,14 +37,6 @@ DECIDED_BY_HEADS = "heads"
 DECIDED_BY_LOGITS = "logits"
 POLICY_VIEWS = 64
 
-
-def _setting(name: str, default: Any) -> Any:
-    try:
-        from django.conf import settings
-
-        return getattr(settings, name, default) if settings.configured else default
-    except Exception:  # noqa: BLE001 - usable without Django
-        return default
 
 
 class HeadsMixin:
@@ -82,7 +75,7 @@ class HeadsMixin:
         """Features of this backend's weights. Serving keeps no texts on disk unless
         ``GUARD_FEATURE_CACHE_IN_SERVING`` is on (benchmarks, evaluations of a fixed corpus)."""
         if cached is None:
-            cached = bool(_setting("GUARD_FEATURE_CACHE_IN_SERVING", False))
+            cached = bool(setting("GUARD_FEATURE_CACHE_IN_SERVING", False))
         if self._extractor is None or (self._extractor.store is not None) != cached:
             self._extractor = extractor_for(self, cached=cached)
         return self._extractor

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from guard import contract
-from guard.backends.base import GuardError, GuardRequest
+from guard.backends.base import GuardError, GuardRequest, setting
 from guard.contract import Verdict
 
 logger = logging.getLogger(__name__)
@@ -34,14 +34,6 @@ STRUCTURED_OWNERS = ("vllm", "guardsite")
 LABEL_LINES_TOKENS = 48
 # Fast mode stops generating where the explanation would begin.
 
-
-def _setting(name: str, default: Any) -> Any:
-    try:
-        from django.conf import settings
-
-        return getattr(settings, name, default) if settings.configured else default
-    except Exception:  # noqa: BLE001 - usable without Django
-        return default
 
 
 class OpenAIBackend:
@@ -62,21 +54,21 @@ class OpenAIBackend:
         max_input_tokens: int | None = None,
         max_new_tokens: int | None = None,
     ) -> None:
-        url = (base_url or _setting("GUARD_OPENAI_BASE_URL", "") or "").strip().rstrip("/")
+        url = (base_url or setting("GUARD_OPENAI_BASE_URL", "") or "").strip().rstrip("/")
         if not url:
             raise GuardError("GUARD_OPENAI_BASE_URL is not set: the openai backend needs a server URL")
         if not url.endswith("/v1"):
             url += "/v1"
         self.base_url = url
         self.model = model
-        self.api_key = api_key if api_key is not None else _setting("GUARD_OPENAI_API_KEY", "")
+        self.api_key = api_key if api_key is not None else setting("GUARD_OPENAI_API_KEY", "")
         self.retries = max(0, int(retries))
         self.backoff = backoff
         self.concurrency = max(1, int(concurrency))
         # None: find out from /v1/models on first use.
         self.structured = structured
-        self.max_input_tokens = int(max_input_tokens or _setting("GUARD_MAX_INPUT_TOKENS", 2048))
-        self.max_new_tokens = int(max_new_tokens or _setting("GUARD_MAX_NEW_TOKENS", 96))
+        self.max_input_tokens = int(max_input_tokens or setting("GUARD_MAX_INPUT_TOKENS", 2048))
+        self.max_new_tokens = int(max_new_tokens or setting("GUARD_MAX_NEW_TOKENS", 96))
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         self._client = httpx.Client(
             base_url=self.base_url,

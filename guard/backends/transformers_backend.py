@@ -76,7 +76,7 @@ from typing import Any
 import torch
 
 from guard import contract
-from guard.backends.base import GuardError, GuardRequest
+from guard.backends.base import GuardError, GuardRequest, setting
 from guard.backends.batching import MIN_SHARED_PREFIX, partition, run_in_halving_batches
 from guard.backends.categories import CategoryTable, CategoryTrie, decide_categories
 from guard.backends.decoding import RegexConstraint, Vocabulary
@@ -96,14 +96,6 @@ logger = logging.getLogger(__name__)
 CATEGORY_TERMINATORS = (",", "\n")
 PREFIX_CACHE_ENTRIES = 8
 
-
-def _setting(name: str, default: Any) -> Any:
-    try:
-        from django.conf import settings
-
-        return getattr(settings, name, default) if settings.configured else default
-    except Exception:  # noqa: BLE001 - usable without Django (bench scripts, notebooks)
-        return default
 
 
 @dataclass
@@ -154,12 +146,12 @@ class TransformersBackend(InputsMixin, GenerationMixin, HeadsMixin):
         self.label = label or str(base_path)
         self.base_path = Path(base_path)
         self.adapter_path = Path(adapter_path) if adapter_path else None
-        self.device = self._pick_device(device or _setting("GUARD_DEVICE", "auto"))
+        self.device = self._pick_device(device or setting("GUARD_DEVICE", "auto"))
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.temperature = temperature
         self.thresholds: dict[str, float] = dict(thresholds or {})
-        self.max_input_tokens = int(max_input_tokens or _setting("GUARD_MAX_INPUT_TOKENS", 2048))
-        self.max_new_tokens = int(max_new_tokens or _setting("GUARD_MAX_NEW_TOKENS", 96))
+        self.max_input_tokens = int(max_input_tokens or setting("GUARD_MAX_INPUT_TOKENS", 2048))
+        self.max_new_tokens = int(max_new_tokens or setting("GUARD_MAX_NEW_TOKENS", 96))
         self.max_batch_size = int(max_batch_size or (256 if self.device.type == "cuda" else 64))
         # Padded tokens fed per forward (CPU cost is linear in them; padding is pure waste).
         self.max_batch_tokens = int(max_batch_tokens or (131072 if self.device.type == "cuda" else 8192))

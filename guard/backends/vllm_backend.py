@@ -20,20 +20,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from guard import contract
-from guard.backends.base import GuardError, GuardRequest
+from guard.backends.base import GuardError, GuardRequest, setting
 from guard.contract import SAFE, UNSAFE, Verdict
 
 LABEL_LINES_TOKENS = 48
 TOP_LOGPROBS = 20
 
-
-def _setting(name: str, default: Any) -> Any:
-    try:
-        from django.conf import settings
-
-        return getattr(settings, name, default) if settings.configured else default
-    except Exception:  # noqa: BLE001
-        return default
 
 
 def import_vllm() -> Any:
@@ -83,8 +75,8 @@ class VLLMBackend:
         self._SamplingParams = vllm.SamplingParams
         self.resolved = resolved
         self.temperature = resolved.temperature
-        self.max_input_tokens = int(max_input_tokens or _setting("GUARD_MAX_INPUT_TOKENS", 2048))
-        self.max_new_tokens = int(max_new_tokens or _setting("GUARD_MAX_NEW_TOKENS", 96))
+        self.max_input_tokens = int(max_input_tokens or setting("GUARD_MAX_INPUT_TOKENS", 2048))
+        self.max_new_tokens = int(max_new_tokens or setting("GUARD_MAX_NEW_TOKENS", 96))
         self.llm = vllm.LLM(
             model=str(resolved.base_path),
             enable_prefix_caching=True,
