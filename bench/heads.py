@@ -42,7 +42,7 @@ from policies import presets  # noqa: E402
 from trainer.head_data import heldout_sample  # noqa: E402
 
 TASKS = ("prompt", "response", "refusal")
-TOXICCHAT = ("toxicchat_train", "toxicchat_train_extra")
+TOXICCHAT = ("toxicchat_train.jsonl", "toxicchat_train_extra.jsonl")
 
 
 def f1_of(counts: list[dict]) -> float | None:
@@ -79,11 +79,31 @@ def latency(model: str, prompts: list[str], heads: bool) -> float:
     return round(statistics.median(times), 1)
 
 
+def teaching_seconds(model: str) -> float:
+    """The slowest refit of a taught policy: its examples embedded and every taught category's head fitted
+    (what a policy with 8 editor examples per category costs the first verdict that sees it)."""
+    from evaluation.policy_following import _spec, load_pairs, taught
+
+    backend = runtime.get_backend(model)
+    settings.GUARD_FEATURE_CACHE_IN_SERVING = False  # the examples' features computed, not read from disk
+    slowest = 0.0
+    for pair in taught(load_pairs())[::6]:
+        backend._text_vectors.clear()
+        backend._views.clear()
+        started = time.perf_counter()
+        backend.policy_view(_spec(pair["covering_policy"]))
+        slowest = max(slowest, time.perf_counter() - started)
+    settings.GUARD_FEATURE_CACHE_IN_SERVING = True
+    return round(slowest, 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(ROOT / "models" / "guardsite-guard-270m"))
     parser.add_argument("--data", type=Path, default=ROOT / "var" / "data" / "heldout")
     parser.add_argument("--no-logits", action="store_true", help="measure the heads only")
+    parser.add_argument("--logits-from", type=Path, default=None,
+                        help="take the logits' figures from an earlier --out (the same model and records: 20 min saved)")
     parser.add_argument("--latency-items", type=int, default=30)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -92,7 +112,13 @@ def main() -> None:
     ids = {r.id for r in sample}
     deciders = ["heads"] if args.no_logits else ["logits", "heads"]
     reports, following, latencies = {}, {}, {}
-    for decider in deciders:
+    if args.logits_from:
+        earlier = json.loads(args.logits_from.read_text())
+        reports["logits"] = earlier["reports"]["logits"]
+        following.update({k: v for k, v in earlier["policy_following"].items() if k.startswith("logits")})
+        latencies["logits"] = earlier["latency_ms"]["logits"]
+        deciders = ["logits", "heads"]
+    for decider in [d for d in deciders if d not in reports]:
         started = time.perf_counter()
         reports[decider] = run(args.model, args.data, ids, decider == "heads")
         following[decider] = pairs(args.model, decider == "heads")
@@ -100,7 +126,7 @@ def main() -> None:
         print(f"{decider}: judged {reports[decider]['n']} records + {following[decider]['n']} pairs in {time.perf_counter() - started:.0f} s",
               flush=True)
     latency_prompts = [r.prompt for r in sample if r.file == "toxicchat_train"][: args.latency_items]
-    for decider in deciders:
+    for decider in [d for d in deciders if d not in latencies]:
         latencies[decider] = latency(args.model, latency_prompts, decider == "heads")
 
     rows = []
@@ -134,8 +160,9 @@ def main() -> None:
     heads = getattr(backend, "heads", None)
     if heads is not None:
         info = heads.info
-        print(f"heads: fitted on {info.get('fit_records')} records; features {info.get('feature_seconds')} s at "
-              f"{info.get('feature_tokens_per_second')} tokens/s (cold cache); fit {info.get('fit_seconds')} s from cached features")
+        print(f"heads: fitted on {info.get('fit_records')} records; features {info.get('feature_seconds')} s "
+              f"({info.get('feature_tokens_per_second')} tokens/s over the texts not yet cached); fit {info.get('fit_seconds')} s")
+    print(f"refit of a taught policy (8 examples, embedded and fitted): {teaching_seconds(args.model)} s at most")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

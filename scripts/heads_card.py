@@ -33,8 +33,10 @@ def section(heads: dict, bench: dict | None) -> str:
         "(no policy in it), linear heads for prompt harm, response harm and refusal, a head per category of every corpus "
         "taxonomy, and zero-shot scores of any other category from its name and description (examples taught in the "
         "editor or by reviews refit it in milliseconds). Reason verdicts explain the heads' labels. Fitted on 2 CPU cores "
-        f"with `manage.py fit_heads` in {info.get('fit_seconds')} s from cached features "
-        f"({info.get('feature_seconds')} s to compute them, {info.get('feature_tokens_per_second')} tokens/s)."
+        f"with `manage.py fit_heads` in {info.get('fit_seconds')} s from cached features"
+        + (f" ({info.get('feature_seconds')} s to compute the new ones at {info.get('feature_tokens_per_second')} tokens/s)."
+           if info.get("feature_tokens_per_second") else " (every feature was already in the cache; a cold cache costs about "
+           "25 minutes for this sample on 2 cores, at 400-450 tokens/s).")
     )
     lines += ["", f"**Data**: {info.get('fit_records')} records of the training split (`{info.get('data')}`), 80% fitted, "
               f"{info.get('validation_percent')}% to choose and threshold each head (never the held-out split):", ""]

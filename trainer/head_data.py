@@ -21,10 +21,13 @@ from pathlib import Path
 from trainer.corpus import licence_for, read_jsonl
 
 CHAT_FILES = ("toxicchat_train", "toxicchat_train_extra", "openai_moderation_train")
+# Human response-harm labels (BeaverTails, PKU-SafeRLHF, DICES): the response head's best teachers.
+RESPONSE_FILES = ("gr_beavertails_test", "gr_saferlhf_test", "dices")
 # Per file and label: fit sample (train split) and measurement sample (held-out split).
 FIT_PER_LABEL = 90
 FIT_CHAT_PER_LABEL = 2000
 FIT_RESPONSE_PER_LABEL = 120
+FIT_HUMAN_RESPONSE_PER_LABEL = 300
 FIT_REFUSAL_PER_LABEL = 200
 FIT_PER_CATEGORY = 10
 HELDOUT_PER_LABEL = 60
@@ -109,6 +112,7 @@ def draw(
     chat_per_label: int,
     response_per_label: int,
     refusal_per_label: int,
+    human_response_per_label: int | None = None,
     per_category: int,
     seed: str = "heads-v1",
     files: Mapping[str, list[HeadRecord]] | None = None,
@@ -119,7 +123,8 @@ def draw(
     for name, records in loaded.items():
         prompt_limit = chat_per_label if name in CHAT_FILES else per_label
         _take(records, "prompt_label", prompt_limit, seed, sample)
-        _take([r for r in records if r.response], "response_label", response_per_label, seed, sample)
+        response_limit = human_response_per_label if human_response_per_label and name in RESPONSE_FILES else response_per_label
+        _take([r for r in records if r.response], "response_label", response_limit, seed, sample)
         _take([r for r in records if r.response], "refusal_label", refusal_per_label, seed, sample)
         if per_category:
             by_category: dict[tuple[str, str], list[HeadRecord]] = defaultdict(list)
@@ -140,6 +145,7 @@ def fit_sample(directory: Path) -> list[HeadRecord]:
         response_per_label=FIT_RESPONSE_PER_LABEL,
         refusal_per_label=FIT_REFUSAL_PER_LABEL,
         per_category=FIT_PER_CATEGORY,
+        human_response_per_label=FIT_HUMAN_RESPONSE_PER_LABEL,
     )
 
 
