@@ -23,7 +23,6 @@ it stopped and a refit only computes new texts.
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 import threading
 import time
@@ -363,6 +362,3 @@ def extractor_for(backend: Any, cache_dir: Path | None = None, *, cached: bool =
         max_batch_size=256 if on_cuda else 64,
     )
 
-
-def describe(layout: FeatureLayout, fingerprint: str) -> str:
-    return json.dumps({"fingerprint": fingerprint, **layout.to_json()})
