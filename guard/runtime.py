@@ -190,7 +190,7 @@ def get_backend(model: str | None = None, calibration: Calibration | None = None
     with _lock:
         backend = _backends.get(key)
         if backend is None:
-            backend = _create(kind, model, resolved)
+            backend = _create(kind, model, resolved, heads=heads)
             _backends[key] = backend
     if resolved is not None and hasattr(backend, "temperature"):
         # A re-calibrated model version takes effect without reloading the weights.
@@ -204,7 +204,7 @@ def get_backend(model: str | None = None, calibration: Calibration | None = None
     return backend
 
 
-def _create(kind: str, model: str | None, resolved: ResolvedModel | None) -> GuardBackend:
+def _create(kind: str, model: str | None, resolved: ResolvedModel | None, *, heads: bool = True) -> GuardBackend:
     if kind == "openai":
         from guard.backends.openai_backend import OpenAIBackend
 
@@ -223,7 +223,7 @@ def _create(kind: str, model: str | None, resolved: ResolvedModel | None) -> Gua
         label=resolved.label,
         temperature=resolved.calibration.temperature,
         thresholds=resolved.calibration.thresholds,
-        heads_path=resolved.heads_path,
+        heads_path=resolved.heads_path if heads else None,
     )
 
 
