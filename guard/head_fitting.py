@@ -127,6 +127,13 @@ class ZeroShotCase:
     cosines: np.ndarray  # (k,)
     gold: np.ndarray  # (k,) bool
     custom: bool
+    # (k,) bool: the categories zero-shot decides (None: all); the others (borrowing a trained head)
+    # only take part in the relative cosine.
+    fires: np.ndarray | None = None
+
+    @property
+    def firing(self) -> np.ndarray:
+        return np.ones(len(self.cosines), dtype=bool) if self.fires is None else self.fires
 
 
 def _relative(cosines: np.ndarray) -> np.ndarray:
@@ -154,8 +161,9 @@ def fit_zero_shot(
     rows, gold = [], []
     for case in custom:
         rel = _relative(case.cosines)
-        rows += list(zip(case.cosines, rel, strict=True))
-        gold += list(case.gold)
+        firing = case.firing
+        rows += list(zip(case.cosines[firing], rel[firing], strict=True))
+        gold += list(case.gold[firing])
     model = LogisticRegression(C=10.0, max_iter=2000, class_weight="balanced").fit(np.array(rows), np.array(gold))
     a, b = (float(v) for v in model.coef_[0])
     c = float(model.intercept_[0])
@@ -163,11 +171,15 @@ def fit_zero_shot(
     def prob(cos: np.ndarray) -> np.ndarray:
         return _sigmoid(a * cos + b * _relative(cos) + c)
 
-    best = max(case_max for case_max in [prob(case.cosines).max() for case in custom]) if custom else 1.0
+    def firing_probabilities(case: ZeroShotCase) -> np.ndarray:
+        return np.where(case.firing, prob(case.cosines), -1.0)
+
+    maxima = np.array([firing_probabilities(case).max() for case in custom])
+    best = float(maxima.max()) if custom else 1.0
     candidates = np.linspace(0.3, min(0.99, best), 70)
-    maxima = np.array([prob(case.cosines).max() for case in custom])
-    argmax_right = np.array([bool(case.gold.any()) and bool(case.gold[int(np.argmax(prob(case.cosines)))]) for case in custom])
-    violating = np.array([bool(case.gold.any()) for case in custom])
+    argmax_right = np.array([bool(case.gold.any()) and bool(case.gold[int(np.argmax(firing_probabilities(case)))])
+                             for case in custom])
+    violating = np.array([bool(case.gold[case.firing].any()) for case in custom])
 
     def accuracy(threshold: float) -> float:
         fired = maxima >= threshold

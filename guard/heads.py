@@ -9,17 +9,21 @@ heads, fitted on a CPU in minutes (``guard.head_fitting``, ``manage.py fit_heads
 * **category heads**: one per category of every corpus taxonomy with labelled examples,
   P(category | the text is unsafe), found for a policy's category by its name and
   description (``category_key``), so a preset or a copy of one gets its trained head;
+* **borrowed heads**: a category worded differently from a trained one but meaning the same
+  ("Crime and fraud" for the corpus's "Non-violent crimes": its description's centred vector
+  within ``ZeroShot.borrow_threshold`` of a trained category's) reads that trained head;
 * **zero-shot**: any other category (an operator's own) is scored by the cosine between
-  the text's and the category's "name: description" final-layer states, both centred on
-  the corpus, calibrated into a probability on corpus and custom categories; a category's
-  examples (the editor's "violates"/"allowed" lines, reviewers' decisions) refit a small
-  per-category head in milliseconds (``example_head``).
+  the text's and the category's "name: description" similarity-layer states, both centred,
+  calibrated into a probability on the custom-category pool; a category's examples (the
+  editor's "violates"/"allowed" lines, reviewers' decisions) refit a small per-category head
+  in milliseconds (``example_head``).
 
 The decision under a policy (``GuardHeads.judge``): a text is unsafe when the harm head
-fires and the policy covers it (it has a trained category, or one of its categories is
-similar enough), or when one of the policy's own (zero-shot or taught) categories fires by
-itself; a text only a category missing from the policy covers is safe under it. The codes
-are the fired categories, else the policy's best-matching one.
+fires and the policy covers it (a category of a corpus taxonomy or preset; a borrowed category
+whose P(category | unsafe) reaches 0.5; or one of its own categories similar enough), or when
+one of the policy's own (zero-shot or taught) categories fires by itself; trained and borrowed
+categories never fire without the harm head. A text only a category missing from the policy
+covers is safe under it. The codes are the fired categories, else the policy's best-matching one.
 
 Heads are stored beside the model (``heads/heads.json`` + ``heads/heads.npz``, plain
 arrays: nothing is unpickled) with the backbone fingerprint they were fitted on; loading
@@ -46,7 +50,7 @@ ARRAYS_FILE = "heads.npz"
 HEADS_FORMAT = 1
 # Inputs a head reads: the prompt's vector, the response's, or both side by side.
 SOURCES = ("prompt", "response", "pair")
-BLOCKS = ("taps", "final", "all")
+BLOCKS = ("taps", "similarity", "all")
 
 
 class HeadsError(GuardError):
@@ -94,8 +98,8 @@ class LinearHead:
         def pick(vectors: np.ndarray) -> np.ndarray:
             if self.blocks == "taps":
                 return layout.taps(vectors)
-            if self.blocks == "final":
-                return layout.final(vectors)
+            if self.blocks == "similarity":
+                return layout.similarity(vectors)
             return vectors
 
         if self.source == "prompt":
@@ -141,7 +145,7 @@ class CategoryHead:
 
 @dataclass
 class ZeroShot:
-    """Cosine similarity of centred final-layer states, calibrated: ``P = sigmoid(a*cos + b*rel + c)``,
+    """Cosine similarity of centred similarity-layer states, calibrated: ``P = sigmoid(a*cos + b*rel + c)``,
     ``rel`` = the cosine minus the best of the policy's other categories."""
 
     text_center: np.ndarray
@@ -154,12 +158,16 @@ class ZeroShot:
     background: np.ndarray  # (m, hidden) unit vectors of centred safe corpus texts: example heads' negatives
     # A taught category (examples) fires when its example head says so: its own balanced boundary.
     taught_threshold: float = 0.5
+    # A category whose description is this close to a trained category's (centred cosine in the category
+    # space) reads that category's head ("borrows" it): "Crime and fraud" written by an operator is the
+    # corpus's "Non-violent crimes". Fitted between the general harm categories and the custom pool's.
+    borrow_threshold: float = 1.01
 
-    def text_units(self, final: np.ndarray) -> np.ndarray:
-        return _unit(final - self.text_center)
+    def text_units(self, vectors: np.ndarray) -> np.ndarray:
+        return _unit(vectors - self.text_center)
 
-    def category_units(self, final: np.ndarray) -> np.ndarray:
-        return _unit(final - self.category_center)
+    def category_units(self, vectors: np.ndarray) -> np.ndarray:
+        return _unit(vectors - self.category_center)
 
     def probabilities(self, cosines: np.ndarray) -> np.ndarray:
         """(n, k) cosines of n texts with a policy's k categories -> (n, k) probabilities."""
@@ -173,7 +181,7 @@ class ZeroShot:
 
 @dataclass
 class ExampleHead:
-    """A category taught by examples: a tiny logistic head on the centred unit final-layer states."""
+    """A category taught by examples: a tiny logistic head on the centred unit similarity-layer states."""
 
     coef: np.ndarray
     bias: float
@@ -254,6 +262,8 @@ class PolicyView:
     # Categories of a corpus taxonomy or a preset (by ``category_key``): a policy made of them relies
     # on the harm heads, as those taxonomies were labelled (no coverage check).
     known: list[bool] = field(default_factory=list)
+    # Categories reading a trained head they were matched to by description (``GuardHeads.nearest_head``).
+    borrowed: list[bool] = field(default_factory=list)
 
 
 @dataclass
@@ -267,6 +277,19 @@ class GuardHeads:
     zero_shot: ZeroShot
     info: dict[str, Any] = field(default_factory=dict)
     known_categories: frozenset[str] = frozenset()
+    # (len(categories), hidden) centred unit description vectors of the trained categories, in
+    # ``categories``' order: what a policy's other categories are matched against to borrow a head.
+    category_units: np.ndarray | None = None
+
+    def nearest_head(self, unit: np.ndarray) -> tuple[CategoryHead | None, float]:
+        """The trained category whose description is closest to ``unit`` (a category-space unit
+        vector), if it is close enough to borrow its head, and the cosine."""
+        if self.category_units is None or not len(self.category_units):
+            return None, 0.0
+        cosines = self.category_units @ unit
+        best = int(np.argmax(cosines))
+        head = list(self.categories.values())[best]
+        return (head if cosines[best] >= self.zero_shot.borrow_threshold else None), float(cosines[best])
 
     # ----------------------------------------------------------------- judging
 
@@ -279,9 +302,12 @@ class GuardHeads:
         judged = prompt if response is None else np.where(np.isnan(response), prompt, response)
         free = [j for j, head in enumerate(view.heads) if head is None]
         if free:
-            units = self.zero_shot.text_units(self.layout.final(judged))
-            cosines = units @ view.units[free].T
-            zs = self.zero_shot.probabilities(cosines)
+            # The relative cosine compares a category with all of the policy's described categories,
+            # borrowed ones included, as the calibration on the custom pool did.
+            described = [j for j in range(k) if view.heads[j] is None or (view.borrowed and view.borrowed[j])]
+            units = self.zero_shot.text_units(self.layout.similarity(judged))
+            zs_all = self.zero_shot.probabilities(units @ view.units[described].T)
+            zs = zs_all[:, [described.index(j) for j in free]]
             for column, j in enumerate(free):
                 taught = view.examples[j]
                 # A taught category is read by its examples' head alone: measured on the custom pool,
@@ -306,12 +332,17 @@ class GuardHeads:
         scores = self.category_scores(view, prompt, response if response is not None and any(has_response) else None)
         trained = [head is not None for head in view.heads]
         own = [j for j, t in enumerate(trained) if not t]
+        borrowed = [j for j, b in enumerate(view.borrowed) if b]
         decisions = []
         for i in range(n):
             row = scores[i]
             fired = [j for j in own if row[j] >= (self.zero_shot.taught_threshold if view.examples[j] else self.zero_shot.fire_threshold)]
-            covered = any(trained) or any(view.known) or (
-                bool(own) and bool(max(row[j] for j in own) >= self.zero_shot.cover_threshold)
+            # Covered: a category of a corpus taxonomy or preset (they were labelled with the harm heads'
+            # meaning), a borrowed category that this harm falls under, or an own category close enough.
+            covered = (
+                any(view.known)
+                or any(row[j] >= 0.5 for j in borrowed)
+                or (bool(own) and bool(max(row[j] for j in own) >= self.zero_shot.cover_threshold))
             )
             prompt_harm = bool(p_prompt[i] >= self.prompt.threshold)
             response_harm = None
@@ -368,6 +399,8 @@ class GuardHeads:
             arrays.update(category.head.arrays(f"category.{key}"))
         zs = self.zero_shot
         arrays.update({"zs.text_center": zs.text_center, "zs.category_center": zs.category_center, "zs.background": zs.background})
+        if self.category_units is not None:
+            arrays["category_units"] = self.category_units
         meta = {
             "format": HEADS_FORMAT,
             "fingerprint": self.fingerprint,
@@ -376,7 +409,8 @@ class GuardHeads:
             "categories": categories,
             "zero_shot": {"weight_cos": zs.weight_cos, "weight_rel": zs.weight_rel, "bias": zs.bias,
                           "fire_threshold": zs.fire_threshold, "cover_threshold": zs.cover_threshold,
-                          "taught_threshold": zs.taught_threshold},
+                          "taught_threshold": zs.taught_threshold, "borrow_threshold": zs.borrow_threshold},
+            "category_order": list(self.categories),
             "info": self.info,
             "known_categories": sorted(self.known_categories),
         }
@@ -411,8 +445,7 @@ def load(directory: Path, fingerprint: str | None = None) -> GuardHeads:
             f"heads in {directory} were fitted for backbone {meta.get('fingerprint')!r}, not for this model's "
             f"{fingerprint!r} (other weights, or another feature recipe); refit them with `manage.py fit_heads`"
         )
-    layout_meta = meta["layout"]
-    layout = FeatureLayout(hidden=int(layout_meta["hidden"]), layers=tuple(layout_meta["layers"]), version=layout_meta["version"])
+    layout = FeatureLayout.from_json(meta["layout"])
     tasks = meta["tasks"]
 
     def task(name: str) -> LinearHead | None:
@@ -432,7 +465,12 @@ def load(directory: Path, fingerprint: str | None = None) -> GuardHeads:
         weight_cos=float(zs["weight_cos"]), weight_rel=float(zs["weight_rel"]), bias=float(zs["bias"]),
         fire_threshold=float(zs["fire_threshold"]), cover_threshold=float(zs["cover_threshold"]),
         taught_threshold=float(zs.get("taught_threshold", 0.5)),
+        borrow_threshold=float(zs.get("borrow_threshold", 1.01)),
     )
+    order = meta.get("category_order")
+    if order is not None:
+        categories = {key: categories[key] for key in order}
+    category_units = np.asarray(arrays["category_units"], dtype=np.float32) if "category_units" in arrays else None
     return GuardHeads(fingerprint=meta["fingerprint"], layout=layout, prompt=prompt, response=task("response"),
                       refusal=task("refusal"), categories=categories, zero_shot=zero_shot, info=meta.get("info", {}),
-                      known_categories=frozenset(meta.get("known_categories", ())))
+                      known_categories=frozenset(meta.get("known_categories", ())), category_units=category_units)

@@ -108,7 +108,7 @@ def fit_tiny_heads(backend: object, directory: Path, trained: tuple = (), *, fir
         key = category_key(category)
         categories[key] = CategoryHead(key=key, taxonomy="tiny", code=category.code, name=category.name, head=head,
                                        positives=int(y.sum()))
-    finals = layout.final(prompts)
+    finals = layout.similarity(prompts)
     centred = finals[len(TINY_UNSAFE):] - finals.mean(axis=0)
     zero_shot = ZeroShot(
         text_center=finals.mean(axis=0), category_center=np.zeros(layout.hidden, dtype=np.float32),

@@ -35,7 +35,7 @@ from guard.head_fitting import (
 )
 from guard.heads import CategoryHead, GuardHeads, category_key, category_text
 from trainer.head_data import HeadRecord, fit_sample
-from trainer.policy_following import training_records
+from trainer.policy_following import GENERAL_CATEGORIES, TRAIN_CATEGORIES, training_records
 
 VALIDATION_PERCENT = 20
 MIN_CATEGORY_POSITIVES = 3
@@ -134,7 +134,7 @@ class HeadFitter:
         policies = taxonomy_policies(taxonomies_path)
         vectors = judged(prompt, response)
         categories = self._category_heads(records, vectors, validation, policies)
-        zero_shot, zero_shot_report = self._zero_shot(records, prompt, vectors, validation, policies)
+        zero_shot, zero_shot_report, category_units = self._zero_shot(records, prompt, validation, policies, categories)
         fit_seconds = time.perf_counter() - fit_started
 
         files = Counter(r.file for r in records)
@@ -156,7 +156,7 @@ class HeadFitter:
         known |= {category_key(c) for spec in _general_policies() for c in spec.categories}
         return GuardHeads(fingerprint=self.fingerprint, layout=layout, prompt=prompt_head, response=response_head,
                           refusal=refusal_head, categories=categories, zero_shot=zero_shot, info=info,
-                          known_categories=frozenset(known))
+                          known_categories=frozenset(known), category_units=category_units)
 
     # ----------------------------------------------------------------- categories
 
@@ -187,53 +187,110 @@ class HeadFitter:
         return heads
 
     def _zero_shot(
-        self, records: list[HeadRecord], prompt: np.ndarray, vectors: np.ndarray, validation: np.ndarray,
-        policies: dict[str, tuple[PolicySpec, dict[str, str]]],
-    ) -> tuple[Any, dict]:
+        self, records: list[HeadRecord], prompt: np.ndarray, validation: np.ndarray,
+        policies: dict[str, tuple[PolicySpec, dict[str, str]]], categories: dict[str, CategoryHead],
+    ) -> tuple[Any, dict, np.ndarray]:
         """Zero-shot calibration on the custom-category training pool: its records (a violating text under
         a covering policy, the same text under a policy without that category or describing it as allowed,
         a benign text) as ``trainer.policy_following`` builds them for training; none of the evaluation's
-        categories."""
+        categories. Also returns the trained categories' description vectors (borrowing, below)."""
         layout = self.layout
         pool = training_records(POOL_RECORDS, seed=0)
         category_specs = [c for spec, _ in policies.values() for c in spec.categories]
         category_specs += [c for spec in _general_policies() for c in spec.categories]
         category_specs += [c for record in pool for c in record.policy.categories]
+        by_key = {category_key(c): c for spec, _ in policies.values() for c in spec.categories}
+        trained_specs = [by_key[key] for key in categories]
+        general = [CategorySpec(code="G", name=name, description=description) for name, description in GENERAL_CATEGORIES]
+        custom = [CategorySpec(code="C", name=c.name, description=c.description) for c in TRAIN_CATEGORIES]
+        category_specs += [*general, *custom]
         texts = list(dict.fromkeys(category_text(c) for c in category_specs))
         pool_texts = list(dict.fromkeys(record.prompt for record in pool))
         encoded, _ = self._encode([(t, None) for t in texts + pool_texts], "category descriptions and the custom pool")
-        category_final = dict(zip(texts, layout.final(encoded[: len(texts)]), strict=True))
-        pool_final = dict(zip(pool_texts, layout.final(encoded[len(texts) :]), strict=True))
+        category_final = dict(zip(texts, layout.similarity(encoded[: len(texts)]), strict=True))
+        pool_final = dict(zip(pool_texts, layout.similarity(encoded[len(texts) :]), strict=True))
 
-        text_center = layout.final(prompt).mean(axis=0)
-        category_center = np.mean(list(category_final.values()), axis=0)
+        # Where the cosines are centred, chosen on the pool like the calibration: the corpus (mostly
+        # harmful prompts, every taxonomy's categories) or the everyday traffic of the custom pool
+        # (its texts, its categories and the general ones). Measured in the note of issue 20.
+        centres = {
+            "corpus": (layout.similarity(prompt).mean(axis=0), np.mean(list(category_final.values()), axis=0)),
+            "custom pool": (
+                np.mean(list(pool_final.values()), axis=0),
+                np.mean([category_final[category_text(c)] for record in pool for c in record.policy.categories], axis=0),
+            ),
+        }
+        unsafe = [i for i, r in enumerate(records) if r.prompt_label == "unsafe" and not validation[i]]
+        safe = [i for i, r in enumerate(records) if r.prompt_label == "safe" and not validation[i]]
+        self.rng.shuffle(safe)
+        trials = []
+        for centre_name, (text_center, category_center) in centres.items():
 
-        def unit_text(final: np.ndarray) -> np.ndarray:
-            centred = final - text_center
+            def unit_categories(specs: list[CategorySpec], center: np.ndarray = category_center) -> np.ndarray:
+                centred = np.stack([category_final[category_text(c)] for c in specs]) - center
+                return centred / np.maximum(np.linalg.norm(centred, axis=-1, keepdims=True), 1e-6)
+
+            trained_units = unit_categories(trained_specs)
+            borrow_threshold, borrow_report = _borrow_threshold(
+                trained_units, unit_categories(general), unit_categories(custom)
+            )
+            zero_shot, report = self._calibrate(pool, prompt, unsafe, safe, unit_categories, pool_final, text_center,
+                                                category_center, trained_units, borrow_threshold)
+            zero_shot.borrow_threshold = borrow_threshold
+            report["borrowing"] = borrow_report
+            trials.append((zero_shot, report, trained_units, centre_name))
+            self.log(f"zero-shot centred on the {centre_name}: {report}")
+        # A centre whose borrowing separates the general harm categories from the custom ones first (a
+        # general category left to zero-shot fires alone on everyday texts), then the better pool accuracy.
+        zero_shot, report, trained_units, centre_name = max(
+            trials, key=lambda t: (t[1]["borrowing"]["general_min"] > t[1]["borrowing"]["custom_max"], t[1]["custom_case_accuracy"])
+        )
+        report = {**report, "centred_on": centre_name,
+                  "custom_case_accuracy_by_centre": {t[3]: t[1]["custom_case_accuracy"] for t in trials}}
+        self.log(f"zero-shot: {report}")
+        return zero_shot, report, trained_units.astype(np.float32)
+
+    def _calibrate(
+        self, pool: list, prompt: np.ndarray, unsafe: list[int], safe: list[int],
+        unit_categories: Callable[[list[CategorySpec]], np.ndarray], pool_final: dict[str, np.ndarray],
+        text_center: np.ndarray, category_center: np.ndarray, trained_units: np.ndarray, borrow_threshold: float,
+    ) -> tuple[Any, dict]:
+        """``fit_zero_shot`` on the pool's cases as serving will see them: a category that borrows a
+        trained head takes part in the relative cosine but never fires by itself."""
+        layout = self.layout
+
+        def unit_text(vectors: np.ndarray) -> np.ndarray:
+            centred = vectors - text_center
             return centred / np.maximum(np.linalg.norm(centred, axis=-1, keepdims=True), 1e-6)
-
-        def unit_categories(specs: list[CategorySpec]) -> np.ndarray:
-            finals = np.stack([category_final[category_text(c)] for c in specs]) - category_center
-            return finals / np.maximum(np.linalg.norm(finals, axis=-1, keepdims=True), 1e-6)
 
         cases = []
         for record in pool:
             categories = list(record.policy.categories)
             if not categories:
                 continue
-            cosines = unit_categories(categories) @ unit_text(pool_final[record.prompt])
+            units = unit_categories(categories)
+            cosines = units @ unit_text(pool_final[record.prompt])
             gold = np.array([record.unsafe and c.code == record.code for c in categories])
-            cases.append(ZeroShotCase(cosines, gold, custom=True))
+            fires = (units @ trained_units.T).max(axis=1) < borrow_threshold
+            cases.append(ZeroShotCase(cosines, gold, custom=True, fires=fires))
         general_units = unit_categories(list(_general_policies()[0].categories))
-        unsafe = [i for i, r in enumerate(records) if r.prompt_label == "unsafe" and not validation[i]]
-        cover_cosines = [general_units @ unit_text(layout.final(prompt[i])) for i in unsafe[:1500]]
-        safe = [i for i, r in enumerate(records) if r.prompt_label == "safe" and not validation[i]]
-        self.rng.shuffle(safe)
-        background = unit_text(layout.final(prompt[safe[:BACKGROUND_TEXTS]]))
-        zero_shot, report = fit_zero_shot(cases, text_center=text_center, category_center=category_center,
-                                          background=background, cover_cosines=cover_cosines)
-        self.log(f"zero-shot: {report}")
-        return zero_shot, report
+        cover_cosines = [general_units @ unit_text(layout.similarity(prompt[i])) for i in unsafe[:1500]]
+        background = unit_text(layout.similarity(prompt[safe[:BACKGROUND_TEXTS]]))
+        return fit_zero_shot(cases, text_center=text_center, category_center=category_center,
+                             background=background, cover_cosines=cover_cosines)
+
+
+def _borrow_threshold(trained: np.ndarray, general: np.ndarray, custom: np.ndarray) -> tuple[float, dict]:
+    """How close (centred cosine of descriptions) an operator's category must be to a trained one to
+    read its head: midway between the general harm categories operators write
+    (``trainer.policy_following.GENERAL_CATEGORIES``: they should borrow) and the custom pool's
+    categories (they should not)."""
+    general_nearest = (general @ trained.T).max(axis=1)
+    custom_nearest = (custom @ trained.T).max(axis=1)
+    low, high = float(custom_nearest.max()), float(general_nearest.min())
+    # With no gap, borrow only above every custom category (an operator's own category must stay its own).
+    threshold = (low + high) / 2 if high > low else low + 0.01
+    return threshold, {"threshold": round(threshold, 4), "general_min": round(high, 4), "custom_max": round(low, 4)}
 
 
 def fit_model_heads(

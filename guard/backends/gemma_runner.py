@@ -280,6 +280,7 @@ class GemmaRunner:
         tree_visible: torch.Tensor | None = None,
         capture: Collection[int] = (),
         captured: list[torch.Tensor] | None = None,
+        stop_after: int | None = None,
     ) -> torch.Tensor:
         """Feed one right-padded chunk ``ids`` (B, T) and return final-normed hidden
         states (B, T, hidden). Row ``r``'s real tokens are its first ``lengths[r]``
@@ -292,6 +293,8 @@ class GemmaRunner:
         ``capture``: layer counts (8 = the residual stream after the 8th decoder
         layer) whose hidden states are appended to ``captured``, in order, for the
         latent heads (``guard.features``); the final-normed states are returned as always.
+        ``stop_after``: run only that many decoder layers (features that need no deeper layer;
+        the cache is left unusable for further chunks, and the return value is not meaningful).
         """
         batch, width = ids.shape
         device = self.device
@@ -347,6 +350,8 @@ class GemmaRunner:
             x = residual + self._norm(h, layer.post_feedforward_norm)
             if captured is not None and index + 1 in capture:
                 captured.append(x)
+            if stop_after is not None and index + 1 >= stop_after:
+                return x
 
         if tree_depth is None:
             cache.slot_pos[:, start:end] = positions

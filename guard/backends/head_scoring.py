@@ -106,24 +106,28 @@ class HeadsMixin:
         hidden = heads.layout.hidden
         units = np.zeros((len(spec.categories), hidden), dtype=np.float32)
         examples: list[ExampleHead | None] = [None] * len(spec.categories)
+        borrowed = [False] * len(spec.categories)
         free = [j for j, head in enumerate(trained) if head is None]
         if free:
-            finals = heads.layout.final(self._vectors([category_text(spec.categories[j]) for j in free]))
+            finals = heads.layout.similarity(self._vectors([category_text(spec.categories[j]) for j in free]))
             units[free] = heads.zero_shot.category_units(finals)
             for j in free:
                 category = spec.categories[j]
                 taught = [*category.violating_examples, *category.taught_violating]
                 near_misses = [*category.allowed_examples, *category.taught_allowed]
+                if not taught:
+                    trained[j], _ = heads.nearest_head(units[j])
+                    borrowed[j] = trained[j] is not None
                 if taught:
-                    positive = heads.zero_shot.text_units(heads.layout.final(self._vectors(taught)))
+                    positive = heads.zero_shot.text_units(heads.layout.similarity(self._vectors(taught)))
                     negative = (
-                        heads.zero_shot.text_units(heads.layout.final(self._vectors(near_misses)))
+                        heads.zero_shot.text_units(heads.layout.similarity(self._vectors(near_misses)))
                         if near_misses
                         else np.zeros((0, hidden), dtype=np.float32)
                     )
                     examples[j] = example_head(positive, negative, heads.zero_shot.background)
         known = [category_key(c) in heads.known_categories for c in spec.categories]
-        view = PolicyView(spec=spec, heads=trained, units=units, examples=examples, known=known)
+        view = PolicyView(spec=spec, heads=trained, units=units, examples=examples, known=known, borrowed=borrowed)
         with self._views_lock:
             self._views[spec] = view
             while len(self._views) > POLICY_VIEWS:

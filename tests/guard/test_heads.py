@@ -18,6 +18,7 @@ from guard.contract import CategorySpec, PolicySpec
 from guard.features import FeatureExtractor, FeatureLayout, FeatureStore, backbone_fingerprint
 from guard.head_fitting import Split, best_threshold, fit_linear_head
 from guard.heads import (
+    CategoryHead,
     GuardHeads,
     HeadsError,
     LinearHead,
@@ -57,6 +58,25 @@ def test_a_prompt_without_a_response_has_no_response_vector(tiny_backend):
     extractor = FeatureExtractor(tiny_backend.runner, tiny_backend.tokenizer)
     _, response = extractor.encode([("hello", None), ("hello", "hi there")])
     assert np.isnan(response[0]).all() and not np.isnan(response[1]).any()
+
+
+def test_the_forward_stops_at_the_similarity_layer_without_changing_what_it_captures(tiny_backend):
+    import torch
+
+    from guard.backends.gemma_runner import RowCache
+
+    extractor = FeatureExtractor(tiny_backend.runner, tiny_backend.tokenizer)
+    layout = extractor.layout
+    assert layout.similarity_layer == max(layout.captured) <= tiny_backend.runner.num_layers
+    vectors, _ = extractor.encode([("How do I pick a lock?", None)])
+    row = extractor._rows([("How do I pick a lock?", None)])[0]
+    ids = torch.tensor([row.ids])
+    captured: list[torch.Tensor] = []
+    tiny_backend.runner.forward(RowCache(tiny_backend.runner, 1, len(row.ids), None), ids,
+                                capture=(layout.similarity_layer,), captured=captured)  # every layer, no stop
+    a, b = row.prompt_span
+    full = captured[0][0, a:b].detach().float().mean(dim=0).numpy()
+    np.testing.assert_allclose(layout.similarity(vectors)[0], full, atol=2e-2, rtol=2e-2)
 
 
 def test_a_cached_text_is_never_computed_again(tiny_backend, tmp_path):
@@ -133,7 +153,7 @@ def test_examples_teach_a_category_its_near_misses_stay_out():
 
 
 def _vector_heads(fire: float = 0.5) -> tuple[GuardHeads, FeatureLayout]:
-    """Heads over 2-float blocks: the prompt head reads block 0 (harm), zero-shot reads the final block."""
+    """Heads over 2-float blocks: the prompt head reads block 0 (harm), zero-shot reads the similarity block."""
     layout = FeatureLayout(hidden=2, layers=(1,))
     prompt = LinearHead(source="prompt", blocks="taps", mean=np.zeros(2), scale=np.ones(2), coef=np.array([4.0, 0.0]),
                         bias=-2.0, threshold=0.5)
@@ -155,7 +175,7 @@ VIOLENCE = CategorySpec("C2", "Violence", "threats and violent acts")
 
 def test_a_custom_category_makes_a_harmless_text_unsafe_under_a_policy_that_has_it():
     heads, _ = _vector_heads()
-    horoscope = np.array([[0.0, 0.0, 1.0, 0.0]])  # harm block 0; final block points at astrology
+    horoscope = np.array([[0.0, 0.0, 1.0, 0.0]])  # harm block 0; similarity block points at astrology
     covering = PolicySpec("covering", (ASTROLOGY, VIOLENCE))
     decision = heads.judge(_view(covering, [[1.0, 0.0], [0.0, 1.0]]), horoscope, None, [False])[0]
     assert decision.prompt_label == "unsafe" and decision.categories == ["C1"]
@@ -189,6 +209,44 @@ def test_every_category_of_the_policy_gets_a_score_even_without_examples():
                            np.array([[0.0, 0.0, 0.2, 0.1]]), None, [False])[0]
     assert [s.code for s in decision.scores] == ["C1", "C2"]
     assert all(s.source == "zero-shot" and 0.0 < s.probability < 1.0 for s in decision.scores)
+
+
+def _category_head(bias: float) -> CategoryHead:
+    """A trained category head over the 2-float taps whose P(category | unsafe) is sigmoid(bias)."""
+    head = LinearHead(source="prompt", blocks="taps", mean=np.zeros(2), scale=np.ones(2), coef=np.zeros(2), bias=bias)
+    return CategoryHead(key="k", taxonomy="corpus", code="X", name="Violent crimes", head=head, positives=9)
+
+
+def test_an_operators_wording_of_a_trained_category_borrows_its_head():
+    heads, _ = _vector_heads()
+    heads.categories = {"k": _category_head(0.0)}
+    heads.category_units = np.array([[1.0, 0.0]])
+    heads.zero_shot.borrow_threshold = 0.9
+    close = np.array([0.99, 0.14]) / np.linalg.norm([0.99, 0.14])
+    assert heads.nearest_head(close)[0] is heads.categories["k"]
+    assert heads.nearest_head(np.array([0.0, 1.0]))[0] is None
+
+
+def _borrowed_view(head: CategoryHead) -> PolicyView:
+    spec = PolicySpec("operator's words", (VIOLENCE,))
+    return PolicyView(spec=spec, heads=[head], units=np.array([[1.0, 0.0]]), examples=[None], borrowed=[True])
+
+
+def test_a_borrowed_category_never_fires_without_the_harm_head():
+    heads, _ = _vector_heads()
+    view = _borrowed_view(_category_head(8.0))
+    harmless = np.array([[0.0, 0.0, 1.0, 0.0]])  # harm block 0 low
+    harmful = np.array([[2.0, 0.0, 1.0, 0.0]])
+    assert heads.judge(view, harmless, None, [False])[0].prompt_label == "safe"
+    decision = heads.judge(view, harmful, None, [False])[0]
+    assert decision.prompt_label == "unsafe" and decision.categories == ["C2"]
+    assert decision.scores[0].source == "head"
+
+
+def test_harm_outside_every_borrowed_category_is_safe_under_the_policy():
+    heads, _ = _vector_heads()
+    decision = heads.judge(_borrowed_view(_category_head(-8.0)), np.array([[2.0, 0.0, -1.0, 0.0]]), None, [False])[0]
+    assert decision.covered is False and decision.prompt_label == "safe"
 
 
 # --------------------------------------------------------------------------- storage
