@@ -19,7 +19,9 @@ import numpy as np
 
 from guard.heads import LinearHead, ZeroShot, _sigmoid
 
-LOGISTIC_STRENGTHS = (0.005, 0.02, 0.1)
+# The response head chose the weakest strength when the grid started at 0.005, so the grid goes one
+# step further (validation AP 81.7 -> 81.9; held-out response F1 76.1 -> 77.3, in the note of issue 20).
+LOGISTIC_STRENGTHS = (0.002, 0.005, 0.02, 0.1)
 
 
 @dataclass
