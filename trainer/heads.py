@@ -183,7 +183,8 @@ class HeadFitter:
                 head = fit_category_head(x, y, source="prompt", blocks="taps")
                 key = category_key(category)
                 heads[key] = CategoryHead(key=key, taxonomy=taxonomy, code=code, name=category.name, head=head, positives=int(y.sum()))
-        self.log(f"category heads: {len(heads)} across {len(by_taxonomy)} taxonomies")
+        # Counted where a head was fitted (a taxonomy can have labelled records but no category with enough).
+        self.log(f"category heads: {len(heads)} across {len({h.taxonomy for h in heads.values()})} taxonomies")
         return heads
 
     def _zero_shot(
