@@ -73,7 +73,8 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (a zero row stays near zero)."""
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
 
 
@@ -164,10 +165,10 @@ class ZeroShot:
     borrow_threshold: float = 1.01
 
     def text_units(self, vectors: np.ndarray) -> np.ndarray:
-        return _unit(vectors - self.text_center)
+        return unit_rows(vectors - self.text_center)
 
     def category_units(self, vectors: np.ndarray) -> np.ndarray:
-        return _unit(vectors - self.category_center)
+        return unit_rows(vectors - self.category_center)
 
     def probabilities(self, cosines: np.ndarray) -> np.ndarray:
         """(n, k) cosines of n texts with a policy's k categories -> (n, k) probabilities."""

@@ -33,7 +33,7 @@ from guard.head_fitting import (
     fit_linear_head,
     fit_zero_shot,
 )
-from guard.heads import CategoryHead, GuardHeads, category_key, category_text
+from guard.heads import CategoryHead, GuardHeads, category_key, category_text, unit_rows
 from trainer.head_data import HeadRecord, fit_sample
 from trainer.policy_following import GENERAL_CATEGORIES, TRAIN_CATEGORIES, training_records
 
@@ -228,8 +228,7 @@ class HeadFitter:
         for centre_name, (text_center, category_center) in centres.items():
 
             def unit_categories(specs: list[CategorySpec], center: np.ndarray = category_center) -> np.ndarray:
-                centred = np.stack([category_final[category_text(c)] for c in specs]) - center
-                return centred / np.maximum(np.linalg.norm(centred, axis=-1, keepdims=True), 1e-6)
+                return unit_rows(np.stack([category_final[category_text(c)] for c in specs]) - center)
 
             trained_units = unit_categories(trained_specs)
             borrow_threshold, borrow_report = _borrow_threshold(
@@ -261,8 +260,7 @@ class HeadFitter:
         layout = self.layout
 
         def unit_text(vectors: np.ndarray) -> np.ndarray:
-            centred = vectors - text_center
-            return centred / np.maximum(np.linalg.norm(centred, axis=-1, keepdims=True), 1e-6)
+            return unit_rows(vectors - text_center)
 
         cases = []
         for record in pool:

@@ -118,7 +118,7 @@ class HeadsMixin:
                 if not taught:
                     trained[j], _ = heads.nearest_head(units[j])
                     borrowed[j] = trained[j] is not None
-                if taught:
+                else:
                     positive = heads.zero_shot.text_units(heads.layout.similarity(self._vectors(taught)))
                     negative = (
                         heads.zero_shot.text_units(heads.layout.similarity(self._vectors(near_misses)))
