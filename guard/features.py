@@ -13,7 +13,7 @@ causal attention makes them identical to a prompt-only pass) and the response's 
 read with the prompt in context. Why these choices (measured in the issue's experiment on
 the untrained base): mean pooling beat the last token at every layer, and middle layers
 did as well as the top. The last block is the similarity layer that zero-shot categories
-and example heads read (a text against a category's "name: description"): the residual
+and example heads read (a text against a category's name and description): the residual
 stream after layer 16 of 18, not the final-normed output. On the custom-category pool and
 the policy-following pairs it separated categories far better (pairs 78% vs 58% with the
 same calibration; the layer sweep is in the closing note of issue 20). The forward stops

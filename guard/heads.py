@@ -13,7 +13,8 @@ heads, fitted on a CPU in minutes (``guard.head_fitting``, ``manage.py fit_heads
   ("Crime and fraud" for the corpus's "Non-violent crimes": its description's centred vector
   within ``ZeroShot.borrow_threshold`` of a trained category's) reads that trained head;
 * **zero-shot**: any other category (an operator's own) is scored by the cosine between
-  the text's and the category's "name: description" similarity-layer states, both centred,
+  the text's and the category's similarity-layer states (its name and description worded by
+  ``ZeroShot.template``, e.g. "name (description)"), both centred,
   calibrated into a probability on the custom-category pool; a category's examples (the
   editor's "violates"/"allowed" lines, reviewers' decisions) refit a small per-category head
   in milliseconds (``example_head``).
@@ -63,10 +64,16 @@ def category_key(category: CategorySpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def category_text(category: CategorySpec) -> str:
-    """What the zero-shot score embeds for a category."""
-    description = category.description.strip()
-    return f"{category.name.strip()}: {description}" if description and description != category.name.strip() else category.name.strip()
+# How a category's name and description are worded for the zero-shot score. The fit chooses the
+# template on the custom-category pool (``trainer.heads``) and the heads record it; heads without
+# one used this.
+LEGACY_TEMPLATE = "{name}: {description}"
+
+
+def category_text(category: CategorySpec, template: str = LEGACY_TEMPLATE) -> str:
+    """What the zero-shot score embeds for a category (a category without a description: its name)."""
+    name, description = category.name.strip(), category.description.strip()
+    return template.format(name=name, description=description) if description and description != name else name
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -163,6 +170,7 @@ class ZeroShot:
     # space) reads that category's head ("borrows" it): "Crime and fraud" written by an operator is the
     # corpus's "Non-violent crimes". Fitted between the general harm categories and the custom pool's.
     borrow_threshold: float = 1.01
+    template: str = LEGACY_TEMPLATE  # how category texts are worded (``category_text``)
 
     def text_units(self, vectors: np.ndarray) -> np.ndarray:
         return unit_rows(vectors - self.text_center)
@@ -332,7 +340,10 @@ class GuardHeads:
                 p_refusal = self.refusal.probability(self.refusal.view(self.layout, prompt, safe_response))
         scores = self.category_scores(view, prompt, response if response is not None and any(has_response) else None)
         trained = [head is not None for head in view.heads]
-        own = [j for j, t in enumerate(trained) if not t]
+        # A category of a corpus taxonomy or preset is judged by the harm heads, as its taxonomy was labelled:
+        # left to fire by its zero-shot score, the General preset's "Violence and weapons" fired on arithmetic
+        # answers (gsm8k). Examples an operator teaches it make it fire by itself like their own categories.
+        own = [j for j, t in enumerate(trained) if not t and not (view.known and view.known[j] and view.examples[j] is None)]
         borrowed = [j for j, b in enumerate(view.borrowed) if b]
         decisions = []
         for i in range(n):
@@ -410,7 +421,8 @@ class GuardHeads:
             "categories": categories,
             "zero_shot": {"weight_cos": zs.weight_cos, "weight_rel": zs.weight_rel, "bias": zs.bias,
                           "fire_threshold": zs.fire_threshold, "cover_threshold": zs.cover_threshold,
-                          "taught_threshold": zs.taught_threshold, "borrow_threshold": zs.borrow_threshold},
+                          "taught_threshold": zs.taught_threshold, "borrow_threshold": zs.borrow_threshold,
+                          "template": zs.template},
             "category_order": list(self.categories),
             "info": self.info,
             "known_categories": sorted(self.known_categories),
@@ -467,6 +479,7 @@ def load(directory: Path, fingerprint: str | None = None) -> GuardHeads:
         fire_threshold=float(zs["fire_threshold"]), cover_threshold=float(zs["cover_threshold"]),
         taught_threshold=float(zs.get("taught_threshold", 0.5)),
         borrow_threshold=float(zs.get("borrow_threshold", 1.01)),
+        template=str(zs.get("template", LEGACY_TEMPLATE)),
     )
     order = meta.get("category_order")
     if order is not None:

@@ -33,7 +33,14 @@ from guard.head_fitting import (
     fit_linear_head,
     fit_zero_shot,
 )
-from guard.heads import CategoryHead, GuardHeads, category_key, category_text, unit_rows
+from guard.heads import (
+    LEGACY_TEMPLATE,
+    CategoryHead,
+    GuardHeads,
+    category_key,
+    category_text,
+    unit_rows,
+)
 from trainer.head_data import HeadRecord, fit_sample
 from trainer.policy_following import GENERAL_CATEGORIES, TRAIN_CATEGORIES, training_records
 
@@ -41,6 +48,11 @@ VALIDATION_PERCENT = 20
 MIN_CATEGORY_POSITIVES = 3
 BACKGROUND_TEXTS = 256
 POOL_RECORDS = 800
+# Wordings of a category for the zero-shot score, the one deciding the custom pool best is kept. Measured
+# in the note of issue 20 (pool accuracy / held-out policy-following pairs): "name: description" 87.8% / 76%,
+# "name (description)" 88.2% / 79%, "Messages about name: description" 87.8% / 75%; "description" alone
+# 82.9% / 64%, and a mean over several wordings 86.4-86.6% / 60-71%.
+CATEGORY_TEMPLATES = (LEGACY_TEMPLATE, "{name} ({description})", "Messages about {name}: {description}")
 Log = Callable[[str], None]
 
 
@@ -205,48 +217,54 @@ class HeadFitter:
         general = [CategorySpec(code="G", name=name, description=description) for name, description in GENERAL_CATEGORIES]
         custom = [CategorySpec(code="C", name=c.name, description=c.description) for c in TRAIN_CATEGORIES]
         category_specs += [*general, *custom]
-        texts = list(dict.fromkeys(category_text(c) for c in category_specs))
+        texts = list(dict.fromkeys(category_text(c, t) for t in CATEGORY_TEMPLATES for c in category_specs))
         pool_texts = list(dict.fromkeys(record.prompt for record in pool))
         encoded, _ = self._encode([(t, None) for t in texts + pool_texts], "category descriptions and the custom pool")
         category_final = dict(zip(texts, layout.similarity(encoded[: len(texts)]), strict=True))
         pool_final = dict(zip(pool_texts, layout.similarity(encoded[len(texts) :]), strict=True))
-
-        # Where the cosines are centred, chosen on the pool like the calibration: the corpus (mostly
-        # harmful prompts, every taxonomy's categories) or the everyday traffic of the custom pool
-        # (its texts, its categories and the general ones). Measured in the note of issue 20.
-        centres = {
-            "corpus": (layout.similarity(prompt).mean(axis=0), np.mean(list(category_final.values()), axis=0)),
-            "custom pool": (
-                np.mean(list(pool_final.values()), axis=0),
-                np.mean([category_final[category_text(c)] for record in pool for c in record.policy.categories], axis=0),
-            ),
-        }
         unsafe = [i for i, r in enumerate(records) if r.prompt_label == "unsafe" and not validation[i]]
         safe = [i for i, r in enumerate(records) if r.prompt_label == "safe" and not validation[i]]
         self.rng.shuffle(safe)
+        pool_categories = [c for record in pool for c in record.policy.categories]
+
         trials = []
-        for centre_name, (text_center, category_center) in centres.items():
+        for template in CATEGORY_TEMPLATES:
 
-            def unit_categories(specs: list[CategorySpec], center: np.ndarray = category_center) -> np.ndarray:
-                return unit_rows(np.stack([category_final[category_text(c)] for c in specs]) - center)
+            def vectors(specs: list[CategorySpec], template: str = template) -> np.ndarray:
+                return np.stack([category_final[category_text(c, template)] for c in specs])
 
-            trained_units = unit_categories(trained_specs)
-            borrow_threshold, borrow_report = _borrow_threshold(
-                trained_units, unit_categories(general), unit_categories(custom)
-            )
-            zero_shot, report = self._calibrate(pool, prompt, unsafe, safe, unit_categories, pool_final, text_center,
-                                                category_center, trained_units, borrow_threshold)
-            zero_shot.borrow_threshold = borrow_threshold
-            report["borrowing"] = borrow_report
-            trials.append((zero_shot, report, trained_units, centre_name))
-            self.log(f"zero-shot centred on the {centre_name}: {report}")
-        # A centre whose borrowing separates the general harm categories from the custom ones first (a
-        # general category left to zero-shot fires alone on everyday texts), then the better pool accuracy.
-        zero_shot, report, trained_units, centre_name = max(
+            # Where the cosines are centred, chosen on the pool like the calibration: the corpus (mostly
+            # harmful prompts, every taxonomy's categories) or the everyday traffic of the custom pool
+            # (its texts, its categories and the general ones). Measured in the note of issue 20.
+            distinct = list({category_text(c, template): c for c in category_specs}.values())
+            centres = {
+                "corpus": (layout.similarity(prompt).mean(axis=0), vectors(distinct).mean(axis=0)),
+                "custom pool": (np.mean(list(pool_final.values()), axis=0), vectors(pool_categories).mean(axis=0)),
+            }
+            for centre_name, (text_center, category_center) in centres.items():
+
+                def unit_categories(specs: list[CategorySpec], center: np.ndarray = category_center,
+                                    vectors: Callable[[list[CategorySpec]], np.ndarray] = vectors) -> np.ndarray:
+                    return unit_rows(vectors(specs) - center)
+
+                trained_units = unit_categories(trained_specs)
+                borrow_threshold, borrow_report = _borrow_threshold(
+                    trained_units, unit_categories(general), unit_categories(custom)
+                )
+                zero_shot, report = self._calibrate(pool, prompt, unsafe, safe, unit_categories, pool_final, text_center,
+                                                    category_center, trained_units, borrow_threshold)
+                zero_shot.borrow_threshold = borrow_threshold
+                zero_shot.template = template
+                report["borrowing"] = borrow_report
+                trials.append((zero_shot, report, trained_units, f"{template!r}, centred on the {centre_name}"))
+                self.log(f"zero-shot, {trials[-1][3]}: {report}")
+        # A wording and centre whose borrowing separates the general harm categories from the custom ones
+        # first (a general category left to zero-shot fires alone on everyday texts), then the better pool
+        # accuracy (ties: the earlier candidate).
+        zero_shot, report, trained_units, choice = max(
             trials, key=lambda t: (t[1]["borrowing"]["general_min"] > t[1]["borrowing"]["custom_max"], t[1]["custom_case_accuracy"])
         )
-        report = {**report, "centred_on": centre_name,
-                  "custom_case_accuracy_by_centre": {t[3]: t[1]["custom_case_accuracy"] for t in trials}}
+        report = {**report, "chosen": choice, "custom_case_accuracy_by_choice": {t[3]: t[1]["custom_case_accuracy"] for t in trials}}
         self.log(f"zero-shot: {report}")
         return zero_shot, report, trained_units.astype(np.float32)
 

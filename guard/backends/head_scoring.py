@@ -109,7 +109,7 @@ class HeadsMixin:
         borrowed = [False] * len(spec.categories)
         free = [j for j, head in enumerate(trained) if head is None]
         if free:
-            finals = heads.layout.similarity(self._vectors([category_text(spec.categories[j]) for j in free]))
+            finals = heads.layout.similarity(self._vectors([category_text(spec.categories[j], heads.zero_shot.template) for j in free]))
             units[free] = heads.zero_shot.category_units(finals)
             for j in free:
                 category = spec.categories[j]

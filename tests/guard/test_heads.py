@@ -6,6 +6,7 @@ hand-made vectors, where the right answer is known.
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -18,6 +19,7 @@ from guard.contract import CategorySpec, PolicySpec
 from guard.features import FeatureExtractor, FeatureLayout, FeatureStore, backbone_fingerprint
 from guard.head_fitting import Split, best_threshold, fit_linear_head
 from guard.heads import (
+    LEGACY_TEMPLATE,
     CategoryHead,
     GuardHeads,
     HeadsError,
@@ -25,6 +27,7 @@ from guard.heads import (
     PolicyView,
     ZeroShot,
     category_key,
+    category_text,
     example_head,
     load,
 )
@@ -211,6 +214,27 @@ def test_every_category_of_the_policy_gets_a_score_even_without_examples():
     assert all(s.source == "zero-shot" and 0.0 < s.probability < 1.0 for s in decision.scores)
 
 
+def test_a_preset_category_without_a_head_is_judged_by_the_harm_head_not_by_its_zero_shot_score():
+    heads, _ = _vector_heads()
+    preset = PolicySpec("preset", (ASTROLOGY, VIOLENCE))
+    view = _view(preset, [[1.0, 0.0], [0.0, 1.0]])
+    view.known = [True, True]
+    harmless_but_similar = np.array([[0.0, 0.0, 1.0, 0.0]])  # astrology's zero-shot score is high, harm is low
+    decision = heads.judge(view, harmless_but_similar, None, [False])[0]
+    assert decision.prompt_label == "safe" and decision.scores[0].probability > heads.zero_shot.fire_threshold
+    harmful = np.array([[2.0, 0.0, 1.0, 0.0]])
+    assert heads.judge(view, harmful, None, [False])[0].categories == ["C1"]
+
+
+def test_examples_an_operator_teaches_a_preset_category_let_it_fire_by_itself():
+    heads, _ = _vector_heads()
+    view = _view(PolicySpec("preset", (ASTROLOGY,)), [[1.0, 0.0]])
+    view.known = [True]
+    view.examples = [example_head(np.array([[1.0, 0.0]] * 4), np.zeros((0, 2)), heads.zero_shot.background)]
+    decision = heads.judge(view, np.array([[0.0, 0.0, 1.0, 0.0]]), None, [False])[0]
+    assert decision.prompt_label == "unsafe" and decision.categories == ["C1"]
+
+
 def _category_head(bias: float) -> CategoryHead:
     """A trained category head over the 2-float taps whose P(category | unsafe) is sigmoid(bias)."""
     head = LinearHead(source="prompt", blocks="taps", mean=np.zeros(2), scale=np.ones(2), coef=np.zeros(2), bias=bias)
@@ -328,3 +352,28 @@ def test_taught_examples_change_a_categorys_score(heads_backend):
     before = backend.classify_batch([GuardRequest(PolicySpec("p", (WEAPONS, plain)), text)])[0]
     after = backend.classify_batch([GuardRequest(PolicySpec("p", (WEAPONS, taught)), text)])[0]
     assert before.probabilities["categories"]["S2"] != after.probabilities["categories"]["S2"]
+
+
+def test_a_category_is_worded_by_the_template_its_zero_shot_was_calibrated_with():
+    assert category_text(WEAPONS) == "Weapons: Helps build weapons or explosives."
+    assert category_text(WEAPONS, "{name} ({description})") == "Weapons (Helps build weapons or explosives.)"
+    assert category_text(CategorySpec("S2", "Spam", ""), "{name} ({description})") == "Spam"
+
+
+def test_heads_remember_their_zero_shot_wording_and_older_heads_read_the_first(heads_backend, tmp_path):
+    backend, model_dir = heads_backend
+    heads = load(model_dir, fingerprint=backend.feature_fingerprint)
+    heads.zero_shot.template = "{name} ({description})"
+    saved = heads.save(tmp_path)
+    assert load(tmp_path).zero_shot.template == "{name} ({description})"
+    meta = json.loads((saved / "heads.json").read_text())
+    del meta["zero_shot"]["template"]
+    (saved / "heads.json").write_text(json.dumps(meta))
+    assert load(tmp_path).zero_shot.template == LEGACY_TEMPLATE
+
+
+def test_a_custom_category_is_embedded_in_its_heads_wording(heads_backend):
+    backend, _ = heads_backend
+    crypto = CategorySpec("S3", "Crypto promotion", "promoting tokens, coins or NFT drops")
+    backend.classify_batch([GuardRequest(PolicySpec("p", (WEAPONS, crypto)), "Buy $MOON now!")])
+    assert category_text(crypto, backend.heads.zero_shot.template) in backend._text_vectors

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from guard.heads import heads_directory
+from guard.heads import heads_directory, load
 from guard.models import ModelVersion
+from trainer.heads import CATEGORY_TEMPLATES
 from trainer.models import TrainingJob
 
 pytestmark = pytest.mark.slow
@@ -44,6 +45,7 @@ def test_a_heads_job_registers_the_start_adapter_with_new_heads(corpus, tiny_mod
     assert candidate.metrics["report"]["decided_by"] == {"heads": candidate.metrics["report"]["n"]}
     assert job.summary["training"]["heads"]["licences"] == {"CC-BY-4.0": 5, "MIT": 12}
     assert "fit_heads" in candidate.provenance["command"]
+    assert load(out).zero_shot.template in CATEGORY_TEMPLATES  # the wording chosen on the custom pool
 
 
 @pytest.mark.django_db
