@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 import time
 from collections import Counter, defaultdict
@@ -227,37 +228,34 @@ class HeadFitter:
         self.rng.shuffle(safe)
         pool_categories = [c for record in pool for c in record.policy.categories]
 
+        # Where the cosines are centred, chosen on the pool like the calibration: the corpus (mostly
+        # harmful prompts, every taxonomy's categories) or the everyday traffic of the custom pool
+        # (its texts, its categories and the general ones). Measured in the note of issue 20.
+        text_centres = {"corpus": layout.similarity(prompt).mean(axis=0), "custom pool": np.mean(list(pool_final.values()), axis=0)}
+
+        def vectors(specs: list[CategorySpec], template: str) -> np.ndarray:
+            return np.stack([category_final[category_text(c, template)] for c in specs])
+
         trials = []
-        for template in CATEGORY_TEMPLATES:
+        for template, centre_name in itertools.product(CATEGORY_TEMPLATES, text_centres):
+            text_center = text_centres[centre_name]
+            centred_on = list({category_text(c, template): c for c in category_specs}.values()) if centre_name == "corpus" else pool_categories
+            category_center = vectors(centred_on, template).mean(axis=0)
 
-            def vectors(specs: list[CategorySpec], template: str = template) -> np.ndarray:
-                return np.stack([category_final[category_text(c, template)] for c in specs])
+            def unit_categories(specs: list[CategorySpec], template: str = template, center: np.ndarray = category_center) -> np.ndarray:
+                return unit_rows(vectors(specs, template) - center)
 
-            # Where the cosines are centred, chosen on the pool like the calibration: the corpus (mostly
-            # harmful prompts, every taxonomy's categories) or the everyday traffic of the custom pool
-            # (its texts, its categories and the general ones). Measured in the note of issue 20.
-            distinct = list({category_text(c, template): c for c in category_specs}.values())
-            centres = {
-                "corpus": (layout.similarity(prompt).mean(axis=0), vectors(distinct).mean(axis=0)),
-                "custom pool": (np.mean(list(pool_final.values()), axis=0), vectors(pool_categories).mean(axis=0)),
-            }
-            for centre_name, (text_center, category_center) in centres.items():
-
-                def unit_categories(specs: list[CategorySpec], center: np.ndarray = category_center,
-                                    vectors: Callable[[list[CategorySpec]], np.ndarray] = vectors) -> np.ndarray:
-                    return unit_rows(vectors(specs) - center)
-
-                trained_units = unit_categories(trained_specs)
-                borrow_threshold, borrow_report = _borrow_threshold(
-                    trained_units, unit_categories(general), unit_categories(custom)
-                )
-                zero_shot, report = self._calibrate(pool, prompt, unsafe, safe, unit_categories, pool_final, text_center,
-                                                    category_center, trained_units, borrow_threshold)
-                zero_shot.borrow_threshold = borrow_threshold
-                zero_shot.template = template
-                report["borrowing"] = borrow_report
-                trials.append((zero_shot, report, trained_units, f"{template!r}, centred on the {centre_name}"))
-                self.log(f"zero-shot, {trials[-1][3]}: {report}")
+            trained_units = unit_categories(trained_specs)
+            borrow_threshold, borrow_report = _borrow_threshold(
+                trained_units, unit_categories(general), unit_categories(custom)
+            )
+            zero_shot, report = self._calibrate(pool, prompt, unsafe, safe, unit_categories, pool_final, text_center,
+                                                category_center, trained_units, borrow_threshold)
+            zero_shot.borrow_threshold = borrow_threshold
+            zero_shot.template = template
+            report["borrowing"] = borrow_report
+            trials.append((zero_shot, report, trained_units, f"{template!r}, centred on the {centre_name}"))
+            self.log(f"zero-shot, {trials[-1][3]}: {report}")
         # A wording and centre whose borrowing separates the general harm categories from the custom ones
         # first (a general category left to zero-shot fires alone on everyday texts), then the better pool
         # accuracy (ties: the earlier candidate).
