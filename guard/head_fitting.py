@@ -5,8 +5,9 @@ and calls these; the tests call them on synthetic arrays.
 
 Every head is chosen and thresholded on a validation split that it was not fitted on:
 candidates are logistic regression at a few strengths and shrinkage LDA (the issue's
-experiment found both competitive); the one with the best validation average precision
-wins, and its threshold is the validation F1 maximum.
+experiment found both competitive) and, where asked (the prompt head), a small MLP; the one
+with the best validation average precision wins, and its threshold is the validation F1
+maximum.
 """
 
 from __future__ import annotations
@@ -17,11 +18,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from guard.heads import LinearHead, ZeroShot, _sigmoid
+from guard.heads import ProbeHead, ZeroShot, _sigmoid
 
 # The response head chose the weakest strength when the grid started at 0.005, so the grid goes one
 # step further (validation AP 81.7 -> 81.9; held-out response F1 76.1 -> 77.3, in the note of issue 20).
 LOGISTIC_STRENGTHS = (0.002, 0.005, 0.02, 0.1)
+LINEAR_KINDS = ("logistic", "lda")
+# A small MLP (one hidden layer of 64 units, three seeds averaged) on the prompt's taps: validation AP
+# 95.3 -> 96.8 over the best linear candidate, held-out prompt F1 84.9 -> 87.4 (OpenAI Moderation 68.1 ->
+# 73.9, HarmfulQA 91.9 -> 96.6; docs/guard.md). 256 units measured the same at 2.4x the fit time.
+MLP_UNITS = 64
+MLP_SEEDS = 3
+MLP_EPOCHS = 60
+MLP_STRENGTHS = (1.0, 10.0)
 
 
 @dataclass
@@ -61,7 +70,47 @@ def _standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), scale.astype(np.float32)
 
 
-def _candidates(z_fit: np.ndarray, y_fit: np.ndarray, kinds: Sequence[str]) -> list[tuple[str, np.ndarray, float]]:
+@dataclass
+class Candidate:
+    name: str
+    coef: np.ndarray
+    bias: float
+    hidden: np.ndarray | None = None
+    hidden_bias: np.ndarray | None = None
+
+    def logit(self, z: np.ndarray) -> np.ndarray:
+        if self.hidden is not None:
+            z = np.maximum(z @ self.hidden + self.hidden_bias, 0.0)
+        return z @ self.coef + self.bias
+
+
+def _balanced_rows(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Row indexes with the smaller class resampled up to the larger (MLPClassifier has no class weights)."""
+    positives, negatives = np.flatnonzero(y), np.flatnonzero(~y)
+    small, large = (positives, negatives) if len(positives) < len(negatives) else (negatives, positives)
+    return np.concatenate([np.arange(len(y)), rng.choice(small, len(large) - len(small))])
+
+
+def _mlp(z_fit: np.ndarray, y_fit: np.ndarray, strength: float) -> Candidate:
+    """``MLP_SEEDS`` one-hidden-layer MLPs averaged in logit space, stored as one wider layer."""
+    from sklearn.neural_network import MLPClassifier
+
+    rows = _balanced_rows(y_fit, np.random.default_rng(0))
+    models = [
+        MLPClassifier(hidden_layer_sizes=(MLP_UNITS,), alpha=strength, max_iter=MLP_EPOCHS, batch_size=256,
+                      random_state=seed).fit(z_fit[rows], y_fit[rows])
+        for seed in range(MLP_SEEDS)
+    ]
+    return Candidate(
+        name=f"mlp {MLP_SEEDS}x{MLP_UNITS} alpha={strength}",
+        hidden=np.concatenate([m.coefs_[0] for m in models], axis=1).astype(np.float32),
+        hidden_bias=np.concatenate([m.intercepts_[0] for m in models]).astype(np.float32),
+        coef=(np.concatenate([m.coefs_[1][:, 0] for m in models]) / MLP_SEEDS).astype(np.float32),
+        bias=float(np.mean([m.intercepts_[1][0] for m in models])),
+    )
+
+
+def _candidates(z_fit: np.ndarray, y_fit: np.ndarray, kinds: Sequence[str]) -> list[Candidate]:
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.linear_model import LogisticRegression
 
@@ -72,15 +121,17 @@ def _candidates(z_fit: np.ndarray, y_fit: np.ndarray, kinds: Sequence[str]) -> l
             for strength in LOGISTIC_STRENGTHS:
                 model = LogisticRegression(C=strength, max_iter=3000, class_weight="balanced")
                 model.fit(z_fit, y_fit)
-                out.append((f"logistic C={strength}", model.coef_[0].astype(np.float32), float(model.intercept_[0])))
+                out.append(Candidate(f"logistic C={strength}", model.coef_[0].astype(np.float32), float(model.intercept_[0])))
         if "lda" in kinds and len(z_fit) > z_fit.shape[1] // 4:
             model = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto", priors=[0.5, 0.5])
             model.fit(z_fit, y_fit)
-            out.append(("shrinkage LDA", model.coef_[0].astype(np.float32), float(model.intercept_[0])))
+            out.append(Candidate("shrinkage LDA", model.coef_[0].astype(np.float32), float(model.intercept_[0])))
+        if "mlp" in kinds:
+            out += [_mlp(z_fit, y_fit, strength) for strength in MLP_STRENGTHS]
     return out
 
 
-def fit_linear_head(split: Split, *, source: str, blocks: str, kinds: Sequence[str] = ("logistic", "lda")) -> LinearHead:
+def fit_probe_head(split: Split, *, source: str, blocks: str, kinds: Sequence[str] = LINEAR_KINDS) -> ProbeHead:
     """The best candidate on the validation split, thresholded there (see the module docstring)."""
     if split.y_fit.min() == split.y_fit.max():
         raise ValueError("a head needs both labels in its fitting data")
@@ -88,27 +139,28 @@ def fit_linear_head(split: Split, *, source: str, blocks: str, kinds: Sequence[s
     z_fit = (split.x_fit - mean) / scale
     z_val = (split.x_val - mean) / scale
     trials = []
-    for name, coef, bias in _candidates(z_fit, split.y_fit, kinds):
-        probabilities = _sigmoid(z_val @ coef + bias)
-        trials.append((average_precision(probabilities, split.y_val), name, coef, bias, probabilities))
+    for candidate in _candidates(z_fit, split.y_fit, kinds):
+        probabilities = _sigmoid(candidate.logit(z_val))
+        trials.append((average_precision(probabilities, split.y_val), candidate, probabilities))
+    # Stable: on a tie the earlier (simpler) candidate wins.
     trials.sort(key=lambda t: -t[0])
-    ap, name, coef, bias, probabilities = trials[0]
+    ap, best, probabilities = trials[0]
     threshold, f1 = best_threshold(probabilities, split.y_val)
     from sklearn.metrics import roc_auc_score
 
     auroc = float(roc_auc_score(split.y_val, probabilities)) if 0 < split.y_val.sum() < len(split.y_val) else 0.0
     info = {
-        "chosen": name,
+        "chosen": best.name,
         "validation": {"n": int(len(split.y_val)), "positives": int(split.y_val.sum()), "average_precision": round(100 * ap, 1),
                        "auroc": round(100 * auroc, 1), "f1_at_threshold": round(f1, 1)},
         "fit": {"n": int(len(split.y_fit)), "positives": int(split.y_fit.sum())},
-        "candidates": {t[1]: round(100 * t[0], 1) for t in trials},
+        "candidates": {t[1].name: round(100 * t[0], 1) for t in trials},
     }
-    return LinearHead(source=source, blocks=blocks, mean=mean, scale=scale, coef=coef, bias=bias,
-                      threshold=threshold, kind=name, info=info)
+    return ProbeHead(source=source, blocks=blocks, mean=mean, scale=scale, coef=best.coef, bias=best.bias,
+                     threshold=threshold, kind=best.name, info=info, hidden=best.hidden, hidden_bias=best.hidden_bias)
 
 
-def fit_category_head(x: np.ndarray, y: np.ndarray, *, source: str, blocks: str, strength: float = 0.05) -> LinearHead:
+def fit_category_head(x: np.ndarray, y: np.ndarray, *, source: str, blocks: str, strength: float = 0.05) -> ProbeHead:
     """P(category | unsafe): one-vs-rest among a taxonomy's unsafe records (few positives: fixed strength)."""
     from sklearn.linear_model import LogisticRegression
 
@@ -116,7 +168,7 @@ def fit_category_head(x: np.ndarray, y: np.ndarray, *, source: str, blocks: str,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = LogisticRegression(C=strength, max_iter=2000, class_weight="balanced").fit((x - mean) / scale, y)
-    return LinearHead(source=source, blocks=blocks, mean=mean, scale=scale, coef=model.coef_[0].astype(np.float32),
+    return ProbeHead(source=source, blocks=blocks, mean=mean, scale=scale, coef=model.coef_[0].astype(np.float32),
                       bias=float(model.intercept_[0]), threshold=0.5, kind=f"logistic C={strength}",
                       info={"positives": int(y.sum()), "negatives": int(len(y) - y.sum())})
 

@@ -3,9 +3,9 @@
 A guard model is a backbone (the embedded Gemma 3 270M, possibly fine-tuned) plus these
 heads, fitted on a CPU in minutes (``guard.head_fitting``, ``manage.py fit_heads``):
 
-* **task heads**: P(prompt unsafe), P(response unsafe), P(refusal): linear heads (logistic
-  regression or shrinkage LDA, chosen on a validation split) on standardised, mean-pooled
-  hidden states (``guard.features``), each with the F1-maximising validation threshold;
+* **task heads**: P(prompt unsafe), P(response unsafe), P(refusal): probes (logistic regression,
+  shrinkage LDA or, for the prompt, a small MLP, chosen on a validation split) on standardised,
+  mean-pooled hidden states (``guard.features``), each with the F1-maximising validation threshold;
 * **category heads**: one per category of every corpus taxonomy with labelled examples,
   P(category | the text is unsafe), found for a policy's category by its name and
   description (``category_key``), so a preset or a copy of one gets its trained head;
@@ -89,8 +89,11 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class LinearHead:
-    """``sigmoid(((x - mean) / scale) @ coef + bias)`` on a chosen view of the features."""
+class ProbeHead:
+    """A probe on a chosen view of the features: ``sigmoid(f((x - mean) / scale) @ coef + bias)``, where
+    ``f`` is the identity (a linear head: logistic regression or shrinkage LDA) or, when the head has a
+    hidden layer, ``relu(z @ hidden + hidden_bias)`` (a one-hidden-layer MLP; an ensemble of several
+    seeds is stored as one wider layer whose output weights are averaged)."""
 
     source: str
     blocks: str
@@ -101,6 +104,8 @@ class LinearHead:
     threshold: float = 0.5
     kind: str = "logistic"
     info: dict[str, Any] = field(default_factory=dict)
+    hidden: np.ndarray | None = None  # (inputs, units)
+    hidden_bias: np.ndarray | None = None  # (units,)
 
     def view(self, layout: FeatureLayout, prompt: np.ndarray, response: np.ndarray | None) -> np.ndarray:
         def pick(vectors: np.ndarray) -> np.ndarray:
@@ -118,7 +123,10 @@ class LinearHead:
         return np.concatenate([pick(response), pick(prompt)], axis=-1)
 
     def logit(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean) / self.scale) @ self.coef + self.bias
+        z = (x - self.mean) / self.scale
+        if self.hidden is not None:
+            z = np.maximum(z @ self.hidden + self.hidden_bias, 0.0)
+        return z @ self.coef + self.bias
 
     def probability(self, x: np.ndarray) -> np.ndarray:
         return _sigmoid(self.logit(x))
@@ -128,16 +136,22 @@ class LinearHead:
                 "kind": self.kind, "info": self.info}
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
-        return {f"{prefix}.mean": self.mean, f"{prefix}.scale": self.scale, f"{prefix}.coef": self.coef}
+        out = {f"{prefix}.mean": self.mean, f"{prefix}.scale": self.scale, f"{prefix}.coef": self.coef}
+        if self.hidden is not None and self.hidden_bias is not None:
+            out.update({f"{prefix}.hidden": self.hidden, f"{prefix}.hidden_bias": self.hidden_bias})
+        return out
 
     @classmethod
-    def restore(cls, meta: dict[str, Any], arrays: Any, prefix: str) -> LinearHead:
+    def restore(cls, meta: dict[str, Any], arrays: Any, prefix: str) -> ProbeHead:
+        def array(name: str) -> np.ndarray:
+            return np.asarray(arrays[f"{prefix}.{name}"], dtype=np.float32)
+
+        hidden = f"{prefix}.hidden" in arrays
         return cls(
             source=meta["source"], blocks=meta["blocks"], bias=float(meta["bias"]), threshold=float(meta["threshold"]),
             kind=meta.get("kind", "logistic"), info=meta.get("info", {}),
-            mean=np.asarray(arrays[f"{prefix}.mean"], dtype=np.float32),
-            scale=np.asarray(arrays[f"{prefix}.scale"], dtype=np.float32),
-            coef=np.asarray(arrays[f"{prefix}.coef"], dtype=np.float32),
+            mean=array("mean"), scale=array("scale"), coef=array("coef"),
+            hidden=array("hidden") if hidden else None, hidden_bias=array("hidden_bias") if hidden else None,
         )
 
 
@@ -147,7 +161,7 @@ class CategoryHead:
     taxonomy: str
     code: str
     name: str
-    head: LinearHead
+    head: ProbeHead
     positives: int
 
 
@@ -279,9 +293,9 @@ class PolicyView:
 class GuardHeads:
     fingerprint: str
     layout: FeatureLayout
-    prompt: LinearHead
-    response: LinearHead | None
-    refusal: LinearHead | None
+    prompt: ProbeHead
+    response: ProbeHead | None
+    refusal: ProbeHead | None
     categories: dict[str, CategoryHead]
     zero_shot: ZeroShot
     info: dict[str, Any] = field(default_factory=dict)
@@ -461,15 +475,15 @@ def load(directory: Path, fingerprint: str | None = None) -> GuardHeads:
     layout = FeatureLayout.from_json(meta["layout"])
     tasks = meta["tasks"]
 
-    def task(name: str) -> LinearHead | None:
-        return LinearHead.restore(tasks[name], arrays, f"task.{name}") if name in tasks else None
+    def task(name: str) -> ProbeHead | None:
+        return ProbeHead.restore(tasks[name], arrays, f"task.{name}") if name in tasks else None
 
     prompt = task("prompt")
     if prompt is None:
         raise HeadsError(f"heads in {directory} have no prompt head")
     categories = {
         key: CategoryHead(key=key, taxonomy=c["taxonomy"], code=c["code"], name=c["name"], positives=int(c["positives"]),
-                          head=LinearHead.restore(c, arrays, f"category.{key}"))
+                          head=ProbeHead.restore(c, arrays, f"category.{key}"))
         for key, c in meta["categories"].items()
     }
     zs = meta["zero_shot"]

@@ -80,7 +80,7 @@ def fit_tiny_heads(backend: object, directory: Path, trained: tuple = (), *, fir
     given a trained head (the others are scored zero-shot)."""
     import numpy as np
 
-    from guard.head_fitting import Split, fit_category_head, fit_linear_head
+    from guard.head_fitting import Split, fit_category_head, fit_probe_head
     from guard.heads import CategoryHead, GuardHeads, ZeroShot, category_key
 
     extractor = backend.feature_extractor(cached=False)  # type: ignore[attr-defined]
@@ -98,9 +98,9 @@ def fit_tiny_heads(backend: object, directory: Path, trained: tuple = (), *, fir
         return Split(x[even], y[even], x[~even], y[~even])
 
     pair_x = np.concatenate([layout.taps(responses), layout.taps(pair_prompts)], axis=1)
-    prompt = fit_linear_head(split(layout.taps(prompts), gold), source="prompt", blocks="taps", kinds=("logistic",))
-    response = fit_linear_head(split(pair_x, gold & ~refused), source="pair", blocks="taps", kinds=("logistic",))
-    refusal = fit_linear_head(split(layout.taps(responses), refused), source="response", blocks="taps", kinds=("logistic",))
+    prompt = fit_probe_head(split(layout.taps(prompts), gold), source="prompt", blocks="taps", kinds=("logistic",))
+    response = fit_probe_head(split(pair_x, gold & ~refused), source="pair", blocks="taps", kinds=("logistic",))
+    refusal = fit_probe_head(split(layout.taps(responses), refused), source="response", blocks="taps", kinds=("logistic",))
     categories = {}
     for index, category in enumerate(trained):
         y = np.array([i % (len(trained) + 1) == index for i in range(len(TINY_UNSAFE))])

@@ -31,14 +31,17 @@ def section(heads: dict, bench: dict | None) -> str:
         "Fast verdicts are decided by **latent heads** on the backbone's hidden states (`guard/heads.py`): mean-pooled "
         f"states at layers {', '.join(map(str, heads['layout']['layers']))} (the taps) and "
         f"{heads['layout'].get('similarity_layer', 'the final layer')} (the similarity layer; the forward stops there) of "
-        "a plain conversation (no policy in it), linear heads for prompt harm, response harm and refusal, a head per "
+        "a plain conversation (no policy in it), task heads for "
+        + ", ".join(f"{name} ({heads['tasks'][name]['kind']})" for name in ("prompt", "response", "refusal") if name in heads["tasks"])
+        + ", a head per "
         "category of every corpus taxonomy (an operator's category worded like one of them borrows its head), and "
         "zero-shot scores of any other category from its name and description (examples taught in the editor or by "
         "reviews refit it in milliseconds). Reason verdicts explain the heads' labels. Fitted on 2 CPU cores "
         f"with `manage.py fit_heads` in {info.get('fit_seconds')} s from cached features"
         + (f" ({info.get('feature_seconds')} s to compute the new ones at {info.get('feature_tokens_per_second')} tokens/s)."
            if info.get("feature_tokens_per_second") else " (every feature was already in the cache; a cold cache costs about "
-           "15 minutes for this sample on 2 idle cores: 908 s at 870 tokens/s, measured 2026-12-06).")
+           "15-23 minutes for this sample on 2 cores: 908 s at 870 tokens/s on an idle machine, 1,367 s on a fresh one, "
+           "measured 2026-12-06).")
     )
     lines += ["", f"**Data**: {info.get('fit_records')} records of the training split (`{info.get('data')}`), 80% fitted, "
               f"{info.get('validation_percent')}% to choose and threshold each head (never the held-out split):", ""]

@@ -28,10 +28,11 @@ import numpy as np
 from guard.contract import CategorySpec, PolicySpec
 from guard.features import FeatureExtractor
 from guard.head_fitting import (
+    LINEAR_KINDS,
     Split,
     ZeroShotCase,
     fit_category_head,
-    fit_linear_head,
+    fit_probe_head,
     fit_zero_shot,
 )
 from guard.heads import (
@@ -54,6 +55,11 @@ POOL_RECORDS = 800
 # "name (description)" 88.2% / 79%, "Messages about name: description" 87.8% / 75%; "description" alone
 # 82.9% / 64%, and a mean over several wordings 86.4-86.6% / 60-71%.
 CATEGORY_TEMPLATES = (LEGACY_TEMPLATE, "{name} ({description})", "Messages about {name}: {description}")
+# The prompt head may be a small MLP (about 6,900 fitting rows for 1,920 inputs). The response head
+# (about 3,300 rows for 3,840 inputs) and the refusal head stay linear: an MLP won the response head's
+# validation AP (83.6 against 81.9 on 245 positives) but lost held-out response F1 (75.8 against 77.3),
+# and tied on refusal (note of issue 20).
+PROMPT_HEAD_KINDS = (*LINEAR_KINDS, "mlp")
 Log = Callable[[str], None]
 
 
@@ -122,8 +128,9 @@ class HeadFitter:
 
         prompt_rows = np.array([r.prompt_label in ("safe", "unsafe") for r in records])
         y = np.array([r.prompt_label == "unsafe" for r in records])
-        prompt_head = fit_linear_head(
-            _split(layout.taps(prompt[prompt_rows]), y[prompt_rows], validation[prompt_rows]), source="prompt", blocks="taps"
+        prompt_head = fit_probe_head(
+            _split(layout.taps(prompt[prompt_rows]), y[prompt_rows], validation[prompt_rows]), source="prompt", blocks="taps",
+            kinds=PROMPT_HEAD_KINDS,
         )
         self.log(f"prompt head: {prompt_head.kind}, validation {prompt_head.info['validation']}")
 
@@ -132,14 +139,14 @@ class HeadFitter:
         if response_rows.sum() >= 20:
             y = np.array([r.response_label == "unsafe" for r in records])
             x = np.concatenate([layout.taps(response[response_rows]), layout.taps(prompt[response_rows])], axis=1)
-            response_head = fit_linear_head(_split(x, y[response_rows], validation[response_rows]), source="pair", blocks="taps")
+            response_head = fit_probe_head(_split(x, y[response_rows], validation[response_rows]), source="pair", blocks="taps")
             self.log(f"response head: {response_head.kind}, validation {response_head.info['validation']}")
 
         refusal_rows = np.array([r.response is not None and r.refusal_label in ("refusal", "compliance") for r in records])
         refusal_head = None
         if refusal_rows.sum() >= 20:
             y = np.array([r.refusal_label == "refusal" for r in records])
-            refusal_head = fit_linear_head(
+            refusal_head = fit_probe_head(
                 _split(layout.taps(response[refusal_rows]), y[refusal_rows], validation[refusal_rows]), source="response", blocks="taps"
             )
             self.log(f"refusal head: {refusal_head.kind}, validation {refusal_head.info['validation']}")

@@ -17,14 +17,14 @@ from guard.backends.base import GuardRequest
 from guard.backends.transformers_backend import TransformersBackend
 from guard.contract import CategorySpec, PolicySpec
 from guard.features import FeatureExtractor, FeatureLayout, FeatureStore, backbone_fingerprint
-from guard.head_fitting import Split, best_threshold, fit_linear_head
+from guard.head_fitting import Split, best_threshold, fit_probe_head
 from guard.heads import (
     LEGACY_TEMPLATE,
     CategoryHead,
     GuardHeads,
     HeadsError,
-    LinearHead,
     PolicyView,
+    ProbeHead,
     ZeroShot,
     category_key,
     category_text,
@@ -129,10 +129,39 @@ def test_a_head_is_chosen_and_thresholded_on_data_it_was_not_fitted_on():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 12))
     y = x[:, 0] + 0.3 * rng.normal(size=400) > 0.5
-    head = fit_linear_head(Split(x[:300], y[:300], x[300:], y[300:]), source="prompt", blocks="taps")
+    head = fit_probe_head(Split(x[:300], y[:300], x[300:], y[300:]), source="prompt", blocks="taps")
     assert head.info["validation"]["n"] == 100 and head.info["fit"]["n"] == 300
     assert head.info["validation"]["auroc"] > 90
     assert set(head.info["candidates"]) >= {"shrinkage LDA", "logistic C=0.02"}
+
+
+def _xor(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unsafe where two features have the same sign: no line separates the labels."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6))
+    return x, x[:, 0] * x[:, 1] > 0
+
+
+def test_an_mlp_head_is_chosen_where_no_linear_head_separates_the_labels():
+    x, y = _xor(2000, 2)
+    head = fit_probe_head(Split(x[:1600], y[:1600], x[1600:], y[1600:]), source="prompt", blocks="taps",
+                          kinds=("logistic", "lda", "mlp"))
+    assert head.kind.startswith("mlp") and head.hidden is not None
+    assert head.info["validation"]["auroc"] > 90
+    assert max(ap for name, ap in head.info["candidates"].items() if not name.startswith("mlp")) < 70
+
+
+def test_an_mlp_head_scores_the_same_after_its_files_are_read_back(tmp_path):
+    x, y = _xor(1000, 3)
+    head = fit_probe_head(Split(x[:800], y[:800], x[800:], y[800:]), source="prompt", blocks="taps", kinds=("mlp",))
+    layout = FeatureLayout(hidden=6, layers=(1,))
+    zero_shot = ZeroShot(text_center=np.zeros(6), category_center=np.zeros(6), weight_cos=1.0, weight_rel=0.0, bias=0.0,
+                         fire_threshold=0.5, cover_threshold=0.1, background=np.zeros((1, 6)))
+    GuardHeads(fingerprint="f", layout=layout, prompt=head, response=None, refusal=None, categories={},
+               zero_shot=zero_shot).save(tmp_path)
+    loaded = load(tmp_path, fingerprint="f").prompt
+    assert loaded.kind == head.kind and loaded.hidden is not None
+    assert np.allclose(loaded.probability(x[800:]), head.probability(x[800:]), atol=1e-5)
 
 
 def test_examples_teach_a_category_its_near_misses_stay_out():
@@ -158,7 +187,7 @@ def test_examples_teach_a_category_its_near_misses_stay_out():
 def _vector_heads(fire: float = 0.5) -> tuple[GuardHeads, FeatureLayout]:
     """Heads over 2-float blocks: the prompt head reads block 0 (harm), zero-shot reads the similarity block."""
     layout = FeatureLayout(hidden=2, layers=(1,))
-    prompt = LinearHead(source="prompt", blocks="taps", mean=np.zeros(2), scale=np.ones(2), coef=np.array([4.0, 0.0]),
+    prompt = ProbeHead(source="prompt", blocks="taps", mean=np.zeros(2), scale=np.ones(2), coef=np.array([4.0, 0.0]),
                         bias=-2.0, threshold=0.5)
     zero_shot = ZeroShot(text_center=np.zeros(2), category_center=np.zeros(2), weight_cos=6.0, weight_rel=0.0, bias=-3.0,
                          fire_threshold=fire, cover_threshold=0.1, background=np.array([[0.0, -1.0]]))
@@ -237,7 +266,7 @@ def test_examples_an_operator_teaches_a_preset_category_let_it_fire_by_itself():
 
 def _category_head(bias: float) -> CategoryHead:
     """A trained category head over the 2-float taps whose P(category | unsafe) is sigmoid(bias)."""
-    head = LinearHead(source="prompt", blocks="taps", mean=np.zeros(2), scale=np.ones(2), coef=np.zeros(2), bias=bias)
+    head = ProbeHead(source="prompt", blocks="taps", mean=np.zeros(2), scale=np.ones(2), coef=np.zeros(2), bias=bias)
     return CategoryHead(key="k", taxonomy="corpus", code="X", name="Violent crimes", head=head, positives=9)
 
 
