@@ -12,6 +12,7 @@ maximum.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,16 +73,13 @@ def _standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class Candidate:
+    """A fitted candidate's weights on the standardised features (``ProbeHead`` holds them once chosen)."""
+
     name: str
     coef: np.ndarray
     bias: float
     hidden: np.ndarray | None = None
     hidden_bias: np.ndarray | None = None
-
-    def logit(self, z: np.ndarray) -> np.ndarray:
-        if self.hidden is not None:
-            z = np.maximum(z @ self.hidden + self.hidden_bias, 0.0)
-        return z @ self.coef + self.bias
 
 
 def _balanced_rows(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -136,12 +134,12 @@ def fit_probe_head(split: Split, *, source: str, blocks: str, kinds: Sequence[st
     if split.y_fit.min() == split.y_fit.max():
         raise ValueError("a head needs both labels in its fitting data")
     mean, scale = _standardiser(split.x_fit)
-    z_fit = (split.x_fit - mean) / scale
-    z_val = (split.x_val - mean) / scale
     trials = []
-    for candidate in _candidates(z_fit, split.y_fit, kinds):
-        probabilities = _sigmoid(candidate.logit(z_val))
-        trials.append((average_precision(probabilities, split.y_val), candidate, probabilities))
+    for candidate in _candidates((split.x_fit - mean) / scale, split.y_fit, kinds):
+        head = ProbeHead(source=source, blocks=blocks, mean=mean, scale=scale, coef=candidate.coef, bias=candidate.bias,
+                         kind=candidate.name, hidden=candidate.hidden, hidden_bias=candidate.hidden_bias)
+        probabilities = head.probability(split.x_val)
+        trials.append((average_precision(probabilities, split.y_val), head, probabilities))
     # Stable: on a tie the earlier (simpler) candidate wins.
     trials.sort(key=lambda t: -t[0])
     ap, best, probabilities = trials[0]
@@ -150,14 +148,13 @@ def fit_probe_head(split: Split, *, source: str, blocks: str, kinds: Sequence[st
 
     auroc = float(roc_auc_score(split.y_val, probabilities)) if 0 < split.y_val.sum() < len(split.y_val) else 0.0
     info = {
-        "chosen": best.name,
+        "chosen": best.kind,
         "validation": {"n": int(len(split.y_val)), "positives": int(split.y_val.sum()), "average_precision": round(100 * ap, 1),
                        "auroc": round(100 * auroc, 1), "f1_at_threshold": round(f1, 1)},
         "fit": {"n": int(len(split.y_fit)), "positives": int(split.y_fit.sum())},
-        "candidates": {t[1].name: round(100 * t[0], 1) for t in trials},
+        "candidates": {t[1].kind: round(100 * t[0], 1) for t in trials},
     }
-    return ProbeHead(source=source, blocks=blocks, mean=mean, scale=scale, coef=best.coef, bias=best.bias,
-                     threshold=threshold, kind=best.name, info=info, hidden=best.hidden, hidden_bias=best.hidden_bias)
+    return dataclasses.replace(best, threshold=threshold, info=info)
 
 
 def fit_category_head(x: np.ndarray, y: np.ndarray, *, source: str, blocks: str, strength: float = 0.05) -> ProbeHead:
