@@ -13,8 +13,9 @@ maximum.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,17 +72,6 @@ def _standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), scale.astype(np.float32)
 
 
-@dataclass
-class Candidate:
-    """A fitted candidate's weights on the standardised features (``ProbeHead`` holds them once chosen)."""
-
-    name: str
-    coef: np.ndarray
-    bias: float
-    hidden: np.ndarray | None = None
-    hidden_bias: np.ndarray | None = None
-
-
 def _balanced_rows(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Row indexes with the smaller class resampled up to the larger (MLPClassifier has no class weights)."""
     positives, negatives = np.flatnonzero(y), np.flatnonzero(~y)
@@ -89,7 +79,7 @@ def _balanced_rows(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([np.arange(len(y)), rng.choice(small, len(large) - len(small))])
 
 
-def _mlp(z_fit: np.ndarray, y_fit: np.ndarray, strength: float) -> Candidate:
+def _mlp(z_fit: np.ndarray, y_fit: np.ndarray, strength: float, head: Callable[..., ProbeHead]) -> ProbeHead:
     """``MLP_SEEDS`` one-hidden-layer MLPs averaged in logit space, stored as one wider layer."""
     from sklearn.neural_network import MLPClassifier
 
@@ -99,8 +89,8 @@ def _mlp(z_fit: np.ndarray, y_fit: np.ndarray, strength: float) -> Candidate:
                       random_state=seed).fit(z_fit[rows], y_fit[rows])
         for seed in range(MLP_SEEDS)
     ]
-    return Candidate(
-        name=f"mlp {MLP_SEEDS}x{MLP_UNITS} alpha={strength}",
+    return head(
+        kind=f"mlp {MLP_SEEDS}x{MLP_UNITS} alpha={strength}",
         hidden=np.concatenate([m.coefs_[0] for m in models], axis=1).astype(np.float32),
         hidden_bias=np.concatenate([m.intercepts_[0] for m in models]).astype(np.float32),
         coef=(np.concatenate([m.coefs_[1][:, 0] for m in models]) / MLP_SEEDS).astype(np.float32),
@@ -108,7 +98,8 @@ def _mlp(z_fit: np.ndarray, y_fit: np.ndarray, strength: float) -> Candidate:
     )
 
 
-def _candidates(z_fit: np.ndarray, y_fit: np.ndarray, kinds: Sequence[str]) -> list[Candidate]:
+def _candidates(z_fit: np.ndarray, y_fit: np.ndarray, kinds: Sequence[str], head: Callable[..., ProbeHead]) -> list[ProbeHead]:
+    """Every candidate of ``kinds`` fitted on the standardised features, made a head by ``head``."""
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.linear_model import LogisticRegression
 
@@ -119,13 +110,13 @@ def _candidates(z_fit: np.ndarray, y_fit: np.ndarray, kinds: Sequence[str]) -> l
             for strength in LOGISTIC_STRENGTHS:
                 model = LogisticRegression(C=strength, max_iter=3000, class_weight="balanced")
                 model.fit(z_fit, y_fit)
-                out.append(Candidate(f"logistic C={strength}", model.coef_[0].astype(np.float32), float(model.intercept_[0])))
+                out.append(head(kind=f"logistic C={strength}", coef=model.coef_[0].astype(np.float32), bias=float(model.intercept_[0])))
         if "lda" in kinds and len(z_fit) > z_fit.shape[1] // 4:
             model = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto", priors=[0.5, 0.5])
             model.fit(z_fit, y_fit)
-            out.append(Candidate("shrinkage LDA", model.coef_[0].astype(np.float32), float(model.intercept_[0])))
+            out.append(head(kind="shrinkage LDA", coef=model.coef_[0].astype(np.float32), bias=float(model.intercept_[0])))
         if "mlp" in kinds:
-            out += [_mlp(z_fit, y_fit, strength) for strength in MLP_STRENGTHS]
+            out += [_mlp(z_fit, y_fit, strength, head) for strength in MLP_STRENGTHS]
     return out
 
 
@@ -135,9 +126,8 @@ def fit_probe_head(split: Split, *, source: str, blocks: str, kinds: Sequence[st
         raise ValueError("a head needs both labels in its fitting data")
     mean, scale = _standardiser(split.x_fit)
     trials = []
-    for candidate in _candidates((split.x_fit - mean) / scale, split.y_fit, kinds):
-        head = ProbeHead(source=source, blocks=blocks, mean=mean, scale=scale, coef=candidate.coef, bias=candidate.bias,
-                         kind=candidate.name, hidden=candidate.hidden, hidden_bias=candidate.hidden_bias)
+    make = functools.partial(ProbeHead, source=source, blocks=blocks, mean=mean, scale=scale)
+    for head in _candidates((split.x_fit - mean) / scale, split.y_fit, kinds, make):
         probabilities = head.probability(split.x_val)
         trials.append((average_precision(probabilities, split.y_val), head, probabilities))
     # Stable: on a tie the earlier (simpler) candidate wins.
