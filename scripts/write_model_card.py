@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from guard.calibration import CALIBRATION_FILE  # noqa: E402
+from guard.heads import HEADS_DIR  # noqa: E402
 from trainer.charts import line_chart  # noqa: E402
 from trainer.data import TRAINING_IDS_FILE, parse_manifest  # noqa: E402
 from trainer.licences import licence_id, usage_statement  # noqa: E402
@@ -167,6 +168,11 @@ def copy_adapter(run: Path, out: Path) -> None:
         shutil.copy(calibration, out / CALIBRATION_FILE)
     else:
         (out / CALIBRATION_FILE).unlink(missing_ok=True)  # a stale fit must not outlive its adapter
+    # The latent heads read this adapter's hidden states: they travel with it, and heads fitted for the adapter
+    # this card replaces go (serving would refuse them and fall back to the logits).
+    shutil.rmtree(out / HEADS_DIR, ignore_errors=True)
+    if (adapter / HEADS_DIR / "heads.json").is_file():
+        shutil.copytree(adapter / HEADS_DIR, out / HEADS_DIR)
 
 
 def calibration_lines(calibration: dict[str, Any] | None, uncalibrated: dict[str, Any] | None,

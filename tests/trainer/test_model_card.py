@@ -92,6 +92,21 @@ def test_a_calibrated_run_ships_its_calibration_and_the_card_shows_before_and_af
     assert (out / "training_ids.txt").read_text() == "a\nb\n"
 
 
+def test_heads_fitted_for_the_run_travel_with_its_adapter(tmp_path):
+    run = make_run(tmp_path)
+    (run / "adapter" / "heads").mkdir()
+    (run / "adapter" / "heads" / "heads.json").write_text('{"fingerprint": "new"}')
+    out = write_card(tmp_path, run)
+    assert json.loads((out / "heads" / "heads.json").read_text()) == {"fingerprint": "new"}
+
+
+def test_heads_of_the_adapter_a_card_replaces_are_removed_with_it(tmp_path):
+    (tmp_path / "card" / "heads").mkdir(parents=True)
+    (tmp_path / "card" / "heads" / "heads.json").write_text('{"fingerprint": "old"}')
+    out = write_card(tmp_path, make_run(tmp_path))
+    assert not (out / "heads").exists()
+
+
 def test_a_two_stage_run_records_both_stages_one_curve_and_every_trained_id(tmp_path):
     first = make_run(tmp_path)
     (first / "training_ids.txt").write_text("a\nb\n")

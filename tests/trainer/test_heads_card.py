@@ -1,0 +1,48 @@
+"""scripts/heads_card.py: the heads' section of a model card, from the heads' record and bench/heads.py runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def bench(prompt_f1: float, pairs: float) -> dict:
+    """A bench/heads.py run of the heads alone (--no-logits), reduced to what the card reads."""
+    return {
+        "reports": {"heads": {"categories": {"micro_f1": 60.0, "macro_f1": 50.0}}},
+        "policy_following": {"heads": {"pair_accuracy": pairs, "code_accuracy": 80.0},
+                             "heads+examples": {"pair_accuracy": 90.0, "code_accuracy": 95.0}},
+        "latency_ms": {"heads": 100.0},
+        "rows": [["toxicchat_train.jsonl", "prompt", 276, prompt_f1]],
+    }
+
+
+def write_card(tmp_path: Path, *previous: str) -> str:
+    model = tmp_path / "model"
+    (model / "heads").mkdir(parents=True)
+    (model / "heads" / "heads.json").write_text(json.dumps({
+        "info": {"fit_seconds": 120, "fit_records": 10, "tasks": {}},
+        "layout": {"layers": [8, 12, 15], "similarity_layer": 16}, "tasks": {"prompt": {"kind": "mlp 3x64"}},
+    }))
+    (tmp_path / "new.json").write_text(json.dumps(bench(70.0, 85.0)))
+    (tmp_path / "old.json").write_text(json.dumps(bench(56.3, 79.2)))
+    done = subprocess.run([sys.executable, "scripts/heads_card.py", "--model", str(model), "--bench", str(tmp_path / "new.json"),
+                           *previous], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return (model / "README.md").read_text()
+
+
+def test_the_card_compares_new_heads_with_the_heads_they_replace_file_by_file(tmp_path):
+    card = write_card(tmp_path, "--previous-bench", str(tmp_path / "old.json"))
+    assert "| file | task | n | heads F1 | previous heads F1 |" in card
+    assert "| toxicchat_train.jsonl | prompt | 276 | 70.0 | 56.3 |" in card
+    assert "| previous heads | 60.0 | 79.2% (code 80.0%) |" in card
+
+
+def test_without_a_previous_run_the_card_shows_the_new_heads_alone(tmp_path):
+    card = write_card(tmp_path)
+    assert "| file | task | n | heads F1 |\n" in card and "previous" not in card
