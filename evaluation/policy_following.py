@@ -194,16 +194,17 @@ def taught(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def evaluate_policy_following(model: str | None, mode: str = "fast", batch_size: int = 16,
                               classify: Callable[[list, str | None], list] | None = None,
                               path: Path = SET_FILE, calibration: Any = None, limit: int | None = None,
-                              with_examples: bool = False) -> dict[str, Any]:
+                              with_examples: bool = False, heads: bool = True) -> dict[str, Any]:
     """Judge every pair's text (the first ``limit`` pairs) under both policies with ``model`` and score it;
-    ``with_examples``: each covering category taught by eight editor examples first (``taught``)."""
+    ``with_examples``: each covering category taught by eight editor examples first (``taught``);
+    ``heads=False``: with the label logits although the model has latent heads."""
     from guard.backends.base import GuardRequest
 
     if classify is None:
         from guard import runtime
 
         def classify(requests: list, model_name: str | None) -> list:
-            return runtime.classify(requests, model_name, calibration=calibration)
+            return runtime.classify(requests, model_name, calibration=calibration, heads=heads)
 
     pairs = load_pairs(path)[:limit] if limit else load_pairs(path)
     if with_examples:

@@ -169,11 +169,12 @@ for MODE in fast reason; do
     # shellcheck disable=SC2086
     run $PY manage.py evaluate --model "$BASE" --mode $MODE --data "${DATA[@]}" $BASE_LIMITS --batch-size "$EVAL_BATCH" --out "$OUT/reports/base-$MODE.json"
   fi
-  # The guard shipped before this run, on the same held-out records (the comparison the card shows).
+  # The guard shipped before this run, on the same held-out records (the comparison the card shows), by its label
+  # logits like the new adapter above (--no-heads: its heads are compared in step 6).
   if [ -n "$PREVIOUS" ] && [ -f "$PREVIOUS/adapter_config.json" ]; then
     LIMITS=$FAST_LIMITS; [ "$MODE" = reason ] && LIMITS=$REASON_LIMITS
     # shellcheck disable=SC2086
-    run $PY manage.py evaluate --model "$PREVIOUS" --mode $MODE --data "${DATA[@]}" $LIMITS --batch-size "$EVAL_BATCH" --out "$OUT/reports/previous-$MODE.json"
+    run $PY manage.py evaluate --model "$PREVIOUS" --mode $MODE --data "${DATA[@]}" $LIMITS --batch-size "$EVAL_BATCH" --no-heads --out "$OUT/reports/previous-$MODE.json"
   fi
 done
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,21 @@ def test_policy_following_pairs_are_judged_under_both_policies(tiny_model, tmp_p
     assert result == {"n": 3, "pair_accuracy": 100.0, "code_accuracy": 100.0, "covering_accuracy": 100.0,
                       "other_accuracy": 100.0, "parse_failures": 0}
     assert len(seen) == 6 and seen[0].prompt == seen[1].prompt and seen[0].policy != seen[1].policy
+
+
+@pytest.mark.django_db
+def test_the_evaluate_command_judges_a_model_with_heads_by_its_logits_when_told(small_benchmark, tiny_model, tmp_path):
+    from guard.backends.transformers_backend import TransformersBackend
+    from guard.testing import fit_tiny_heads
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model, model_dir)
+    fit_tiny_heads(TransformersBackend(model_dir, device="cpu"), model_dir)
+    for flag, decider in (("--heads", "heads"), ("--no-heads", "logits")):
+        out = tmp_path / f"{decider}.json"
+        call_command("evaluate", "--data", str(small_benchmark), "--model", str(model_dir), "--out", str(out), "--limit", "2",
+                     "--policy-following-pairs", "2", flag)
+        assert set(json.loads(out.read_text())["decided_by"]) == {decider}
 
 
 @pytest.mark.django_db

@@ -36,6 +36,9 @@ class Command(BaseCommand):
                                  "and report them under policy_following (default: on)")
         parser.add_argument("--policy-following-pairs", type=int, default=None, metavar="N",
                             help="judge only the first N policy-following pairs (quick checks; default: all)")
+        parser.add_argument("--heads", action=BooleanOptionalAction, default=True,
+                            help="--no-heads: judge with the label logits although the model has latent heads "
+                                 "(to compare it with a model that has none)")
         parser.add_argument("--out", required=True, help="where to write the report (JSON)")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -55,6 +58,7 @@ class Command(BaseCommand):
                 progress=progress,
                 file_limits=file_limits,
                 calibration=Calibration() if options["uncalibrated"] else None,
+                heads=options["heads"],
             )
             if options["policy_following"]:
                 from evaluation.policy_following import evaluate_policy_following
@@ -63,7 +67,7 @@ class Command(BaseCommand):
                 report["policy_following"] = evaluate_policy_following(
                     options["model"], options["mode"], options["batch_size"],
                     calibration=Calibration() if options["uncalibrated"] else None,
-                    limit=options["policy_following_pairs"],
+                    limit=options["policy_following_pairs"], heads=options["heads"],
                 )
         except EvaluationError as exc:
             raise CommandError(str(exc)) from None
