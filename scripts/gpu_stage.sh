@@ -31,23 +31,25 @@ typing-inspection celery kombu billiard vine amqp click-didyoumean click-plugins
 dj-database-url whitenoise trl datasets dill multiprocess gguf psycopg psycopg-binary tzlocal tzdata
 python-dateutil six pandas xxhash requests urllib3 charset-normalizer idna certifi"
 freeze=$($PY -m pip freeze 2>/dev/null | tr 'A-Z_' 'a-z-')
-specs=(); for n in $need; do
-  v=$(echo "$freeze" | awk -F'==' -v n="$(echo "$n" | tr 'A-Z_' 'a-z-')" '$1==n{print $2}')
-  specs+=("$n${v:+==$v}")
-done
-$PY -m pip download -q --no-deps --only-binary=:all: --python-version "$DEVICE_PYTHON" --implementation cp \
-  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  -d .stage/main/wheels "${specs[@]}" 2>&1 | grep -v '^WARNING: Location' || true
+# stage_wheels DIR NAME...: each NAME at the version this .venv runs, as a wheel for the device, into DIR
+stage_wheels() {
+  local dir=$1; shift
+  local specs=() n v
+  for n in "$@"; do
+    v=$(echo "$freeze" | awk -F'==' -v n="$(echo "$n" | tr 'A-Z_' 'a-z-')" '$1==n{print $2}')
+    specs+=("$n${v:+==$v}")
+  done
+  mkdir -p "$dir"
+  $PY -m pip download -q --no-deps --only-binary=:all: --python-version "$DEVICE_PYTHON" --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d "$dir" "${specs[@]}" 2>&1 | grep -v '^WARNING: Location' || true
+}
+# shellcheck disable=SC2086 # $need is a list of names
+stage_wheels .stage/main/wheels $need
 
 # 2b. scikit-learn for the latent heads (manage.py fit_heads after training), with scipy: ~45 MB, so it travels in
 #     a call of its own, like the model pieces
-mkdir -p .stage/ml
-ml=(); for n in scikit-learn scipy joblib threadpoolctl; do
-  v=$(echo "$freeze" | awk -F'==' -v n="$n" '$1==n{print $2}'); ml+=("$n${v:+==$v}")
-done
-$PY -m pip download -q --no-deps --only-binary=:all: --python-version "$DEVICE_PYTHON" --implementation cp \
-  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  -d .stage/ml "${ml[@]}" 2>&1 | grep -v '^WARNING: Location' || true
+stage_wheels .stage/ml scikit-learn scipy joblib threadpoolctl
 
 # 3. the shared corpus (it does not travel on its own: ../shared is outside the checkout)
 tar -C "$ROOT/../shared" -cJf .stage/main/datasets.tar.xz datasets
