@@ -79,6 +79,16 @@ def latency(model: str, prompts: list[str], heads: bool) -> float:
     return round(statistics.median(times), 1)
 
 
+def device_label(model: str) -> str:
+    """Where the verdicts ran: "CPU", or the GPU's name (a GPU session's run is not a CPU latency)."""
+    device = getattr(getattr(runtime.get_backend(model), "runner", None), "device", "cpu")
+    if str(device).startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(device)
+    return "CPU"
+
+
 def teaching_seconds(model: str) -> float:
     """The slowest refit of a taught policy: its examples embedded and every taught category's head fitted
     (what a policy with 8 editor examples per category costs the first verdict that sees it)."""
@@ -111,12 +121,13 @@ def main() -> None:
     sample = heldout_sample(args.data)
     ids = {r.id for r in sample}
     deciders = ["heads"] if args.no_logits else ["logits", "heads"]
-    reports, following, latencies = {}, {}, {}
+    reports, following, latencies, devices = {}, {}, {}, {}
     if args.logits_from:
         earlier = json.loads(args.logits_from.read_text())
         reports["logits"] = earlier["reports"]["logits"]
         following.update({k: v for k, v in earlier["policy_following"].items() if k.startswith("logits")})
         latencies["logits"] = earlier["latency_ms"]["logits"]
+        devices["logits"] = earlier.get("latency_device", {}).get("logits", "CPU")
         deciders = ["logits", "heads"]
     for decider in [d for d in deciders if d not in reports]:
         started = time.perf_counter()
@@ -128,6 +139,7 @@ def main() -> None:
     latency_prompts = [r.prompt for r in sample if r.file == "toxicchat_train"][: args.latency_items]
     for decider in [d for d in deciders if d not in latencies]:
         latencies[decider] = latency(args.model, latency_prompts, decider == "heads")
+        devices[decider] = device_label(args.model)
 
     rows = []
     files = sorted(reports[deciders[-1]]["files"])
@@ -155,7 +167,7 @@ def main() -> None:
         print(f"{decider:7} category micro-F1 {cats['micro_f1']:5}  macro {cats['macro_f1']:5}  | policy-following pairs "
               f"{pf['pair_accuracy']}% (code {pf['code_accuracy']}%, covering {pf['covering_accuracy']}%, other {pf['other_accuracy']}%)"
               f"; with 8 editor examples {taught['pair_accuracy']}% (code {taught['code_accuracy']}%)"
-              f"  | fast verdict {latencies[decider]} ms median (batch 1, CPU)")
+              f"  | fast verdict {latencies[decider]} ms median (batch 1, {devices[decider]})")
     backend = runtime.get_backend(args.model)
     heads = getattr(backend, "heads", None)
     if heads is not None:
@@ -167,6 +179,7 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"reports": reports, "policy_following": following, "latency_ms": latencies,
+                                        "latency_device": devices,
                                         "rows": rows}, indent=1, default=str))
 
 

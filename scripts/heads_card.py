@@ -78,9 +78,10 @@ def section(heads: dict, bench: dict | None, previous: dict | None = None) -> st
             pf = run["policy_following"][decider]
             taught = run["policy_following"].get(decider + "+examples", {})
             rows.append([label, cats.get("micro_f1"), f"{pf['pair_accuracy']}% (code {pf['code_accuracy']}%)",
-                         f"{taught.get('pair_accuracy')}% (code {taught.get('code_accuracy')}%)", run["latency_ms"].get(decider)])
+                         f"{taught.get('pair_accuracy')}% (code {taught.get('code_accuracy')}%)",
+                         f"{run['latency_ms'].get(decider)} ({run.get('latency_device', {}).get(decider, 'CPU')})"])
         lines += _table(["decided by", "category micro-F1", "policy-following pairs", "with 8 editor examples",
-                         "fast verdict ms (batch 1, CPU)"], rows)
+                         "fast verdict ms (batch 1, median)"], rows)
         lines += ["", "Stacking the label logit into the heads was not adopted: see docs/guard.md."]
     lines += ["", END]
     return "\n".join(lines)

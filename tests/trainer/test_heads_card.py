@@ -10,14 +10,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def bench(prompt_f1: float, pairs: float) -> dict:
-    """A bench/heads.py run of the heads alone (--no-logits), reduced to what the card reads."""
+def bench(prompt_f1: float, pairs: float, device: str | None = None) -> dict:
+    """A bench/heads.py run of the heads alone (--no-logits), reduced to what the card reads
+    (``device``: where its latency was measured; runs before it was recorded lack it)."""
     return {
         "reports": {"heads": {"categories": {"micro_f1": 60.0, "macro_f1": 50.0}}},
         "policy_following": {"heads": {"pair_accuracy": pairs, "code_accuracy": 80.0},
                              "heads+examples": {"pair_accuracy": 90.0, "code_accuracy": 95.0}},
         "latency_ms": {"heads": 100.0},
         "rows": [["toxicchat_train.jsonl", "prompt", 276, prompt_f1]],
+        **({"latency_device": {"heads": device}} if device else {}),
     }
 
 
@@ -28,7 +30,7 @@ def write_card(tmp_path: Path, *previous: str) -> str:
         "info": {"fit_seconds": 120, "fit_records": 10, "tasks": {}},
         "layout": {"layers": [8, 12, 15], "similarity_layer": 16}, "tasks": {"prompt": {"kind": "mlp 3x64"}},
     }))
-    (tmp_path / "new.json").write_text(json.dumps(bench(70.0, 85.0)))
+    (tmp_path / "new.json").write_text(json.dumps(bench(70.0, 85.0, "NVIDIA H100 80GB HBM3")))
     (tmp_path / "old.json").write_text(json.dumps(bench(56.3, 79.2)))
     done = subprocess.run([sys.executable, "scripts/heads_card.py", "--model", str(model), "--bench", str(tmp_path / "new.json"),
                            *previous], cwd=REPO, capture_output=True, text=True, timeout=60)
@@ -46,3 +48,9 @@ def test_the_card_compares_new_heads_with_the_heads_they_replace_file_by_file(tm
 def test_without_a_previous_run_the_card_shows_the_new_heads_alone(tmp_path):
     card = write_card(tmp_path)
     assert "| file | task | n | heads F1 |\n" in card and "previous" not in card
+
+
+def test_each_latency_is_labelled_with_the_device_it_was_measured_on(tmp_path):
+    card = write_card(tmp_path, "--previous-bench", str(tmp_path / "old.json"))
+    assert "| heads | 60.0 | 85.0% (code 80.0%) | 90.0% (code 95.0%) | 100.0 (NVIDIA H100 80GB HBM3) |" in card
+    assert "| previous heads | 60.0 | 79.2% (code 80.0%) | 90.0% (code 95.0%) | 100.0 (CPU) |" in card
