@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Latent heads vs label logits on the held-out split: F1 per file and task, categories, policy
-following, feature throughput, fit time, memory and the CPU latency of a fast verdict.
+following, feature throughput, fit time, memory and the latency of a fast verdict (batch 1,
+median), recorded with the device it ran on (``latency_device``: "CPU" or the GPU's name).
 
     .venv/bin/python scripts/build_guard_data.py --out var/data        # once: the splits
     .venv/bin/python bench/heads.py [--model models/guardsite-guard-270m] [--data var/data/heldout]
