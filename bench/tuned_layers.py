@@ -1,0 +1,283 @@
+#!/usr/bin/env python
+"""Can a CPU fine-tune the backbone where the heads read it? Layers 12-14 tuned for prompt harm.
+
+    .venv/bin/python scripts/build_guard_data.py --out var/data        # once: the splits
+    .venv/bin/python bench/tuned_layers.py [--model models/guardsite-guard-270m] [--epochs 3] [--lr 5e-5]
+
+Every head variant tried on the frozen backbone lands on one plateau (docs/guard.md), and fine-tuning
+the whole backbone needs a GPU. This measures the cheap middle way: the residual stream after layer
+``--cut`` (12 of 18) of every distinct prompt of the fit and held-out samples is computed once and
+kept (``<bos>User: {prompt}``, the features' row), then a copy of layers ``cut`` to ``top - 1``
+(12-14: 16.5M parameters) is fine-tuned with a linear head on its mean-pooled output (class-balanced
+cross-entropy, AdamW, length-bucketed batches of 16). Only those three layers run forward and
+backward, so an epoch over 6,700 prompts takes about 6 minutes on 2 cores.
+
+It prints validation average precision (all prompts, and ToxicChat's prompts alone: the steadiest
+yardstick of chat traffic) and held-out F1 per file at each head's validation F1 maximum, for:
+a linear head on the frozen layer ``top``; the tuned layers after each epoch; and the fit's own
+candidates (``guard.head_fitting.fit_probe_head``, the prompt head's MLP included) on the mean states
+at layer ``cut`` and the frozen layer ``top``, with and without the tuned layers' mean beside them.
+The layer-``cut`` states are cached under ``var/bench/tuned-layers/`` (about 1.3 GB of float32,
+9 minutes cold; float16 overflows on the BOS token's residual stream).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "guardsite.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from guard import runtime  # noqa: E402
+from guard.backends.gemma_runner import RowCache  # noqa: E402
+from guard.features import PROMPT_TOKENS, USER_MARK, _clip  # noqa: E402
+from guard.head_fitting import Split, average_precision, best_threshold, fit_probe_head  # noqa: E402
+from trainer.head_data import HeadRecord, fit_sample, heldout_sample  # noqa: E402
+from trainer.heads import PROMPT_HEAD_KINDS, in_validation  # noqa: E402
+
+ATTACK_FILES = ("aart", "advbench", "catqa", "ailuminate_demo", "harmfulqa", "jbb_artifacts", "jbb_behaviors",
+                "strongreject", "synthetic_refusal")
+
+
+@dataclass
+class Residuals:
+    """The residual stream after layer ``cut`` of each prompt row: one float32 array of every token."""
+
+    flat: np.ndarray  # (tokens, hidden)
+    offsets: np.ndarray  # row i is flat[offsets[i]:offsets[i + 1]]
+    starts: np.ndarray  # where the prompt's own tokens begin in each row (after <bos>User: )
+    texts: list[str]
+
+    def rows(self, index: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Right-padded states (B, T, hidden), lengths and prompt starts of the rows ``index``."""
+        lengths = torch.tensor([int(self.offsets[i + 1] - self.offsets[i]) for i in index])
+        states = torch.zeros(len(index), int(lengths.max()), self.flat.shape[1])
+        for r, i in enumerate(index):
+            states[r, : lengths[r]] = torch.from_numpy(self.flat[self.offsets[i] : self.offsets[i + 1]])
+        return states, lengths, torch.tensor([int(self.starts[i]) for i in index])
+
+
+def extract(backend: Any, texts: list[str], cut: int, out: Path) -> Residuals:
+    if out.exists():
+        data = np.load(out, allow_pickle=True)
+        if list(data["texts"]) == texts:
+            return Residuals(data["flat"], data["offsets"], data["starts"], texts)
+    runner, tokenizer = backend.runner, backend.tokenizer
+    head = [tokenizer.bos_token_id, *tokenizer.encode(USER_MARK, add_special_tokens=False)]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    rows = [head + _clip(list(ids) or [tokenizer.eos_token_id], PROMPT_TOKENS) for ids in encoded]
+    states: list[np.ndarray] = [np.empty(0)] * len(rows)
+    batches: list[list[int]] = []
+    for index in sorted(range(len(rows)), key=lambda i: len(rows[i])):  # length-bucketed, <= 4,096 padded tokens
+        if batches and len(rows[index]) * (len(batches[-1]) + 1) <= 4096:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    started, done = time.perf_counter(), 0
+    with torch.inference_mode():
+        for batch in batches:
+            width = max(len(rows[i]) for i in batch)
+            ids = torch.tensor([rows[i] + [0] * (width - len(rows[i])) for i in batch])
+            captured: list[torch.Tensor] = []
+            runner.forward(RowCache(runner, len(batch), width, None), ids, torch.tensor([len(rows[i]) for i in batch]),
+                           capture=(cut,), captured=captured, stop_after=cut)
+            block = captured[0].float().numpy()
+            for r, i in enumerate(batch):
+                states[i] = block[r, : len(rows[i])]
+            done += len(batch)
+            print(f"\r  layer {cut} of {done}/{len(rows)} prompts ({time.perf_counter() - started:.0f} s)", end="", flush=True)
+    print()
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in states])])
+    residuals = Residuals(np.concatenate(states), offsets, np.full(len(rows), len(head)), texts)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, flat=residuals.flat, offsets=offsets, starts=residuals.starts, texts=np.array(texts, dtype=object))
+    return residuals
+
+
+class TunedLayers(nn.Module):
+    """A trainable copy of decoder layers ``cut`` to ``top - 1``, run on cached residual states."""
+
+    def __init__(self, decoder: Any, cut: int, top: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(copy.deepcopy(decoder.layers[cut:top]))
+        self.rotary = decoder.rotary_emb
+        self.types = list(decoder.config.layer_types[cut:top])
+        self.requires_grad_(True)  # the served model's weights come frozen
+
+    def forward(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        batch, width, _ = states.shape
+        positions = torch.arange(width)[None].expand(batch, width)
+        rope = {kind: self.rotary(states, positions, kind) for kind in set(self.types)}
+        # Causal over each row's real tokens; the rows are far shorter than the sliding window.
+        visible = torch.ones(width, width, dtype=torch.bool).tril()[None] & (torch.arange(width)[None, :] < lengths[:, None])[:, None]
+        mask = torch.zeros(batch, 1, width, width).masked_fill(~visible[:, None], -1e9)
+        for layer, kind in zip(self.layers, self.types, strict=True):
+            out = layer(states, position_embeddings=rope[kind], attention_mask=mask, position_ids=positions)
+            states = out[0] if isinstance(out, tuple) else out
+        return states
+
+
+def mean_over_prompt(states: torch.Tensor, lengths: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+    columns = torch.arange(states.shape[1])[None]
+    weights = ((columns >= starts[:, None]) & (columns < lengths[:, None])).float()
+    return torch.einsum("bt,bth->bh", weights / weights.sum(1, keepdim=True), states)
+
+
+def pooled(residuals: Residuals, index: Sequence[int], layers: TunedLayers | None) -> np.ndarray:
+    """Mean over each prompt's tokens of the cached states (``layers`` None) or of ``layers``' output."""
+    out = np.zeros((len(index), residuals.flat.shape[1]), dtype=np.float32)
+    order = sorted(range(len(index)), key=lambda k: residuals.offsets[index[k] + 1] - residuals.offsets[index[k]])
+    with torch.no_grad():
+        for start in range(0, len(order), 32):
+            part = order[start : start + 32]
+            states, lengths, starts = residuals.rows([index[k] for k in part])
+            if layers is not None:
+                states = layers(states, lengths)
+            out[part] = mean_over_prompt(states, lengths, starts).numpy()
+    return out
+
+
+def f1(gold: np.ndarray, predicted: np.ndarray) -> float:
+    tp = float((gold & predicted).sum())
+    return round(200 * tp / max(float(gold.sum() + predicted.sum()), 1.0), 1)
+
+
+class Report:
+    def __init__(self, y_val: np.ndarray, val_chat: np.ndarray, gold: np.ndarray, files: np.ndarray) -> None:
+        self.y_val, self.val_chat, self.gold, self.files = y_val, val_chat, gold, files
+        print(f"\n{'variant':44} {'val AP':>6} {'TC AP':>6} {'held F1':>7}  held-out F1 per file")
+
+    def row(self, name: str, val_scores: np.ndarray, held_scores: np.ndarray, threshold: float | None = None) -> None:
+        if threshold is None:
+            threshold, _ = best_threshold(val_scores, self.y_val)
+        predicted = held_scores >= threshold
+        chat = np.char.startswith(self.files.astype(str), "toxicchat")
+        per_file = {"ToxicChat": f1(self.gold[chat], predicted[chat])}
+        per_file |= {name: f1(self.gold[self.files == name], predicted[self.files == name]) for name in sorted(set(self.files))
+                     if (name.startswith("openai") or name in ATTACK_FILES) and self.gold[self.files == name].any()}
+        ap = 100 * average_precision(val_scores, self.y_val)
+        chat_ap = 100 * average_precision(val_scores[self.val_chat], self.y_val[self.val_chat])
+        print(f"{name:44} {ap:6.1f} {chat_ap:6.1f} {f1(self.gold, predicted):7}  "
+              + ", ".join(f"{k} {v}" for k, v in per_file.items()), flush=True)
+
+
+def labelled(records: Sequence[HeadRecord]) -> dict[str, HeadRecord]:
+    """The first record of each distinct labelled prompt."""
+    out: dict[str, HeadRecord] = {}
+    for record in records:
+        if record.prompt_label in ("safe", "unsafe"):
+            out.setdefault(record.prompt, record)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=str(ROOT / "models" / "guardsite-guard-270m"))
+    parser.add_argument("--data", type=Path, default=ROOT / "var" / "data")
+    parser.add_argument("--cache", type=Path, default=ROOT / "var" / "bench" / "tuned-layers")
+    parser.add_argument("--cut", type=int, default=12, help="the cached layer: layers cut..top-1 are tuned")
+    parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--limit", type=int, default=0, help="keep every n-th prompt (a smoke run)")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    step = max(args.limit, 1)
+    fit = list(labelled(fit_sample(args.data / "train")).values())[::step]
+    held = list(labelled(heldout_sample(args.data / "heldout")).values())[::step]
+    texts = sorted({r.prompt for r in fit} | {r.prompt for r in held})
+    backend = runtime.get_backend(args.model, heads=False)
+    suffix = f"-every{args.limit}" if args.limit > 1 else ""
+    residuals = extract(backend, texts, args.cut, args.cache / f"layer{args.cut}{suffix}.npz")
+    position = {text: i for i, text in enumerate(texts)}
+    in_val = np.array([in_validation(r.id) for r in fit])
+    train = [position[r.prompt] for r, v in zip(fit, in_val, strict=True) if not v]
+    val = [position[r.prompt] for r, v in zip(fit, in_val, strict=True) if v]
+    y_train = np.array([r.prompt_label == "unsafe" for r, v in zip(fit, in_val, strict=True) if not v])
+    y_val = np.array([r.prompt_label == "unsafe" for r, v in zip(fit, in_val, strict=True) if v])
+    val_chat = np.array([r.file.startswith("toxicchat") for r, v in zip(fit, in_val, strict=True) if v])
+    held_index = [position[r.prompt] for r in held]
+    report = Report(y_val, val_chat, np.array([r.prompt_label == "unsafe" for r in held]), np.array([r.file for r in held]))
+    print(f"train {len(train)} prompts ({int(y_train.sum())} unsafe), validation {len(val)} ({int(y_val.sum())})")
+
+    layers = TunedLayers(backend.model.get_decoder(), args.cut, args.top).float()
+    frozen_path = args.cache / f"frozen-{args.cut}-{args.top}{suffix}.npz"
+    if frozen_path.exists():
+        frozen = dict(np.load(frozen_path))
+    else:
+        frozen = {"cut": pooled(residuals, texts_index := list(range(len(texts))), None),
+                  "top": pooled(residuals, texts_index, layers)}
+        np.savez(frozen_path, **frozen)
+    mean, scale = frozen["top"][train].mean(0), frozen["top"][train].std(0) + 1e-3
+
+    from sklearn.linear_model import LogisticRegression
+
+    def standard(x: np.ndarray) -> np.ndarray:
+        return (x - mean) / scale
+
+    linear = LogisticRegression(C=0.01, class_weight="balanced", max_iter=2000).fit(standard(frozen["top"][train]), y_train)
+    report.row(f"linear, frozen layer {args.top}", linear.decision_function(standard(frozen["top"][val])),
+               linear.decision_function(standard(frozen["top"][held_index])))
+
+    # The tuned layers start from the frozen ones and the head from that linear fit.
+    head = nn.Linear(residuals.flat.shape[1], 1)
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(linear.coef_).float())
+        head.bias.copy_(torch.from_numpy(linear.intercept_).float())
+    optimiser = torch.optim.AdamW([{"params": layers.parameters(), "lr": args.lr, "weight_decay": 0.01},
+                                   {"params": head.parameters(), "lr": 1e-3, "weight_decay": 0.0}])
+    targets = torch.from_numpy(y_train.astype(np.float32))
+    loss_of = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(float((~y_train).sum() / y_train.sum())))
+    shift, divide = torch.from_numpy(mean), torch.from_numpy(scale)
+    order = sorted(range(len(train)), key=lambda k: residuals.offsets[train[k] + 1] - residuals.offsets[train[k]])
+    buckets = [order[s : s + 16] for s in range(0, len(order), 16)]
+    rng = np.random.default_rng(0)
+    for epoch in range(args.epochs):
+        layers.train()
+        started = time.perf_counter()
+        for bucket in rng.permutation(len(buckets)):
+            part = buckets[bucket]
+            states, lengths, starts = residuals.rows([train[k] for k in part])
+            logits = head((mean_over_prompt(layers(states, lengths), lengths, starts) - shift) / divide)[:, 0]
+            loss = loss_of(logits, targets[part])
+            optimiser.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(layers.parameters(), 1.0)
+            optimiser.step()
+        layers.eval()
+        seconds = time.perf_counter() - started
+
+        def scores(index: Sequence[int]) -> np.ndarray:
+            with torch.no_grad():
+                return head((torch.from_numpy(pooled(residuals, index, layers)) - shift) / divide)[:, 0].numpy()
+
+        report.row(f"tuned layers {args.cut}-{args.top - 1}, epoch {epoch + 1} ({seconds:.0f} s)", scores(val), scores(held_index))
+
+    tuned = pooled(residuals, list(range(len(texts))), layers)
+    for name, blocks in ((f"fit candidates, frozen {args.cut} + {args.top}", (frozen["cut"], frozen["top"])),
+                         (f"fit candidates, frozen + tuned {args.top}", (frozen["cut"], frozen["top"], tuned))):
+        x = np.concatenate(blocks, axis=1)
+        probe = fit_probe_head(Split(x[train], y_train, x[val], y_val), source="prompt", blocks="all", kinds=PROMPT_HEAD_KINDS)
+        report.row(f"{name} ({probe.kind})", probe.probability(x[val]), probe.probability(x[held_index]), probe.threshold)
+
+
+if __name__ == "__main__":
+    main()
