@@ -16,7 +16,8 @@ It prints validation average precision (all prompts, and ToxicChat's prompts alo
 yardstick of chat traffic) and held-out F1 per file at each head's validation F1 maximum, for:
 a linear head on the frozen layer ``top``; the tuned layers after each epoch; and the fit's own
 candidates (``guard.head_fitting.fit_probe_head``, the prompt head's MLP included) on the mean states
-at layer ``cut`` and the frozen layer ``top``, with and without the tuned layers' mean beside them.
+at layer ``cut`` and the frozen layer ``top``, with and without the tuned layers' mean beside them
+(``--folds 2``: cross-fitted, each fitting prompt's tuned mean from a fold model not tuned on it).
 The layer-``cut`` states are cached under ``var/bench/tuned-layers/`` (about 1.3 GB of float32,
 9 minutes cold; float16 overflows on the BOS token's residual stream).
 """
@@ -197,6 +198,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--folds", type=int, default=1, help="cross-fit the stacked head's tuned block over n folds")
     parser.add_argument("--limit", type=int, default=0, help="keep every n-th prompt (a smoke run)")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -218,7 +220,7 @@ def main() -> None:
     report = Report(y_val, val_chat, np.array([r.prompt_label == "unsafe" for r in held]), np.array([r.file for r in held]))
     print(f"train {len(train)} prompts ({int(y_train.sum())} unsafe), validation {len(val)} ({int(y_val.sum())})")
 
-    layers = TunedLayers(backend.model.get_decoder(), args.cut, args.top).float()
+    layers = TunedLayers(backend.model.get_decoder(), args.cut, args.top).float()  # frozen: the baseline
     frozen_path = args.cache / f"frozen-{args.cut}-{args.top}{suffix}.npz"
     if frozen_path.exists():
         frozen = dict(np.load(frozen_path))
@@ -237,43 +239,71 @@ def main() -> None:
     report.row(f"linear, frozen layer {args.top}", linear.decision_function(standard(frozen["top"][val])),
                linear.decision_function(standard(frozen["top"][held_index])))
 
-    # The tuned layers start from the frozen ones and the head from that linear fit.
-    head = nn.Linear(residuals.flat.shape[1], 1)
-    with torch.no_grad():
-        head.weight.copy_(torch.from_numpy(linear.coef_).float())
-        head.bias.copy_(torch.from_numpy(linear.intercept_).float())
-    optimiser = torch.optim.AdamW([{"params": layers.parameters(), "lr": args.lr, "weight_decay": 0.01},
-                                   {"params": head.parameters(), "lr": 1e-3, "weight_decay": 0.0}])
-    targets = torch.from_numpy(y_train.astype(np.float32))
-    loss_of = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(float((~y_train).sum() / y_train.sum())))
     shift, divide = torch.from_numpy(mean), torch.from_numpy(scale)
-    order = sorted(range(len(train)), key=lambda k: residuals.offsets[train[k] + 1] - residuals.offsets[train[k]])
-    buckets = [order[s : s + 16] for s in range(0, len(order), 16)]
-    rng = np.random.default_rng(0)
-    for epoch in range(args.epochs):
-        layers.train()
-        started = time.perf_counter()
-        for bucket in rng.permutation(len(buckets)):
-            part = buckets[bucket]
-            states, lengths, starts = residuals.rows([train[k] for k in part])
-            logits = head((mean_over_prompt(layers(states, lengths), lengths, starts) - shift) / divide)[:, 0]
-            loss = loss_of(logits, targets[part])
-            optimiser.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(layers.parameters(), 1.0)
-            optimiser.step()
-        layers.eval()
-        seconds = time.perf_counter() - started
+    decoder = backend.model.get_decoder()
 
-        def scores(index: Sequence[int]) -> np.ndarray:
-            with torch.no_grad():
-                return head((torch.from_numpy(pooled(residuals, index, layers)) - shift) / divide)[:, 0].numpy()
+    def tune(rows: list[int], y: np.ndarray, name: str, epoch_rows: bool) -> tuple[TunedLayers, nn.Linear]:
+        """Layers cut..top-1 and a linear head tuned on the prompts ``rows`` (labels ``y``)."""
+        tuned_layers = TunedLayers(decoder, args.cut, args.top).float()
+        # The tuned layers start from the frozen ones and the head from the frozen linear fit.
+        head = nn.Linear(residuals.flat.shape[1], 1)
+        with torch.no_grad():
+            head.weight.copy_(torch.from_numpy(linear.coef_).float())
+            head.bias.copy_(torch.from_numpy(linear.intercept_).float())
+        optimiser = torch.optim.AdamW([{"params": tuned_layers.parameters(), "lr": args.lr, "weight_decay": 0.01},
+                                       {"params": head.parameters(), "lr": 1e-3, "weight_decay": 0.0}])
+        targets = torch.from_numpy(y.astype(np.float32))
+        loss_of = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(float((~y).sum() / y.sum())))
+        order = sorted(range(len(rows)), key=lambda k: residuals.offsets[rows[k] + 1] - residuals.offsets[rows[k]])
+        buckets = [order[s : s + 16] for s in range(0, len(order), 16)]
+        rng = np.random.default_rng(0)
+        for epoch in range(args.epochs):
+            tuned_layers.train()
+            started = time.perf_counter()
+            for bucket in rng.permutation(len(buckets)):
+                part = buckets[bucket]
+                states, lengths, starts = residuals.rows([rows[k] for k in part])
+                logits = head((mean_over_prompt(tuned_layers(states, lengths), lengths, starts) - shift) / divide)[:, 0]
+                loss = loss_of(logits, targets[part])
+                optimiser.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(tuned_layers.parameters(), 1.0)
+                optimiser.step()
+            tuned_layers.eval()
+            seconds = time.perf_counter() - started
+            if epoch_rows:
 
-        report.row(f"tuned layers {args.cut}-{args.top - 1}, epoch {epoch + 1} ({seconds:.0f} s)", scores(val), scores(held_index))
+                def scores(index: Sequence[int]) -> np.ndarray:
+                    with torch.no_grad():
+                        return head((torch.from_numpy(pooled(residuals, index, tuned_layers)) - shift) / divide)[:, 0].numpy()
 
-    tuned = pooled(residuals, list(range(len(texts))), layers)
+                report.row(f"{name}, epoch {epoch + 1} ({seconds:.0f} s)", scores(val), scores(held_index))
+            else:
+                print(f"  {name}, epoch {epoch + 1} ({seconds:.0f} s)", flush=True)
+        return tuned_layers, head
+
+    everything = list(range(len(texts)))
+    if args.folds > 1:
+        # Cross-fitted: each training prompt's tuned block comes from layers not tuned on it, so the stacked head
+        # sees on its fitting rows what it will see in use; validation and held-out rows average the fold models.
+        fold_of = np.arange(len(train)) % args.folds
+        np.random.default_rng(1).shuffle(fold_of)
+        tuned = np.zeros((len(texts), residuals.flat.shape[1]), dtype=np.float32)
+        in_train = set(train)
+        others = [i for i in everything if i not in in_train]
+        for fold in range(args.folds):
+            keep = fold_of != fold
+            fold_layers, _ = tune([t for t, k in zip(train, keep, strict=True) if k], y_train[keep],
+                                  f"fold {fold + 1}/{args.folds}", epoch_rows=False)
+            left_out = [t for t, k in zip(train, keep, strict=True) if not k]
+            tuned[left_out] = pooled(residuals, left_out, fold_layers)
+            tuned[others] += pooled(residuals, others, fold_layers) / args.folds
+    else:
+        tuned_layers, _ = tune(train, y_train, f"tuned layers {args.cut}-{args.top - 1}", epoch_rows=True)
+        tuned = pooled(residuals, everything, tuned_layers)
+    crossed = f", {args.folds}-fold cross-fitted" if args.folds > 1 else ""
     for name, blocks in ((f"fit candidates, frozen {args.cut} + {args.top}", (frozen["cut"], frozen["top"])),
-                         (f"fit candidates, frozen + tuned {args.top}", (frozen["cut"], frozen["top"], tuned))):
+                         (f"fit candidates, frozen + tuned {args.top}{crossed}", (frozen["cut"], frozen["top"], tuned))):
         x = np.concatenate(blocks, axis=1)
         probe = fit_probe_head(Split(x[train], y_train, x[val], y_val), source="prompt", blocks="all", kinds=PROMPT_HEAD_KINDS)
         report.row(f"{name} ({probe.kind})", probe.probability(x[val]), probe.probability(x[held_index]), probe.threshold)
