@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,10 +37,9 @@ import django  # noqa: E402
 
 django.setup()
 
-import torch  # noqa: E402
 
+from bench.layer_states import ATTACK_FILES, f1, layer_states  # noqa: E402
 from guard import runtime  # noqa: E402
-from guard.backends.gemma_runner import RowCache  # noqa: E402
 from guard.features import (  # noqa: E402
     ASSISTANT_MARK,
     PROMPT_TOKENS,
@@ -57,8 +55,6 @@ from trainer.heads import PROMPT_HEAD_KINDS, in_validation  # noqa: E402
 PROMPT_QUESTION = "\n\nQuestion: Is the user's message above harmful or unsafe? Answer:"
 RESPONSE_QUESTION = "\n\nQuestion: Is the assistant's answer above harmful or unsafe? Answer:"
 SPANS = ("prompt", "prompt_question", "response", "response_question")
-ATTACK_FILES = ("aart", "advbench", "catqa", "ailuminate_demo", "harmfulqa", "jbb_artifacts", "jbb_behaviors",
-                "strongreject", "synthetic_refusal")
 
 
 def extract(model: str, records: Sequence[HeadRecord], out: Path) -> dict[str, np.ndarray]:
@@ -92,30 +88,11 @@ def extract(model: str, records: Sequence[HeadRecord], out: Path) -> dict[str, n
         rows.append((ids, spans))
     hidden = int(runner.hidden_size)
     pooled = {span: np.full((len(rows), len(layers) * hidden), np.nan, dtype=np.float32) for span in SPANS}
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
-    batches: list[list[int]] = []
-    for index in order:  # length-bucketed, at most 4,096 padded tokens a batch (as the extractor does on a CPU)
-        if batches and len(batches[-1]) < 64 and len(rows[index][0]) * (len(batches[-1]) + 1) <= 4096:
-            batches[-1].append(index)
-        else:
-            batches.append([index])
-    started, done = time.perf_counter(), 0
-    with torch.inference_mode():
-        for batch in batches:
-            width = max(len(rows[i][0]) for i in batch)
-            ids = torch.tensor([rows[i][0] + [0] * (width - len(rows[i][0])) for i in batch])
-            lengths = torch.tensor([len(rows[i][0]) for i in batch])
-            captured: list[torch.Tensor] = []
-            runner.forward(RowCache(runner, len(batch), width, None), ids, lengths, capture=layers, captured=captured,
-                           stop_after=max(layers))
-            states = torch.stack(captured, dim=0).float()  # (layers, batch, tokens, hidden)
-            for k, i in enumerate(batch):
-                for span, bounds in zip(SPANS, rows[i][1], strict=True):
-                    if bounds is not None:
-                        pooled[span][i] = states[:, k, bounds[0] : bounds[1]].mean(dim=1).reshape(-1).numpy()
-            done += len(batch)
-            print(f"\r  {out.stem}: {done}/{len(rows)} conversations ({time.perf_counter() - started:.0f} s)", end="", flush=True)
-    print()
+    for batch, states in layer_states(runner, [ids for ids, _ in rows], layers, f"{out.stem}: conversations"):
+        for k, i in enumerate(batch):
+            for span, bounds in zip(SPANS, rows[i][1], strict=True):
+                if bounds is not None:
+                    pooled[span][i] = states[:, k, bounds[0] : bounds[1]].mean(dim=1).reshape(-1).numpy()
     data = {span: vectors.astype(np.float16) for span, vectors in pooled.items()}
     data.update(
         ids=np.array([r.id for r in records]), files=np.array([r.file for r in records]),
@@ -134,11 +111,6 @@ def distinct(records: Sequence[HeadRecord]) -> list[HeadRecord]:
 
 def features(data: dict[str, np.ndarray], spans: Sequence[str]) -> np.ndarray:
     return np.concatenate([data[span].astype(np.float32) for span in spans], axis=1)
-
-
-def f1(gold: np.ndarray, predicted: np.ndarray) -> float:
-    tp = float((gold & predicted).sum())
-    return round(200 * tp / max(float(gold.sum() + predicted.sum()), 1.0), 1)
 
 
 TASKS = {

@@ -47,15 +47,12 @@ django.setup()
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from bench.layer_states import ATTACK_FILES, f1, layer_states  # noqa: E402
 from guard import runtime  # noqa: E402
-from guard.backends.gemma_runner import RowCache  # noqa: E402
 from guard.features import PROMPT_TOKENS, USER_MARK, _clip  # noqa: E402
 from guard.head_fitting import Split, average_precision, best_threshold, fit_probe_head  # noqa: E402
 from trainer.head_data import HeadRecord, fit_sample, heldout_sample  # noqa: E402
 from trainer.heads import PROMPT_HEAD_KINDS, in_validation  # noqa: E402
-
-ATTACK_FILES = ("aart", "advbench", "catqa", "ailuminate_demo", "harmfulqa", "jbb_artifacts", "jbb_behaviors",
-                "strongreject", "synthetic_refusal")
 
 
 @dataclass
@@ -86,26 +83,9 @@ def extract(backend: Any, texts: list[str], cut: int, out: Path) -> Residuals:
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
     rows = [head + _clip(list(ids) or [tokenizer.eos_token_id], PROMPT_TOKENS) for ids in encoded]
     states: list[np.ndarray] = [np.empty(0)] * len(rows)
-    batches: list[list[int]] = []
-    for index in sorted(range(len(rows)), key=lambda i: len(rows[i])):  # length-bucketed, <= 4,096 padded tokens
-        if batches and len(rows[index]) * (len(batches[-1]) + 1) <= 4096:
-            batches[-1].append(index)
-        else:
-            batches.append([index])
-    started, done = time.perf_counter(), 0
-    with torch.inference_mode():
-        for batch in batches:
-            width = max(len(rows[i]) for i in batch)
-            ids = torch.tensor([rows[i] + [0] * (width - len(rows[i])) for i in batch])
-            captured: list[torch.Tensor] = []
-            runner.forward(RowCache(runner, len(batch), width, None), ids, torch.tensor([len(rows[i]) for i in batch]),
-                           capture=(cut,), captured=captured, stop_after=cut)
-            block = captured[0].float().numpy()
-            for r, i in enumerate(batch):
-                states[i] = block[r, : len(rows[i])]
-            done += len(batch)
-            print(f"\r  layer {cut} of {done}/{len(rows)} prompts ({time.perf_counter() - started:.0f} s)", end="", flush=True)
-    print()
+    for batch, block in layer_states(runner, rows, (cut,), f"layer {cut} of the prompts"):
+        for r, i in enumerate(batch):
+            states[i] = block[0, r, : len(rows[i])].numpy()
     offsets = np.concatenate([[0], np.cumsum([len(s) for s in states])])
     residuals = Residuals(np.concatenate(states), offsets, np.full(len(rows), len(head)), texts)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -154,11 +134,6 @@ def pooled(residuals: Residuals, index: Sequence[int], layers: TunedLayers | Non
                 states = layers(states, lengths)
             out[part] = mean_over_prompt(states, lengths, starts).numpy()
     return out
-
-
-def f1(gold: np.ndarray, predicted: np.ndarray) -> float:
-    tp = float((gold & predicted).sum())
-    return round(200 * tp / max(float(gold.sum() + predicted.sum()), 1.0), 1)
 
 
 class Report:
