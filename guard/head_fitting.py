@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from guard.heads import ProbeHead, ZeroShot, _sigmoid
+from guard.heads import ProbeHead
+from guard.zero_shot import ZeroShot, sigmoid
 
 # The response head chose the weakest strength when the grid started at 0.005, so the grid goes one
 # step further (validation AP 81.7 -> 81.9; held-out response F1 76.1 -> 77.3, in the note of issue 20).
@@ -210,7 +211,7 @@ def fit_zero_shot(
     c = float(model.intercept_[0])
 
     def prob(cos: np.ndarray) -> np.ndarray:
-        return _sigmoid(a * cos + b * _relative(cos) + c)
+        return sigmoid(a * cos + b * _relative(cos) + c)
 
     def firing_probabilities(case: ZeroShotCase) -> np.ndarray:
         return np.where(case.firing, prob(case.cosines), -1.0)

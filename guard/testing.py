@@ -81,7 +81,8 @@ def fit_tiny_heads(backend: object, directory: Path, trained: tuple = (), *, fir
     import numpy as np
 
     from guard.head_fitting import Split, fit_category_head, fit_probe_head
-    from guard.heads import CategoryHead, GuardHeads, ZeroShot, category_key
+    from guard.heads import CategoryHead, GuardHeads, category_key
+    from guard.zero_shot import ZeroShot
 
     extractor = backend.feature_extractor(cached=False)  # type: ignore[attr-defined]
     layout = extractor.layout

@@ -35,14 +35,8 @@ from guard.head_fitting import (
     fit_probe_head,
     fit_zero_shot,
 )
-from guard.heads import (
-    LEGACY_TEMPLATE,
-    CategoryHead,
-    GuardHeads,
-    category_key,
-    category_text,
-    unit_rows,
-)
+from guard.heads import CategoryHead, GuardHeads, category_key
+from guard.zero_shot import LEGACY_TEMPLATE, category_text, unit_rows
 from trainer.head_data import HeadRecord, fit_sample
 from trainer.policy_following import GENERAL_CATEGORIES, TRAIN_CATEGORIES, training_records
 

@@ -5,7 +5,7 @@ kept or added makes the judged text a violating example of that category; a code
 named and the reviewer removed (or an item the reviewer called safe) makes it a near miss,
 an "allowed" example. ``teach`` writes them as the policy's next ``CategoryTeaching``
 snapshot; the latent heads refit each taught category from its examples when they next see
-the policy (``guard.heads.example_head``: milliseconds), so nothing queues and no GPU waits.
+the policy (``guard.zero_shot.example_head``: milliseconds), so nothing queues and no GPU waits.
 """
 
 from __future__ import annotations

@@ -22,16 +22,8 @@ from guard.backends.base import setting
 from guard.backends.inputs import PreparedItem
 from guard.contract import NONE, PolicySpec, Verdict
 from guard.features import FeatureExtractor, extractor_for
-from guard.heads import (
-    ExampleHead,
-    GuardHeads,
-    HeadDecision,
-    PolicyView,
-    category_key,
-    category_text,
-    example_head,
-    load,
-)
+from guard.heads import GuardHeads, HeadDecision, PolicyView, category_key, load
+from guard.zero_shot import ExampleHead, category_text, example_head
 
 DECIDED_BY_HEADS = "heads"
 DECIDED_BY_LOGITS = "logits"

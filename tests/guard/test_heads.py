@@ -19,19 +19,16 @@ from guard.contract import CategorySpec, PolicySpec
 from guard.features import FeatureExtractor, FeatureLayout, FeatureStore, backbone_fingerprint
 from guard.head_fitting import Split, best_threshold, fit_probe_head
 from guard.heads import (
-    LEGACY_TEMPLATE,
     CategoryHead,
     GuardHeads,
     HeadsError,
     PolicyView,
     ProbeHead,
-    ZeroShot,
     category_key,
-    category_text,
-    example_head,
     load,
 )
 from guard.testing import fit_tiny_heads
+from guard.zero_shot import LEGACY_TEMPLATE, ZeroShot, category_text, example_head
 
 WEAPONS = CategorySpec("S1", "Weapons", "Helps build weapons or explosives.")
 
