@@ -3,14 +3,16 @@
 
     .venv/bin/python scripts/build_guard_data.py --out var/data        # once: the splits
     .venv/bin/python bench/tuned_layers.py [--model models/guardsite-guard-270m] [--epochs 3] [--lr 5e-5]
+    .venv/bin/python bench/tuned_layers.py --task response      # the same for response harm
 
 Every head variant tried on the frozen backbone lands on one plateau (docs/guard.md), and fine-tuning
 the whole backbone needs a GPU. This measures the cheap middle way: the residual stream after layer
 ``--cut`` (12 of 18) of every distinct prompt of the fit and held-out samples is computed once and
 kept (``<bos>User: {prompt}``, the features' row), then a copy of layers ``cut`` to ``top - 1``
-(12-14: 16.5M parameters) is fine-tuned with a linear head on its mean-pooled output (class-balanced
-cross-entropy, AdamW, length-bucketed batches of 16). Only those three layers run forward and
-backward, so an epoch over 6,700 prompts takes about 6 minutes on 2 cores.
+(12-14: 16.5M parameters; ``guard.tuned_layers``) is fine-tuned with a linear head on its mean-pooled
+output (class-balanced cross-entropy, AdamW, length-bucketed batches of 16). Only those three layers
+run forward and backward, so an epoch over 6,689 prompts takes 3 minutes on 2 cores (5-7 with
+anything else running).
 
 It prints validation average precision (all prompts, and ToxicChat's prompts alone: the steadiest
 yardstick of chat traffic) and held-out F1 per file at each head's validation F1 maximum, for:
@@ -20,12 +22,17 @@ at layer ``cut`` and the frozen layer ``top``, with and without the tuned layers
 (``--folds 2``: cross-fitted, each fitting prompt's tuned mean from a fold model not tuned on it).
 The layer-``cut`` states are cached under ``var/bench/tuned-layers/`` (about 1.3 GB of float32,
 9 minutes cold; float16 overflows on the BOS token's residual stream).
+
+``--task response`` does the same for response harm: the rows are the features' conversations
+(``<bos>User: {prompt}\n\nAssistant: {response}``, each side clipped at 192 tokens), pooled over the
+response's tokens; the steadiest yardstick is then the human-labelled responses (BeaverTails,
+PKU-SafeRLHF, DICES), and the fit's candidates are the response head's (linear, LDA) on the response's
+means alone. Its cache is about 1.7 GB (8 minutes cold).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 import time
@@ -49,19 +56,26 @@ from torch import nn  # noqa: E402
 
 from bench.layer_states import ATTACK_FILES, f1, layer_states  # noqa: E402
 from guard import runtime  # noqa: E402
-from guard.features import PROMPT_TOKENS, USER_MARK, _clip  # noqa: E402
-from guard.head_fitting import Split, average_precision, best_threshold, fit_probe_head  # noqa: E402
+from guard.features import ASSISTANT_MARK, PROMPT_TOKENS, RESPONSE_TOKENS, USER_MARK, _clip  # noqa: E402
+from guard.head_fitting import (  # noqa: E402
+    LINEAR_KINDS,
+    Split,
+    average_precision,
+    best_threshold,
+    fit_probe_head,
+)
+from guard.tuned_layers import TunedLayers, mean_over_text  # noqa: E402
 from trainer.head_data import HeadRecord, fit_sample, heldout_sample  # noqa: E402
 from trainer.heads import PROMPT_HEAD_KINDS, in_validation  # noqa: E402
 
 
 @dataclass
 class Residuals:
-    """The residual stream after layer ``cut`` of each prompt row: one float32 array of every token."""
+    """The residual stream after layer ``cut`` of each row: one float32 array of every token."""
 
     flat: np.ndarray  # (tokens, hidden)
     offsets: np.ndarray  # row i is flat[offsets[i]:offsets[i + 1]]
-    starts: np.ndarray  # where the prompt's own tokens begin in each row (after <bos>User: )
+    starts: np.ndarray  # where the pooled text (the prompt, or the response) begins in each row; it runs to the end
     texts: list[str]
 
     def rows(self, index: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -73,53 +87,39 @@ class Residuals:
         return states, lengths, torch.tensor([int(self.starts[i]) for i in index])
 
 
+# A response row's key: its prompt and response joined by a character neither contains.
+PAIR_JOIN = "\x00"
+
+
 def extract(backend: Any, texts: list[str], cut: int, out: Path) -> Residuals:
+    """The layer-``cut`` residuals of every row, ``texts`` being prompts or ``PAIR_JOIN``-joined conversations."""
     if out.exists():
         data = np.load(out, allow_pickle=True)
         if list(data["texts"]) == texts:
             return Residuals(data["flat"], data["offsets"], data["starts"], texts)
     runner, tokenizer = backend.runner, backend.tokenizer
     head = [tokenizer.bos_token_id, *tokenizer.encode(USER_MARK, add_special_tokens=False)]
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    rows = [head + _clip(list(ids) or [tokenizer.eos_token_id], PROMPT_TOKENS) for ids in encoded]
+    assistant = tokenizer.encode(ASSISTANT_MARK, add_special_tokens=False)
+    rows, starts = [], []
+    for text in texts:
+        prompt, _, response = text.partition(PAIR_JOIN)
+        row = head + _clip(tokenizer.encode(prompt, add_special_tokens=False) or [tokenizer.eos_token_id], PROMPT_TOKENS)
+        if PAIR_JOIN in text:
+            row += assistant
+            starts.append(len(row))
+            row += _clip(tokenizer.encode(response, add_special_tokens=False) or [tokenizer.eos_token_id], RESPONSE_TOKENS)
+        else:
+            starts.append(len(head))
+        rows.append(row)
     states: list[np.ndarray] = [np.empty(0)] * len(rows)
-    for batch, block in layer_states(runner, rows, (cut,), f"layer {cut} of the prompts"):
+    for batch, block in layer_states(runner, rows, (cut,), f"layer {cut} of the rows"):
         for r, i in enumerate(batch):
             states[i] = block[0, r, : len(rows[i])].numpy()
     offsets = np.concatenate([[0], np.cumsum([len(s) for s in states])])
-    residuals = Residuals(np.concatenate(states), offsets, np.full(len(rows), len(head)), texts)
+    residuals = Residuals(np.concatenate(states), offsets, np.array(starts), texts)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, flat=residuals.flat, offsets=offsets, starts=residuals.starts, texts=np.array(texts, dtype=object))
     return residuals
-
-
-class TunedLayers(nn.Module):
-    """A trainable copy of decoder layers ``cut`` to ``top - 1``, run on cached residual states."""
-
-    def __init__(self, decoder: Any, cut: int, top: int) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(copy.deepcopy(decoder.layers[cut:top]))
-        self.rotary = decoder.rotary_emb
-        self.types = list(decoder.config.layer_types[cut:top])
-        self.requires_grad_(True)  # the served model's weights come frozen
-
-    def forward(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        batch, width, _ = states.shape
-        positions = torch.arange(width)[None].expand(batch, width)
-        rope = {kind: self.rotary(states, positions, kind) for kind in set(self.types)}
-        # Causal over each row's real tokens; the rows are far shorter than the sliding window.
-        visible = torch.ones(width, width, dtype=torch.bool).tril()[None] & (torch.arange(width)[None, :] < lengths[:, None])[:, None]
-        mask = torch.zeros(batch, 1, width, width).masked_fill(~visible[:, None], -1e9)
-        for layer, kind in zip(self.layers, self.types, strict=True):
-            out = layer(states, position_embeddings=rope[kind], attention_mask=mask, position_ids=positions)
-            states = out[0] if isinstance(out, tuple) else out
-        return states
-
-
-def mean_over_prompt(states: torch.Tensor, lengths: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
-    columns = torch.arange(states.shape[1])[None]
-    weights = ((columns >= starts[:, None]) & (columns < lengths[:, None])).float()
-    return torch.einsum("bt,bth->bh", weights / weights.sum(1, keepdim=True), states)
 
 
 def pooled(residuals: Residuals, index: Sequence[int], layers: TunedLayers | None) -> np.ndarray:
@@ -132,36 +132,51 @@ def pooled(residuals: Residuals, index: Sequence[int], layers: TunedLayers | Non
             states, lengths, starts = residuals.rows([index[k] for k in part])
             if layers is not None:
                 states = layers(states, lengths)
-            out[part] = mean_over_prompt(states, lengths, starts).numpy()
+            out[part] = mean_over_text(states, lengths, starts).numpy()
     return out
 
 
+# The yardstick files of each task's validation AP beside the whole split's: chat traffic for prompts,
+# human-labelled responses for responses.
+YARDSTICK = {"prompt": ("toxicchat",), "response": ("gr_beavertails", "gr_saferlhf", "dices")}
+
+
 class Report:
-    def __init__(self, y_val: np.ndarray, val_chat: np.ndarray, gold: np.ndarray, files: np.ndarray) -> None:
-        self.y_val, self.val_chat, self.gold, self.files = y_val, val_chat, gold, files
-        print(f"\n{'variant':44} {'val AP':>6} {'TC AP':>6} {'held F1':>7}  held-out F1 per file")
+    def __init__(self, y_val: np.ndarray, val_chat: np.ndarray, gold: np.ndarray, files: np.ndarray, task: str) -> None:
+        self.y_val, self.val_chat, self.gold, self.files, self.task = y_val, val_chat, gold, files, task
+        yardstick = "TC AP" if task == "prompt" else "hum AP"
+        print(f"\n{'variant':44} {'val AP':>6} {yardstick:>6} {'held F1':>7}  held-out F1 per file")
 
     def row(self, name: str, val_scores: np.ndarray, held_scores: np.ndarray, threshold: float | None = None) -> None:
         if threshold is None:
             threshold, _ = best_threshold(val_scores, self.y_val)
         predicted = held_scores >= threshold
-        chat = np.char.startswith(self.files.astype(str), "toxicchat")
-        per_file = {"ToxicChat": f1(self.gold[chat], predicted[chat])}
+        per_file = {}
+        if self.task == "prompt":
+            chat = np.char.startswith(self.files.astype(str), "toxicchat")
+            per_file["ToxicChat"] = f1(self.gold[chat], predicted[chat])
         per_file |= {name: f1(self.gold[self.files == name], predicted[self.files == name]) for name in sorted(set(self.files))
-                     if (name.startswith("openai") or name in ATTACK_FILES) and self.gold[self.files == name].any()}
+                     if (self.task == "response" or name.startswith("openai") or name in ATTACK_FILES)
+                     and self.gold[self.files == name].any()}
         ap = 100 * average_precision(val_scores, self.y_val)
         chat_ap = 100 * average_precision(val_scores[self.val_chat], self.y_val[self.val_chat])
         print(f"{name:44} {ap:6.1f} {chat_ap:6.1f} {f1(self.gold, predicted):7}  "
               + ", ".join(f"{k} {v}" for k, v in per_file.items()), flush=True)
 
 
-def labelled(records: Sequence[HeadRecord]) -> dict[str, HeadRecord]:
-    """The first record of each distinct labelled prompt."""
+def labelled(records: Sequence[HeadRecord], task: str) -> dict[str, HeadRecord]:
+    """The first record of each distinct labelled prompt (``task`` "prompt") or conversation ("response"), by key."""
     out: dict[str, HeadRecord] = {}
     for record in records:
-        if record.prompt_label in ("safe", "unsafe"):
+        if task == "prompt" and record.prompt_label in ("safe", "unsafe"):
             out.setdefault(record.prompt, record)
+        elif task == "response" and record.response and record.response_label in ("safe", "unsafe"):
+            out.setdefault(record.prompt + PAIR_JOIN + record.response, record)
     return out
+
+
+def unsafe(record: HeadRecord, task: str) -> bool:
+    return (record.prompt_label if task == "prompt" else record.response_label) == "unsafe"
 
 
 def main() -> None:
@@ -175,25 +190,28 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--folds", type=int, default=1, help="cross-fit the stacked head's tuned block over n folds")
     parser.add_argument("--limit", type=int, default=0, help="keep every n-th prompt (a smoke run)")
+    parser.add_argument("--task", choices=("prompt", "response"), default="prompt")
     args = parser.parse_args()
     torch.manual_seed(0)
     step = max(args.limit, 1)
-    fit = list(labelled(fit_sample(args.data / "train")).values())[::step]
-    held = list(labelled(heldout_sample(args.data / "heldout")).values())[::step]
-    texts = sorted({r.prompt for r in fit} | {r.prompt for r in held})
+    task = args.task
+    fit_keys, held_keys = labelled(fit_sample(args.data / "train"), task), labelled(heldout_sample(args.data / "heldout"), task)
+    fit, held = list(fit_keys.values())[::step], list(held_keys.values())[::step]
+    key = {id(r): k for k, r in (*fit_keys.items(), *held_keys.items())}
+    texts = sorted({key[id(r)] for r in fit} | {key[id(r)] for r in held})
     backend = runtime.get_backend(args.model, heads=False)
-    suffix = f"-every{args.limit}" if args.limit > 1 else ""
+    suffix = (f"-every{args.limit}" if args.limit > 1 else "") + ("-responses" if task == "response" else "")
     residuals = extract(backend, texts, args.cut, args.cache / f"layer{args.cut}{suffix}.npz")
     position = {text: i for i, text in enumerate(texts)}
     in_val = np.array([in_validation(r.id) for r in fit])
-    train = [position[r.prompt] for r, v in zip(fit, in_val, strict=True) if not v]
-    val = [position[r.prompt] for r, v in zip(fit, in_val, strict=True) if v]
-    y_train = np.array([r.prompt_label == "unsafe" for r, v in zip(fit, in_val, strict=True) if not v])
-    y_val = np.array([r.prompt_label == "unsafe" for r, v in zip(fit, in_val, strict=True) if v])
-    val_chat = np.array([r.file.startswith("toxicchat") for r, v in zip(fit, in_val, strict=True) if v])
-    held_index = [position[r.prompt] for r in held]
-    report = Report(y_val, val_chat, np.array([r.prompt_label == "unsafe" for r in held]), np.array([r.file for r in held]))
-    print(f"train {len(train)} prompts ({int(y_train.sum())} unsafe), validation {len(val)} ({int(y_val.sum())})")
+    train = [position[key[id(r)]] for r, v in zip(fit, in_val, strict=True) if not v]
+    val = [position[key[id(r)]] for r, v in zip(fit, in_val, strict=True) if v]
+    y_train = np.array([unsafe(r, task) for r, v in zip(fit, in_val, strict=True) if not v])
+    y_val = np.array([unsafe(r, task) for r, v in zip(fit, in_val, strict=True) if v])
+    val_chat = np.array([r.file.startswith(YARDSTICK[task]) for r, v in zip(fit, in_val, strict=True) if v])
+    held_index = [position[key[id(r)]] for r in held]
+    report = Report(y_val, val_chat, np.array([unsafe(r, task) for r in held]), np.array([r.file for r in held]), task)
+    print(f"train {len(train)} {task}s ({int(y_train.sum())} unsafe), validation {len(val)} ({int(y_val.sum())})")
 
     layers = TunedLayers(backend.model.get_decoder(), args.cut, args.top).float()  # frozen: the baseline
     frozen_path = args.cache / f"frozen-{args.cut}-{args.top}{suffix}.npz"
@@ -238,7 +256,7 @@ def main() -> None:
             for bucket in rng.permutation(len(buckets)):
                 part = buckets[bucket]
                 states, lengths, starts = residuals.rows([rows[k] for k in part])
-                logits = head((mean_over_prompt(tuned_layers(states, lengths), lengths, starts) - shift) / divide)[:, 0]
+                logits = head((mean_over_text(tuned_layers(states, lengths), lengths, starts) - shift) / divide)[:, 0]
                 loss = loss_of(logits, targets[part])
                 optimiser.zero_grad()
                 loss.backward()
@@ -280,7 +298,8 @@ def main() -> None:
     for name, blocks in ((f"fit candidates, frozen {args.cut} + {args.top}", (frozen["cut"], frozen["top"])),
                          (f"fit candidates, frozen + tuned {args.top}{crossed}", (frozen["cut"], frozen["top"], tuned))):
         x = np.concatenate(blocks, axis=1)
-        probe = fit_probe_head(Split(x[train], y_train, x[val], y_val), source="prompt", blocks="all", kinds=PROMPT_HEAD_KINDS)
+        kinds = PROMPT_HEAD_KINDS if task == "prompt" else LINEAR_KINDS
+        probe = fit_probe_head(Split(x[train], y_train, x[val], y_val), source="prompt", blocks="all", kinds=kinds)
         report.row(f"{name} ({probe.kind})", probe.probability(x[val]), probe.probability(x[held_index]), probe.threshold)
 
 
