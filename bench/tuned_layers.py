@@ -191,8 +191,9 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=1, help="cross-fit the stacked head's tuned block over n folds")
     parser.add_argument("--limit", type=int, default=0, help="keep every n-th prompt (a smoke run)")
     parser.add_argument("--task", choices=("prompt", "response"), default="prompt")
+    parser.add_argument("--seed", type=int, default=0, help="another order of the training batches (run-to-run spread)")
     args = parser.parse_args()
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     step = max(args.limit, 1)
     task = args.task
     fit_keys, held_keys = labelled(fit_sample(args.data / "train"), task), labelled(heldout_sample(args.data / "heldout"), task)
@@ -249,7 +250,7 @@ def main() -> None:
         loss_of = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(float((~y).sum() / y.sum())))
         order = sorted(range(len(rows)), key=lambda k: residuals.offsets[rows[k] + 1] - residuals.offsets[rows[k]])
         buckets = [order[s : s + 16] for s in range(0, len(order), 16)]
-        rng = np.random.default_rng(0)
+        rng = np.random.default_rng(args.seed)  # the order of the batches
         for epoch in range(args.epochs):
             tuned_layers.train()
             started = time.perf_counter()
