@@ -48,9 +48,9 @@ import django  # noqa: E402
 django.setup()
 
 import torch  # noqa: E402
-from layer_states import layer_states  # noqa: E402
 
-from evaluation.policy_following import _spec, evaluate_policy_following, load_pairs  # noqa: E402
+from bench.layer_states import layer_states  # noqa: E402
+from evaluation.policy_following import _spec, load_pairs, score  # noqa: E402
 from guard import runtime  # noqa: E402
 from guard.backends.base import GuardRequest  # noqa: E402
 from trainer.policy_following import BENIGN_TEXTS, GENERAL_CATEGORIES, TRAIN_CATEGORIES  # noqa: E402
@@ -112,7 +112,7 @@ def features(backend: object, rows: Sequence[Row], what: str) -> tuple[np.ndarra
         message = tokenizer.encode(text, add_special_tokens=False)[:160]
         ids.append(head + message + question)
         spans.append((len(head), len(head) + len(message)))
-    last = np.zeros((len(rows), len(LAYERS), 640), np.float32)
+    last = np.zeros((len(rows), len(LAYERS), backend.runner.hidden_size), np.float32)  # type: ignore[attr-defined]
     mean = np.zeros_like(last)
     for batch, block in layer_states(backend.runner, ids, LAYERS, what):  # type: ignore[attr-defined]
         for r, i in enumerate(batch):
@@ -126,9 +126,9 @@ def pair_accuracy(rows: Sequence[Row], scores: np.ndarray, threshold: float, pai
     """% of pairs where the covering category fires and no custom category of the other policy does."""
     covering_fires = [False] * pairs
     other_fires = [False] * pairs
-    for (_, _, gold, group), score in zip(rows, scores, strict=True):
+    for (_, _, gold, group), probability in zip(rows, scores, strict=True):
         index, which, name = group.split("|", 2)
-        if name in GENERAL or score < threshold:
+        if name in GENERAL or probability < threshold:
             continue
         if which == "other_policy":
             other_fires[int(index)] = True
@@ -148,7 +148,7 @@ def shipped_scores(model: str, pairs: Sequence[dict], rows: Sequence[Row]) -> tu
             categories = verdicts[2 * index + offset].probabilities.get("categories", {})
             for c in pair[which]["categories"]:
                 by_group[f"{index}|{which}|{c['name']}"] = categories.get(c["code"], 0.0)
-    real = evaluate_policy_following(model, batch_size=32)["pair_accuracy"]
+    real = score(list(pairs), verdicts[0::2], verdicts[1::2])["pair_accuracy"]
     return np.array([by_group[row[3]] for row in rows]), real
 
 

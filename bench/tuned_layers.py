@@ -56,7 +56,7 @@ from torch import nn  # noqa: E402
 
 from bench.layer_states import ATTACK_FILES, f1, layer_states  # noqa: E402
 from guard import runtime  # noqa: E402
-from guard.features import ASSISTANT_MARK, PROMPT_TOKENS, RESPONSE_TOKENS, USER_MARK, _clip  # noqa: E402
+from guard.features import FeatureExtractor  # noqa: E402
 from guard.head_fitting import (  # noqa: E402
     LINEAR_KINDS,
     Split,
@@ -97,22 +97,13 @@ def extract(backend: Any, texts: list[str], cut: int, out: Path) -> Residuals:
         data = np.load(out, allow_pickle=True)
         if list(data["texts"]) == texts:
             return Residuals(data["flat"], data["offsets"], data["starts"], texts)
-    runner, tokenizer = backend.runner, backend.tokenizer
-    head = [tokenizer.bos_token_id, *tokenizer.encode(USER_MARK, add_special_tokens=False)]
-    assistant = tokenizer.encode(ASSISTANT_MARK, add_special_tokens=False)
-    rows, starts = [], []
-    for text in texts:
-        prompt, _, response = text.partition(PAIR_JOIN)
-        row = head + _clip(tokenizer.encode(prompt, add_special_tokens=False) or [tokenizer.eos_token_id], PROMPT_TOKENS)
-        if PAIR_JOIN in text:
-            row += assistant
-            starts.append(len(row))
-            row += _clip(tokenizer.encode(response, add_special_tokens=False) or [tokenizer.eos_token_id], RESPONSE_TOKENS)
-        else:
-            starts.append(len(head))
-        rows.append(row)
+    # The features' own rows; the pooled text (the response if any, else the prompt) runs to the row's end.
+    conversations = [(prompt, response or None) for prompt, _, response in (text.partition(PAIR_JOIN) for text in texts)]
+    features = FeatureExtractor(backend.runner, backend.tokenizer).rows(conversations)
+    rows = [row.ids for row in features]
+    starts = [(row.response_span or row.prompt_span)[0] for row in features]
     states: list[np.ndarray] = [np.empty(0)] * len(rows)
-    for batch, block in layer_states(runner, rows, (cut,), f"layer {cut} of the rows"):
+    for batch, block in layer_states(backend.runner, rows, (cut,), f"layer {cut} of the rows"):
         for r, i in enumerate(batch):
             states[i] = block[0, r, : len(rows[i])].numpy()
     offsets = np.concatenate([[0], np.cumsum([len(s) for s in states])])
@@ -123,7 +114,7 @@ def extract(backend: Any, texts: list[str], cut: int, out: Path) -> Residuals:
 
 
 def pooled(residuals: Residuals, index: Sequence[int], layers: TunedLayers | None) -> np.ndarray:
-    """Mean over each prompt's tokens of the cached states (``layers`` None) or of ``layers``' output."""
+    """Mean over each row's pooled text of the cached states (``layers`` None) or of ``layers``' output."""
     out = np.zeros((len(index), residuals.flat.shape[1]), dtype=np.float32)
     order = sorted(range(len(index)), key=lambda k: residuals.offsets[index[k] + 1] - residuals.offsets[index[k]])
     with torch.no_grad():
@@ -196,21 +187,21 @@ def main() -> None:
     torch.manual_seed(args.seed)
     step = max(args.limit, 1)
     task = args.task
-    fit_keys, held_keys = labelled(fit_sample(args.data / "train"), task), labelled(heldout_sample(args.data / "heldout"), task)
-    fit, held = list(fit_keys.values())[::step], list(held_keys.values())[::step]
-    key = {id(r): k for k, r in (*fit_keys.items(), *held_keys.items())}
-    texts = sorted({key[id(r)] for r in fit} | {key[id(r)] for r in held})
+    fit_items = list(labelled(fit_sample(args.data / "train"), task).items())[::step]
+    held_items = list(labelled(heldout_sample(args.data / "heldout"), task).items())[::step]
+    fit, held = [r for _, r in fit_items], [r for _, r in held_items]
+    texts = sorted({k for k, _ in fit_items} | {k for k, _ in held_items})
     backend = runtime.get_backend(args.model, heads=False)
     suffix = (f"-every{args.limit}" if args.limit > 1 else "") + ("-responses" if task == "response" else "")
     residuals = extract(backend, texts, args.cut, args.cache / f"layer{args.cut}{suffix}.npz")
     position = {text: i for i, text in enumerate(texts)}
     in_val = np.array([in_validation(r.id) for r in fit])
-    train = [position[key[id(r)]] for r, v in zip(fit, in_val, strict=True) if not v]
-    val = [position[key[id(r)]] for r, v in zip(fit, in_val, strict=True) if v]
+    train = [position[k] for (k, _), v in zip(fit_items, in_val, strict=True) if not v]
+    val = [position[k] for (k, _), v in zip(fit_items, in_val, strict=True) if v]
     y_train = np.array([unsafe(r, task) for r, v in zip(fit, in_val, strict=True) if not v])
     y_val = np.array([unsafe(r, task) for r, v in zip(fit, in_val, strict=True) if v])
     val_chat = np.array([r.file.startswith(YARDSTICK[task]) for r, v in zip(fit, in_val, strict=True) if v])
-    held_index = [position[key[id(r)]] for r in held]
+    held_index = [position[k] for k, _ in held_items]
     report = Report(y_val, val_chat, np.array([unsafe(r, task) for r in held]), np.array([r.file for r in held]), task)
     print(f"train {len(train)} {task}s ({int(y_train.sum())} unsafe), validation {len(val)} ({int(y_val.sum())})")
 
@@ -237,7 +228,7 @@ def main() -> None:
     decoder = backend.model.get_decoder()
 
     def tune(rows: list[int], y: np.ndarray, name: str, epoch_rows: bool) -> tuple[TunedLayers, nn.Linear]:
-        """Layers cut..top-1 and a linear head tuned on the prompts ``rows`` (labels ``y``)."""
+        """Layers cut..top-1 and a linear head tuned on the rows ``rows`` (labels ``y``)."""
         tuned_layers = TunedLayers(decoder, args.cut, args.top).float()
         # The tuned layers start from the frozen ones and the head from the frozen linear fit.
         head = nn.Linear(residuals.flat.shape[1], 1)

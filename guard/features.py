@@ -218,7 +218,7 @@ def default_cache_dir() -> Path:
 
 
 @dataclass
-class _Row:
+class ConversationRow:
     ids: list[int]
     prompt_span: tuple[int, int]
     response_span: tuple[int, int] | None
@@ -261,7 +261,9 @@ class FeatureExtractor:
         self.tokens_computed = 0
         self.seconds_computing = 0.0
 
-    def _rows(self, pairs: Sequence[tuple[str, str | None]]) -> list[_Row]:
+    def rows(self, pairs: Sequence[tuple[str, str | None]]) -> list[ConversationRow]:
+        """The token row of each ``(prompt, response or None)`` as the features see it (``<bos>``, ``USER_MARK``,
+        the prompt, then ``ASSISTANT_MARK`` and the response; each side clipped), with the spans that are pooled."""
         prompts = [prompt for prompt, _ in pairs]
         responses = [response for _, response in pairs if response]
         encoded_prompts = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
@@ -279,11 +281,11 @@ class FeatureExtractor:
                 response_span = (len(ids), len(ids) + len(response_ids))
                 ids = ids + response_ids
             rows.append(
-                _Row(ids, prompt_span, response_span, text_key(prompt), text_key(prompt, response) if response else None)
+                ConversationRow(ids, prompt_span, response_span, text_key(prompt), text_key(prompt, response) if response else None)
             )
         return rows
 
-    def _batches(self, order: list[int], rows: list[_Row]) -> list[list[int]]:
+    def _batches(self, order: list[int], rows: list[ConversationRow]) -> list[list[int]]:
         batches: list[list[int]] = []
         current: list[int] = []
         width = 0
@@ -299,7 +301,7 @@ class FeatureExtractor:
         return batches
 
     @torch.inference_mode()
-    def _forward(self, rows: list[_Row]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    def _forward(self, rows: list[ConversationRow]) -> list[tuple[np.ndarray, np.ndarray | None]]:
         runner = self.runner
         width = max(len(row.ids) for row in rows)
         pad = self.tokenizer.pad_token_id or 0
@@ -344,7 +346,7 @@ class FeatureExtractor:
         unique: dict[tuple[str, str | None], int] = {}
         for i in todo:
             unique.setdefault(pairs[i], len(unique))
-        rows = self._rows(list(unique)) if unique else []
+        rows = self.rows(list(unique)) if unique else []
         order = sorted(range(len(rows)), key=lambda i: len(rows[i].ids))
         done = 0
         if progress:

@@ -69,7 +69,7 @@ def test_the_forward_stops_at_the_similarity_layer_without_changing_what_it_capt
     layout = extractor.layout
     assert layout.similarity_layer == max(layout.captured) <= tiny_backend.runner.num_layers
     vectors, _ = extractor.encode([("How do I pick a lock?", None)])
-    row = extractor._rows([("How do I pick a lock?", None)])[0]
+    row = extractor.rows([("How do I pick a lock?", None)])[0]
     ids = torch.tensor([row.ids])
     captured: list[torch.Tensor] = []
     tiny_backend.runner.forward(RowCache(tiny_backend.runner, 1, len(row.ids), None), ids,
@@ -98,7 +98,7 @@ def test_only_the_new_texts_of_a_refit_are_computed(tiny_backend, tmp_path):
     FeatureExtractor(tiny_backend.runner, tiny_backend.tokenizer, store=store).encode([("seen", None)])
     extractor = FeatureExtractor(tiny_backend.runner, tiny_backend.tokenizer, store=store)
     extractor.encode([("seen", None), ("brand new", None)])
-    assert 0 < extractor.tokens_computed <= len(extractor._rows([("brand new", None)])[0].ids)
+    assert 0 < extractor.tokens_computed <= len(extractor.rows([("brand new", None)])[0].ids)
 
 
 def test_the_fingerprint_changes_with_the_adapter_weights(tiny_dir, tmp_path):
