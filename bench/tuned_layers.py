@@ -10,7 +10,9 @@ the whole backbone needs a GPU. This measures the cheap middle way: the residual
 ``--cut`` (12 of 18) of every distinct prompt of the fit and held-out samples is computed once and
 kept (``<bos>User: {prompt}``, the features' row), then a copy of layers ``cut`` to ``top - 1``
 (12-14: 16.5M parameters; ``guard.tuned_layers``) is fine-tuned with a linear head on its mean-pooled
-output (class-balanced cross-entropy, AdamW, length-bucketed batches of 16). Only those three layers
+output (class-balanced cross-entropy, AdamW, length-bucketed batches of 16), by the heads' own
+tuning (``guard.layer_tuning``, what ``manage.py fit_heads --tune-epochs`` runs; the epoch that
+validation AP picks is kept). Only those three layers
 run forward and backward, so an epoch over 6,689 prompts takes 3 minutes on 2 cores (5-7 with
 anything else running).
 
@@ -35,9 +37,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,6 @@ import django  # noqa: E402
 django.setup()
 
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 
 from bench.layer_states import ATTACK_FILES, f1, layer_states  # noqa: E402
 from guard import runtime  # noqa: E402
@@ -64,28 +63,10 @@ from guard.head_fitting import (  # noqa: E402
     best_threshold,
     fit_probe_head,
 )
-from guard.tuned_layers import TunedLayers, mean_over_text  # noqa: E402
+from guard.layer_tuning import Residuals, pooled, tune_prompt_layers  # noqa: E402
+from guard.tuned_layers import TunedLayers  # noqa: E402
 from trainer.head_data import HeadRecord, fit_sample, heldout_sample  # noqa: E402
 from trainer.heads import PROMPT_HEAD_KINDS, in_validation  # noqa: E402
-
-
-@dataclass
-class Residuals:
-    """The residual stream after layer ``cut`` of each row: one float32 array of every token."""
-
-    flat: np.ndarray  # (tokens, hidden)
-    offsets: np.ndarray  # row i is flat[offsets[i]:offsets[i + 1]]
-    starts: np.ndarray  # where the pooled text (the prompt, or the response) begins in each row; it runs to the end
-    texts: list[str]
-
-    def rows(self, index: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Right-padded states (B, T, hidden), lengths and prompt starts of the rows ``index``."""
-        lengths = torch.tensor([int(self.offsets[i + 1] - self.offsets[i]) for i in index])
-        states = torch.zeros(len(index), int(lengths.max()), self.flat.shape[1])
-        for r, i in enumerate(index):
-            states[r, : lengths[r]] = torch.from_numpy(self.flat[self.offsets[i] : self.offsets[i + 1]])
-        return states, lengths, torch.tensor([int(self.starts[i]) for i in index])
-
 
 # A response row's key: its prompt and response joined by a character neither contains.
 PAIR_JOIN = "\x00"
@@ -96,7 +77,7 @@ def extract(backend: Any, texts: list[str], cut: int, out: Path) -> Residuals:
     if out.exists():
         data = np.load(out, allow_pickle=True)
         if list(data["texts"]) == texts:
-            return Residuals(data["flat"], data["offsets"], data["starts"], texts)
+            return Residuals(data["flat"], data["offsets"], data["starts"])
     # The features' own rows; the pooled text (the response if any, else the prompt) runs to the row's end.
     conversations = [(prompt, response or None) for prompt, _, response in (text.partition(PAIR_JOIN) for text in texts)]
     features = FeatureExtractor(backend.runner, backend.tokenizer).rows(conversations)
@@ -107,24 +88,10 @@ def extract(backend: Any, texts: list[str], cut: int, out: Path) -> Residuals:
         for r, i in enumerate(batch):
             states[i] = block[0, r, : len(rows[i])].numpy()
     offsets = np.concatenate([[0], np.cumsum([len(s) for s in states])])
-    residuals = Residuals(np.concatenate(states), offsets, np.array(starts), texts)
+    residuals = Residuals(np.concatenate(states), offsets, np.array(starts))
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, flat=residuals.flat, offsets=offsets, starts=residuals.starts, texts=np.array(texts, dtype=object))
     return residuals
-
-
-def pooled(residuals: Residuals, index: Sequence[int], layers: TunedLayers | None) -> np.ndarray:
-    """Mean over each row's pooled text of the cached states (``layers`` None) or of ``layers``' output."""
-    out = np.zeros((len(index), residuals.flat.shape[1]), dtype=np.float32)
-    order = sorted(range(len(index)), key=lambda k: residuals.offsets[index[k] + 1] - residuals.offsets[index[k]])
-    with torch.no_grad():
-        for start in range(0, len(order), 32):
-            part = order[start : start + 32]
-            states, lengths, starts = residuals.rows([index[k] for k in part])
-            if layers is not None:
-                states = layers(states, lengths)
-            out[part] = mean_over_text(states, lengths, starts).numpy()
-    return out
 
 
 # The yardstick files of each task's validation AP beside the whole split's: chat traffic for prompts,
@@ -224,48 +191,21 @@ def main() -> None:
     report.row(f"linear, frozen layer {args.top}", linear.decision_function(standard(frozen["top"][val])),
                linear.decision_function(standard(frozen["top"][held_index])))
 
-    shift, divide = torch.from_numpy(mean), torch.from_numpy(scale)
     decoder = backend.model.get_decoder()
 
-    def tune(rows: list[int], y: np.ndarray, name: str, epoch_rows: bool) -> tuple[TunedLayers, nn.Linear]:
-        """Layers cut..top-1 and a linear head tuned on the rows ``rows`` (labels ``y``)."""
-        tuned_layers = TunedLayers(decoder, args.cut, args.top).float()
-        # The tuned layers start from the frozen ones and the head from the frozen linear fit.
-        head = nn.Linear(residuals.flat.shape[1], 1)
-        with torch.no_grad():
-            head.weight.copy_(torch.from_numpy(linear.coef_).float())
-            head.bias.copy_(torch.from_numpy(linear.intercept_).float())
-        optimiser = torch.optim.AdamW([{"params": tuned_layers.parameters(), "lr": args.lr, "weight_decay": 0.01},
-                                       {"params": head.parameters(), "lr": 1e-3, "weight_decay": 0.0}])
-        targets = torch.from_numpy(y.astype(np.float32))
-        loss_of = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(float((~y).sum() / y.sum())))
-        order = sorted(range(len(rows)), key=lambda k: residuals.offsets[rows[k] + 1] - residuals.offsets[rows[k]])
-        buckets = [order[s : s + 16] for s in range(0, len(order), 16)]
-        rng = np.random.default_rng(args.seed)  # the order of the batches
-        for epoch in range(args.epochs):
-            tuned_layers.train()
-            started = time.perf_counter()
-            for bucket in rng.permutation(len(buckets)):
-                part = buckets[bucket]
-                states, lengths, starts = residuals.rows([rows[k] for k in part])
-                logits = head((mean_over_text(tuned_layers(states, lengths), lengths, starts) - shift) / divide)[:, 0]
-                loss = loss_of(logits, targets[part])
-                optimiser.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(tuned_layers.parameters(), 1.0)
-                optimiser.step()
-            tuned_layers.eval()
-            seconds = time.perf_counter() - started
+    def tune(rows: list[int], y: np.ndarray, name: str, epoch_rows: bool) -> TunedLayers:
+        """Layers cut..top-1 and a linear head tuned on the rows ``rows`` (labels ``y``), as the heads' fit tunes
+        them (``guard.layer_tuning``; the validation split picks the epoch kept); each epoch reported."""
+
+        def report_epoch(epoch: int, scores: Callable[[Sequence[int]], np.ndarray]) -> None:
             if epoch_rows:
+                report.row(f"{name}, epoch {epoch}", scores(val), scores(held_index))
 
-                def scores(index: Sequence[int]) -> np.ndarray:
-                    with torch.no_grad():
-                        return head((torch.from_numpy(pooled(residuals, index, tuned_layers)) - shift) / divide)[:, 0].numpy()
-
-                report.row(f"{name}, epoch {epoch + 1} ({seconds:.0f} s)", scores(val), scores(held_index))
-            else:
-                print(f"  {name}, epoch {epoch + 1} ({seconds:.0f} s)", flush=True)
-        return tuned_layers, head
+        result = tune_prompt_layers(decoder, residuals, rows, y, val, y_val, cut=args.cut, top=args.top, epochs=args.epochs,
+                                    learning_rate=args.lr, seed=args.seed, log=lambda line: print(line, flush=True),
+                                    on_epoch=report_epoch)
+        print(f"  {name}: epoch {result.weights.info['kept_epoch']} kept (validation AP)", flush=True)
+        return result.weights.module(decoder)
 
     everything = list(range(len(texts)))
     if args.folds > 1:
@@ -278,13 +218,13 @@ def main() -> None:
         others = [i for i in everything if i not in in_train]
         for fold in range(args.folds):
             keep = fold_of != fold
-            fold_layers, _ = tune([t for t, k in zip(train, keep, strict=True) if k], y_train[keep],
+            fold_layers = tune([t for t, k in zip(train, keep, strict=True) if k], y_train[keep],
                                   f"fold {fold + 1}/{args.folds}", epoch_rows=False)
             left_out = [t for t, k in zip(train, keep, strict=True) if not k]
             tuned[left_out] = pooled(residuals, left_out, fold_layers)
             tuned[others] += pooled(residuals, others, fold_layers) / args.folds
     else:
-        tuned_layers, _ = tune(train, y_train, f"tuned layers {args.cut}-{args.top - 1}", epoch_rows=True)
+        tuned_layers = tune(train, y_train, f"tuned layers {args.cut}-{args.top - 1}", epoch_rows=True)
         tuned = pooled(residuals, everything, tuned_layers)
     crossed = f", {args.folds}-fold cross-fitted" if args.folds > 1 else ""
     for name, blocks in ((f"fit candidates, frozen {args.cut} + {args.top}", (frozen["cut"], frozen["top"])),

@@ -22,6 +22,11 @@ there: the last two layers and the LM head are never computed.
 Vectors are cached on disk (SQLite, one file per backbone fingerprint, keyed by the
 text's sha256), written after every batch, so an interrupted extraction resumes where
 it stopped and a refit only computes new texts.
+
+Heads whose prompt head was tuned (``guard.layer_tuning``) add one block: their tuned copy
+of layers 12-14 runs on the stream the forward already captured after layer 12, and the
+prompt's mean over its output is appended. That block is cached apart (keyed by the tuned
+weights' digest too), so tuning again never invalidates the served weights' own blocks.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +44,7 @@ import numpy as np
 import torch
 
 from guard.backends.gemma_runner import RowCache
+from guard.tuned_layers import TunedLayers
 
 # Depths tapped, as fractions of the decoder (the residual stream after that many layers:
 # 8, 12 and 15 of Gemma 3 270M's 18), then the final-normed output.
@@ -67,29 +73,40 @@ def layout_for(hidden: int, num_layers: int) -> FeatureLayout:
 
 @dataclass(frozen=True)
 class FeatureLayout:
-    """Where each pooled layer sits in a feature vector (blocks of ``hidden`` floats)."""
+    """Where each pooled layer sits in a feature vector (blocks of ``hidden`` floats): the taps, the
+    similarity layer, then, where the heads carry tuned layers (``guard.tuned_layers``), the prompt's mean
+    over the output of that tuned copy of layers ``tuned[0]`` to ``tuned[1] - 1``."""
 
     hidden: int
     layers: tuple[int, ...] = (8, 12, 15)
     similarity_layer: int = 16
     version: str = FEATURE_VERSION
+    tuned: tuple[int, int] | None = None
+
+    @property
+    def frozen_blocks(self) -> int:
+        """The blocks of the served weights' own states (cached per backbone fingerprint)."""
+        return len(self.layers) + 1  # the taps, then the similarity layer
 
     @property
     def blocks(self) -> int:
-        return len(self.layers) + 1  # the taps, then the similarity layer
+        return self.frozen_blocks + (1 if self.tuned else 0)
 
     @property
     def captured(self) -> tuple[int, ...]:
         """The decoder layers one forward must capture (each once), in order."""
-        return tuple(sorted({*self.layers, self.similarity_layer}))
+        return tuple(sorted({*self.layers, self.similarity_layer, *((self.tuned[0],) if self.tuned else ())}))
 
     @property
     def width(self) -> int:
         return self.blocks * self.hidden
 
+    @property
+    def frozen_width(self) -> int:
+        return self.frozen_blocks * self.hidden
+
     def block(self, vectors: np.ndarray, index: int) -> np.ndarray:
-        """Block ``index`` of each row (-1: the similarity layer)."""
-        index = index % self.blocks
+        """Block ``index`` of each row."""
         return vectors[..., index * self.hidden : (index + 1) * self.hidden]
 
     def taps(self, vectors: np.ndarray) -> np.ndarray:
@@ -98,16 +115,30 @@ class FeatureLayout:
 
     def similarity(self, vectors: np.ndarray) -> np.ndarray:
         """The similarity layer's block (what zero-shot categories and example heads read)."""
-        return self.block(vectors, -1)
+        return self.block(vectors, len(self.layers))
+
+    def tuned_block(self, vectors: np.ndarray) -> np.ndarray:
+        """The tuned layers' block (what a prompt head fitted with them reads)."""
+        if not self.tuned:
+            raise ValueError("these features have no tuned layers")
+        return self.block(vectors, self.frozen_blocks)
+
+    def with_tuned(self, tuned: tuple[int, int] | None) -> FeatureLayout:
+        return replace(self, tuned=tuned)
 
     def to_json(self) -> dict[str, Any]:
-        return {"hidden": self.hidden, "layers": list(self.layers), "similarity_layer": self.similarity_layer,
-                "version": self.version}
+        data: dict[str, Any] = {"hidden": self.hidden, "layers": list(self.layers), "similarity_layer": self.similarity_layer,
+                                "version": self.version}
+        if self.tuned:
+            data["tuned"] = list(self.tuned)
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FeatureLayout:
+        tuned = data.get("tuned")
         return cls(hidden=int(data["hidden"]), layers=tuple(data["layers"]),
-                   similarity_layer=int(data.get("similarity_layer", 0)), version=data["version"])
+                   similarity_layer=int(data.get("similarity_layer", 0)), version=data["version"],
+                   tuned=(int(tuned[0]), int(tuned[1])) if tuned else None)
 
 
 # --------------------------------------------------------------------------- fingerprints
@@ -237,7 +268,9 @@ class FeatureExtractor:
     """Pooled hidden states of conversations, through the backend's lean Gemma runner.
 
     ``runner``: a ``GemmaRunner`` over the served weights; ``tokenizer``: its tokenizer.
-    ``store``: the cache (None: compute everything, keep nothing).
+    ``store``: the cache of the served weights' blocks (None: compute everything, keep nothing).
+    ``tuned``: the heads' tuned copy of a few layers (``guard.tuned_layers``): the prompt's mean over its
+    output is one more block, cached in ``tuned_store`` (keyed by the tuned weights too).
     """
 
     def __init__(
@@ -246,13 +279,18 @@ class FeatureExtractor:
         tokenizer: Any,
         *,
         store: FeatureStore | None = None,
+        tuned: TunedLayers | None = None,
+        tuned_store: FeatureStore | None = None,
         max_batch_tokens: int = 4096,
         max_batch_size: int = 64,
     ) -> None:
         self.runner = runner
         self.tokenizer = tokenizer
-        self.layout = layout_for(int(runner.hidden_size), int(runner.num_layers))
+        layout = layout_for(int(runner.hidden_size), int(runner.num_layers))
+        self.layout = layout.with_tuned((tuned.cut, tuned.top) if tuned is not None else None)
         self.store = store
+        self.tuned = tuned
+        self.tuned_store = tuned_store if tuned is not None else None
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self.bos = [tokenizer.bos_token_id] if getattr(tokenizer, "bos_token_id", None) is not None else []
@@ -285,7 +323,8 @@ class FeatureExtractor:
             )
         return rows
 
-    def _batches(self, order: list[int], rows: list[ConversationRow]) -> list[list[int]]:
+    def batches(self, order: list[int], rows: list[ConversationRow]) -> list[list[int]]:
+        """``order`` (row indices, shortest first) cut into batches of at most ``max_batch_tokens`` padded tokens."""
         batches: list[list[int]] = []
         current: list[int] = []
         width = 0
@@ -302,6 +341,7 @@ class FeatureExtractor:
 
     @torch.inference_mode()
     def _forward(self, rows: list[ConversationRow]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Each row's prompt and response vectors (the response's without the tuned block)."""
         runner = self.runner
         width = max(len(row.ids) for row in rows)
         pad = self.tokenizer.pad_token_id or 0
@@ -312,8 +352,7 @@ class FeatureExtractor:
         layout = self.layout
         runner.forward(cache, ids, lengths, capture=layout.captured, captured=captured, stop_after=max(layout.captured))
         by_layer = dict(zip(layout.captured, captured, strict=True))
-        blocks = [by_layer[layer] for layer in (*layout.layers, layout.similarity_layer)]
-        states = torch.stack(blocks, dim=0).float()  # (blocks, B, T, hidden)
+        blocks = [by_layer[layer].float() for layer in (*layout.layers, layout.similarity_layer)]
         # One (B, 2, T) weight matrix pools both spans of every row in one product.
         weights = torch.zeros((len(rows), 2, width), dtype=torch.float32, device=runner.device)
         for r, row in enumerate(rows):
@@ -322,16 +361,25 @@ class FeatureExtractor:
             if row.response_span is not None:
                 a, b = row.response_span
                 weights[r, 1, a:b] = 1.0 / (b - a)
-        pooled = torch.einsum("bst,lbth->bslh", weights, states).reshape(len(rows), 2, -1).cpu().numpy()
+        pooled = torch.einsum("bst,lbth->bslh", weights, torch.stack(blocks, dim=0)).reshape(len(rows), 2, -1)
+        prompt = pooled[:, 0]
+        if self.tuned is not None:
+            # The tuned copy reads the served layers' stream where it was cut; causal attention keeps the
+            # prompt's states free of the response, so they match a prompt-only row (how it was tuned).
+            parameter = next(self.tuned.parameters())
+            states = self.tuned(by_layer[self.tuned.cut].to(parameter.dtype), lengths.to(parameter.device)).float()
+            prompt = torch.cat([prompt, torch.einsum("bt,bth->bh", weights[:, 0], states)], dim=1)
+        prompt_np, response_np = prompt.cpu().numpy(), pooled[:, 1].cpu().numpy()
         self.tokens_computed += int(lengths.sum())
-        return [(pooled[r, 0], pooled[r, 1] if row.response_span else None) for r, row in enumerate(rows)]
+        return [(prompt_np[r], response_np[r] if row.response_span else None) for r, row in enumerate(rows)]
 
     def encode(
         self, pairs: Sequence[tuple[str, str | None]], progress: ProgressCallback | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Prompt and response vectors of each ``(prompt, response or None)``: two (n, width)
-        float32 arrays; a response row is NaN where there is no response."""
-        width = self.layout.width
+        float32 arrays; a response row is NaN where there is no response. A response row's tuned
+        block (where there is one) is its prompt's: tuned layers read prompts."""
+        width, frozen_width = self.layout.width, self.layout.frozen_width
         prompt_out = np.zeros((len(pairs), width), dtype=np.float32)
         response_out = np.full((len(pairs), width), np.nan, dtype=np.float32)
         if not pairs:
@@ -339,37 +387,55 @@ class FeatureExtractor:
         pairs = [(prompt, response if response and response.strip() else None) for prompt, response in pairs]
         keys = [text_key(p) for p, _ in pairs] + [text_key(p, r) for p, r in pairs if r]
         cached = self.store.get_many(keys) if self.store is not None else {}
-        todo = [
-            i for i, (p, r) in enumerate(pairs) if text_key(p) not in cached or (r is not None and text_key(p, r) not in cached)
-        ]
+        tuned_cached: dict[str, np.ndarray] = {}
+        if self.tuned_store is not None:
+            tuned_cached = self.tuned_store.get_many([text_key(p) for p, _ in pairs])
+
+        def missing(prompt: str, response: str | None) -> bool:
+            key = text_key(prompt)
+            return (key not in cached or (response is not None and text_key(prompt, response) not in cached)
+                    or (self.tuned is not None and key not in tuned_cached))
+
         # One row per distinct conversation still missing.
         unique: dict[tuple[str, str | None], int] = {}
-        for i in todo:
-            unique.setdefault(pairs[i], len(unique))
+        for pair in pairs:
+            if missing(*pair):
+                unique.setdefault(pair, len(unique))
         rows = self.rows(list(unique)) if unique else []
         order = sorted(range(len(rows)), key=lambda i: len(rows[i].ids))
         done = 0
         if progress:
             progress(0, len(rows))
-        for batch in self._batches(order, rows):
+        for batch in self.batches(order, rows):
             started = time.perf_counter()
             results = self._forward([rows[i] for i in batch])
             self.seconds_computing += time.perf_counter() - started
             fresh: dict[str, np.ndarray] = {}
+            fresh_tuned: dict[str, np.ndarray] = {}
             for i, (prompt_vec, response_vec) in zip(batch, results, strict=True):
-                fresh[rows[i].prompt_key] = prompt_vec
+                fresh[rows[i].prompt_key] = prompt_vec[:frozen_width]
+                if self.tuned is not None:
+                    fresh_tuned[rows[i].prompt_key] = prompt_vec[frozen_width:]
                 if rows[i].response_key and response_vec is not None:
                     fresh[rows[i].response_key] = response_vec
             if self.store is not None:
                 self.store.put_many(fresh)
+            if self.tuned_store is not None:
+                self.tuned_store.put_many(fresh_tuned)
+            # Rounded as the cache stores them, so a vector reads the same computed or cached.
             cached.update({k: v.astype(np.float16).astype(np.float32) for k, v in fresh.items()})
+            tuned_cached.update({k: v.astype(np.float16).astype(np.float32) for k, v in fresh_tuned.items()})
             done += len(batch)
             if progress:
                 progress(done, len(rows))
         for i, (prompt, response) in enumerate(pairs):
-            prompt_out[i] = cached[text_key(prompt)]
+            key = text_key(prompt)
+            prompt_out[i, :frozen_width] = cached[key]
+            if self.tuned is not None:
+                prompt_out[i, frozen_width:] = tuned_cached[key]
             if response is not None:
-                response_out[i] = cached[text_key(prompt, response)]
+                response_out[i, :frozen_width] = cached[text_key(prompt, response)]
+                response_out[i, frozen_width:] = prompt_out[i, frozen_width:]
         return prompt_out, response_out
 
     @property
@@ -377,19 +443,26 @@ class FeatureExtractor:
         return self.tokens_computed / self.seconds_computing if self.seconds_computing else 0.0
 
 
-def extractor_for(backend: Any, cache_dir: Path | None = None, *, cached: bool = True) -> FeatureExtractor:
-    """A feature extractor over a loaded ``TransformersBackend``, caching by its fingerprint."""
+def extractor_for(
+    backend: Any, cache_dir: Path | None = None, *, cached: bool = True, tuned: TunedLayers | None = None, tuned_digest: str = ""
+) -> FeatureExtractor:
+    """A feature extractor over a loaded ``TransformersBackend``, caching by its fingerprint; with ``tuned``
+    (the heads' tuned layers, ``tuned_digest`` their weights' digest), their block is cached beside, keyed by both."""
     fingerprint = backend.feature_fingerprint
-    store = None
+    store = tuned_store = None
     layout = layout_for(int(backend.runner.hidden_size), int(backend.runner.num_layers))
     if cached:
-        store = FeatureStore((cache_dir or default_cache_dir()) / f"{fingerprint}.sqlite3", layout.width)
+        directory = cache_dir or default_cache_dir()
+        store = FeatureStore(directory / f"{fingerprint}.sqlite3", layout.frozen_width)
+        if tuned is not None:
+            tuned_store = FeatureStore(directory / f"{fingerprint}-tuned-{tuned_digest[:16]}.sqlite3", layout.hidden)
     on_cuda = str(getattr(backend.runner, "device", "cpu")).startswith("cuda")
     return FeatureExtractor(
         backend.runner,
         backend.tokenizer,
         store=store,
+        tuned=tuned,
+        tuned_store=tuned_store,
         max_batch_tokens=65536 if on_cuda else 4096,
         max_batch_size=256 if on_cuda else 64,
     )
-

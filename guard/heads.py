@@ -28,7 +28,10 @@ covers is safe under it. The codes are the fired categories, else the policy's b
 
 Heads are stored beside the model (``heads/heads.json`` + ``heads/heads.npz``, plain
 arrays: nothing is unpickled) with the backbone fingerprint they were fitted on; loading
-them for other weights raises ``HeadsError`` with a message saying so.
+them for other weights raises ``HeadsError`` with a message saying so. A prompt head that
+reads a tuned copy of layers 12-14 (``guard.layer_tuning``) carries its weights in
+``heads/tuned_layers.safetensors`` (``GuardHeads.tuned``); the features then add that
+copy's pooled output as one more block (``FeatureLayout.tuned``).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import numpy as np
 from guard.backends.base import GuardError
 from guard.contract import CategorySpec, PolicySpec
 from guard.features import FeatureLayout
+from guard.tuned_layers import TunedWeights
 from guard.zero_shot import LEGACY_TEMPLATE, ExampleHead, ZeroShot, sigmoid
 
 HEADS_DIR = "heads"
@@ -52,7 +56,7 @@ ARRAYS_FILE = "heads.npz"
 HEADS_FORMAT = 1
 # Inputs a head reads: the prompt's vector, the response's, or both side by side.
 SOURCES = ("prompt", "response", "pair")
-BLOCKS = ("taps", "similarity", "all")
+BLOCKS = ("taps", "similarity", "all", "tuned")
 
 
 class HeadsError(GuardError):
@@ -93,6 +97,8 @@ class ProbeHead:
                 return layout.taps(vectors)
             if self.blocks == "similarity":
                 return layout.similarity(vectors)
+            if self.blocks == "tuned":
+                return layout.tuned_block(vectors)
             return vectors
 
         if self.source == "prompt":
@@ -202,6 +208,8 @@ class GuardHeads:
     # (len(categories), hidden) centred unit description vectors of the trained categories, in
     # ``categories``' order: what a policy's other categories are matched against to borrow a head.
     category_units: np.ndarray | None = None
+    # A tuned copy of a few backbone layers whose pooled output the prompt head reads (``layout.tuned``).
+    tuned: TunedWeights | None = None
 
     def nearest_head(self, unit: np.ndarray) -> tuple[CategoryHead | None, float]:
         """The trained category whose description is closest to ``unit`` (a category-space unit
@@ -340,6 +348,8 @@ class GuardHeads:
             "info": self.info,
             "known_categories": sorted(self.known_categories),
         }
+        if self.tuned is not None:
+            meta["tuned"] = self.tuned.save(target)
         np.savez_compressed(target / ARRAYS_FILE, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
         (target / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
         return target
@@ -398,6 +408,16 @@ def load(directory: Path, fingerprint: str | None = None) -> GuardHeads:
     if order is not None:
         categories = {key: categories[key] for key in order}
     category_units = np.asarray(arrays["category_units"], dtype=np.float32) if "category_units" in arrays else None
+    tuned = None
+    if meta.get("tuned"):
+        try:
+            tuned = TunedWeights.load(directory, meta["tuned"])
+        except (OSError, ValueError) as error:
+            raise HeadsError(f"the tuned layers of the heads in {directory} are unreadable ({error}); refit them with "
+                             "`manage.py fit_heads --tune-epochs 6`") from error
+    if ((tuned.cut, tuned.top) if tuned else None) != layout.tuned:
+        raise HeadsError(f"heads in {directory} record tuned layers {layout.tuned} but carry {tuned and (tuned.cut, tuned.top)}")
     return GuardHeads(fingerprint=meta["fingerprint"], layout=layout, prompt=prompt, response=task("response"),
                       refusal=task("refusal"), categories=categories, zero_shot=zero_shot, info=meta.get("info", {}),
-                      known_categories=frozenset(meta.get("known_categories", ())), category_units=category_units)
+                      known_categories=frozenset(meta.get("known_categories", ())), category_units=category_units,
+                      tuned=tuned)

@@ -9,15 +9,24 @@ own layers).
 
 The rows are right-padded with per-row lengths, as the runner pads them; they are far shorter than the
 sliding window, so one causal mask over each row's real tokens serves every layer type.
+
+Tuned weights ship with the heads (``TunedWeights``: ``heads/tuned_layers.safetensors``, float16), not
+with the backbone: they are part of the prompt head, fitted by ``guard.layer_tuning``.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+
+TUNED_FILE = "tuned_layers.safetensors"
 
 
 class TunedLayers(nn.Module):
@@ -29,7 +38,9 @@ class TunedLayers(nn.Module):
             raise ValueError(f"layers {cut}..{top - 1}: the decoder has {len(decoder.layers)} layers")
         self.cut, self.top = cut, top
         self.layers = nn.ModuleList(copy.deepcopy(decoder.layers[cut:top]))
-        self.rotary = decoder.rotary_emb
+        # Held outside the module tree, so ``.to()``, ``.float()`` and the state dict leave the served decoder's
+        # rotary tables alone (they stay float32 under a bfloat16 model).
+        self._rotary = (decoder.rotary_emb,)
         self.types = list(decoder.config.layer_types[cut:top])
         self.requires_grad_(True)  # the served model's weights come frozen
 
@@ -37,7 +48,7 @@ class TunedLayers(nn.Module):
         """(B, T, hidden) residuals after layer ``cut`` of right-padded rows -> the residuals after ``top - 1``."""
         batch, width, _ = states.shape
         positions = torch.arange(width, device=states.device)[None].expand(batch, width)
-        rope = {kind: self.rotary(states, positions, kind) for kind in set(self.types)}
+        rope = {kind: self._rotary[0](states, positions, kind) for kind in set(self.types)}
         columns = torch.arange(width, device=states.device)
         visible = torch.ones(width, width, dtype=torch.bool, device=states.device).tril()[None] & (columns[None, :] < lengths[:, None])[:, None]
         mask = torch.zeros(batch, 1, width, width, dtype=states.dtype, device=states.device).masked_fill(~visible[:, None], -1e9)
@@ -52,3 +63,55 @@ def mean_over_text(states: torch.Tensor, lengths: torch.Tensor, starts: torch.Te
     columns = torch.arange(states.shape[1], device=states.device)[None]
     weights = ((columns >= starts[:, None]) & (columns < lengths[:, None])).to(states.dtype)
     return torch.einsum("bt,bth->bh", weights / weights.sum(1, keepdim=True), states)
+
+
+@dataclass
+class TunedWeights:
+    """The tuned copy's weights as stored with the heads: ``state`` maps its parameter names to float16 arrays."""
+
+    cut: int
+    top: int
+    state: dict[str, np.ndarray]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, layers: TunedLayers, info: dict[str, Any] | None = None) -> TunedWeights:
+        state = {name: tensor.detach().to("cpu", torch.float16).numpy() for name, tensor in layers.state_dict().items()
+                 if name.startswith("layers.")}  # the rotary tables are the decoder's own
+        return cls(layers.cut, layers.top, state, dict(info or {}))
+
+    @property
+    def digest(self) -> str:
+        """Identifies the weights (the feature cache of their block is keyed by it)."""
+        digest = hashlib.sha256(f"{self.cut}-{self.top}".encode())
+        for name in sorted(self.state):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(self.state[name]).tobytes())
+        return digest.hexdigest()[:24]
+
+    def module(self, decoder: Any, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> TunedLayers:
+        """A frozen ``TunedLayers`` over ``decoder`` carrying these weights, ready to serve."""
+        layers = TunedLayers(decoder, self.cut, self.top)
+        missing, unexpected = layers.load_state_dict({k: torch.from_numpy(v.astype(np.float32)) for k, v in self.state.items()},
+                                                     strict=False)
+        wrong = [k for k in missing if k.startswith("layers.")] + list(unexpected)
+        if wrong:
+            raise ValueError(f"tuned layers {self.cut}..{self.top - 1} do not fit this decoder: {wrong[:3]}")
+        return layers.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        """Writes the weights into ``directory``; returns what the heads' metadata records of them."""
+        from safetensors.numpy import save_file
+
+        save_file(self.state, str(Path(directory) / TUNED_FILE))
+        return {"cut": self.cut, "top": self.top, "file": TUNED_FILE, "digest": self.digest, "info": self.info}
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict[str, Any]) -> TunedWeights:
+        from safetensors.numpy import load_file
+
+        weights = cls(int(meta["cut"]), int(meta["top"]), load_file(str(Path(directory) / meta.get("file", TUNED_FILE))),
+                      dict(meta.get("info", {})))
+        if meta.get("digest") and weights.digest != meta["digest"]:
+            raise ValueError(f"{meta.get('file', TUNED_FILE)} in {directory} is not the file the heads were fitted with")
+        return weights

@@ -157,6 +157,11 @@ class StartTrainingForm(forms.Form):
     max_examples = forms.IntegerField(min_value=2, max_value=MAX_EXAMPLES, initial=2000, label="Examples (balanced)")
     batch_size = forms.IntegerField(min_value=1, max_value=256, initial=4)
     eval_limit = forms.IntegerField(min_value=1, max_value=100_000, initial=50, label="Records per file for the evaluation (held-out files and the shipped set)")
+    tune_epochs = forms.IntegerField(
+        required=False, min_value=0, max_value=50,
+        label="Refit heads: tune layers 12-14 as the prompt head for N epochs (about 3 min each on 2 CPU cores; "
+              "empty: keep the start model's)",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -233,6 +238,8 @@ class StartTrainingForm(forms.Form):
         }
         if data.get("learning_rate"):
             values["learning_rate"] = data["learning_rate"]
+        if data.get("recipe") == TrainingJob.Recipe.HEADS and data.get("tune_epochs"):
+            values["tune_epochs"] = data["tune_epochs"]
         if data.get("lora_layers") and not full:
             values["lora_layers"] = data["lora_layers"]
         shape = self.init_shape()

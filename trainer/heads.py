@@ -5,11 +5,15 @@
    (the validation split: neither trained on nor held out).
 2. Compute the backbone's features of every record (``guard.features``; cached on disk per
    backbone, so a refit only computes new texts).
-3. Task heads (prompt harm, response harm, refusal), category heads for every category of
+3. With ``LayerTuning`` (``--tune-epochs``, the job's "tune layers" field), the prompt head is a copy
+   of layers 12-14 tuned with a linear head on the distinct labelled prompts (``guard.layer_tuning``:
+   about 3 minutes an epoch and 6-9 minutes of layer-12 states on 2 cores); otherwise the best
+   candidate on the frozen taps (an MLP, so far).
+4. Task heads (prompt harm, response harm, refusal), category heads for every category of
    every taxonomy with examples, and the zero-shot calibration on corpus taxonomies plus the
    custom-category training pool (``trainer.policy_following.TRAIN_CATEGORIES``: none of the
    evaluation's categories).
-4. Save ``heads/`` beside the model with what they saw: files, counts, licences, choices.
+5. Save ``heads/`` beside the model with what they saw: files, counts, licences, choices.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +36,16 @@ from guard.head_fitting import (
     LINEAR_KINDS,
     Split,
     ZeroShotCase,
+    average_precision,
+    best_threshold,
     fit_category_head,
     fit_probe_head,
     fit_zero_shot,
 )
-from guard.heads import CategoryHead, GuardHeads, category_key
-from guard.zero_shot import LEGACY_TEMPLATE, category_text, unit_rows
+from guard.heads import CategoryHead, GuardHeads, ProbeHead, category_key
+from guard.layer_tuning import prompt_residuals, tune_prompt_layers
+from guard.tuned_layers import TunedWeights
+from guard.zero_shot import LEGACY_TEMPLATE, category_text, sigmoid, unit_rows
 from trainer.head_data import HeadRecord, fit_sample
 from trainer.policy_following import GENERAL_CATEGORIES, TRAIN_CATEGORIES, training_records
 
@@ -55,6 +64,26 @@ CATEGORY_TEMPLATES = (LEGACY_TEMPLATE, "{name} ({description})", "Messages about
 # and tied on refusal (note of issue 20).
 PROMPT_HEAD_KINDS = (*LINEAR_KINDS, "mlp")
 Log = Callable[[str], None]
+
+
+# Where the tuned copy is cut and where it ends, as fractions of the decoder: layers 12-14 of 18, the span
+# measured in bench/tuned_layers.py (docs/guard.md).
+TUNED_FROM, TUNED_TO = 12 / 18, 15 / 18
+
+
+@dataclass
+class LayerTuning:
+    """Tune a copy of the backbone's layers 12-14 as the prompt head (``guard.layer_tuning``)."""
+
+    decoder: Any  # the served model's decoder (the copy starts from its layers)
+    epochs: int = 6
+    learning_rate: float = 5e-5
+    seed: int = 0
+
+    def span(self) -> tuple[int, int]:
+        layers = len(self.decoder.layers)
+        cut = min(layers - 1, max(1, round(layers * TUNED_FROM)))
+        return cut, min(layers, max(cut + 1, round(layers * TUNED_TO)))
 
 
 def in_validation(record_id: str) -> bool:
@@ -92,12 +121,15 @@ def _general_policies() -> list[PolicySpec]:
 class HeadFitter:
     """Fits a ``GuardHeads`` for one backbone (see the module docstring)."""
 
-    def __init__(self, extractor: FeatureExtractor, fingerprint: str, *, log: Log = print, seed: int = 0) -> None:
+    def __init__(
+        self, extractor: FeatureExtractor, fingerprint: str, *, log: Log = print, seed: int = 0, tuning: LayerTuning | None = None
+    ) -> None:
         self.extractor = extractor
         self.layout = extractor.layout
         self.fingerprint = fingerprint
         self.log = log
         self.rng = random.Random(seed)
+        self.tuning = tuning
 
     def _encode(self, pairs: list[tuple[str, str | None]], what: str) -> tuple[np.ndarray, np.ndarray]:
         started = time.perf_counter()
@@ -120,12 +152,16 @@ class HeadFitter:
         fit_started = time.perf_counter()
         layout = self.layout
 
-        prompt_rows = np.array([r.prompt_label in ("safe", "unsafe") for r in records])
-        y = np.array([r.prompt_label == "unsafe" for r in records])
-        prompt_head = fit_probe_head(
-            _split(layout.taps(prompt[prompt_rows]), y[prompt_rows], validation[prompt_rows]), source="prompt", blocks="taps",
-            kinds=PROMPT_HEAD_KINDS,
-        )
+        tuned = None
+        if self.tuning is not None:
+            prompt_head, tuned = self._tuned_prompt_head(records, validation, self.tuning)
+        else:
+            prompt_rows = np.array([r.prompt_label in ("safe", "unsafe") for r in records])
+            y = np.array([r.prompt_label == "unsafe" for r in records])
+            prompt_head = fit_probe_head(
+                _split(layout.taps(prompt[prompt_rows]), y[prompt_rows], validation[prompt_rows]), source="prompt", blocks="taps",
+                kinds=PROMPT_HEAD_KINDS,
+            )
         self.log(f"prompt head: {prompt_head.kind}, validation {prompt_head.info['validation']}")
 
         response_rows = np.array([r.response is not None and r.response_label in ("safe", "unsafe") for r in records])
@@ -166,11 +202,58 @@ class HeadFitter:
             "fit_seconds": round(fit_seconds, 1),
             "layout": layout.to_json(),
         }
+        if tuned is not None:
+            layout = layout.with_tuned((tuned.cut, tuned.top))
+            info["layout"] = layout.to_json()
+            info["tuning_seconds"] = tuned.info.get("seconds")
         known = {category_key(c) for spec, _ in policies.values() for c in spec.categories}
         known |= {category_key(c) for spec in _general_policies() for c in spec.categories}
         return GuardHeads(fingerprint=self.fingerprint, layout=layout, prompt=prompt_head, response=response_head,
                           refusal=refusal_head, categories=categories, zero_shot=zero_shot, info=info,
-                          known_categories=frozenset(known), category_units=category_units)
+                          known_categories=frozenset(known), category_units=category_units, tuned=tuned)
+
+    # ----------------------------------------------------------------- the tuned prompt head
+
+    def _tuned_prompt_head(
+        self, records: list[HeadRecord], validation: np.ndarray, tuning: LayerTuning
+    ) -> tuple[ProbeHead, TunedWeights]:
+        """Layers 12-14 tuned with a linear head on the distinct labelled prompts (each prompt's first record
+        decides its side of the validation split), thresholded at the kept epoch's validation F1 maximum."""
+        started = time.perf_counter()
+        first: dict[str, int] = {}
+        for index, record in enumerate(records):
+            if record.prompt_label in ("safe", "unsafe"):
+                first.setdefault(record.prompt, index)
+        prompts, index = list(first), np.array(list(first.values()))
+        y, in_val = np.array([records[i].prompt_label == "unsafe" for i in index]), validation[index]
+        cut, top = tuning.span()
+        self.log(f"tuning layers {cut}-{top - 1} for prompt harm: {len(prompts)} distinct prompts, {tuning.epochs} epochs")
+        residuals = prompt_residuals(self.extractor, prompts, cut, log=self.log)
+        rows = np.arange(len(prompts))
+        result = tune_prompt_layers(tuning.decoder, residuals, list(rows[~in_val]), y[~in_val], list(rows[in_val]), y[in_val],
+                                    cut=cut, top=top, epochs=tuning.epochs, learning_rate=tuning.learning_rate,
+                                    seed=tuning.seed, log=self.log)
+        y_val = y[in_val]
+        probabilities = sigmoid(result.validation_scores)
+        threshold, f1 = best_threshold(probabilities, y_val)
+        from sklearn.metrics import roc_auc_score
+
+        ap = average_precision(probabilities, y_val)
+        auroc = float(roc_auc_score(y_val, probabilities)) if 0 < y_val.sum() < len(y_val) else 0.0
+        kind = f"tuned layers {cut}-{top - 1} + linear"
+        seconds = round(time.perf_counter() - started, 1)
+        result.weights.info["seconds"] = seconds
+        info = {
+            "chosen": kind,
+            "validation": {"n": int(len(y_val)), "positives": int(y_val.sum()), "average_precision": round(100 * ap, 1),
+                           "auroc": round(100 * auroc, 1), "f1_at_threshold": round(f1, 1)},
+            "fit": {"n": int((~in_val).sum()), "positives": int(y[~in_val].sum())},
+            "candidates": {kind: round(100 * ap, 1)},
+            "tuning": {**result.weights.info, "history": result.history},
+        }
+        head = ProbeHead(source="prompt", blocks="tuned", mean=result.mean, scale=result.scale, coef=result.coef, bias=result.bias,
+                         threshold=threshold, kind=kind, info=info)
+        return head, result.weights
 
     # ----------------------------------------------------------------- categories
 
@@ -309,14 +392,20 @@ def _borrow_threshold(trained: np.ndarray, general: np.ndarray, custom: np.ndarr
     return threshold, {"threshold": round(threshold, 4), "general_min": round(high, 4), "custom_max": round(low, 4)}
 
 
+def layer_tuning(backend: Any, epochs: int) -> LayerTuning | None:
+    """Tuning of a loaded ``TransformersBackend``'s layers 12-14 for ``epochs`` (0: none)."""
+    return LayerTuning(decoder=backend.model.get_decoder(), epochs=epochs) if epochs > 0 else None
+
+
 def fit_model_heads(
-    backend: Any, data_dir: Path, out_dir: Path, *, log: Log = print, records: list[HeadRecord] | None = None
+    backend: Any, data_dir: Path, out_dir: Path, *, log: Log = print, records: list[HeadRecord] | None = None, tune_epochs: int = 0
 ) -> GuardHeads:
-    """Fit and save the heads of a loaded ``TransformersBackend`` from ``data_dir`` (a training split)."""
+    """Fit and save the heads of a loaded ``TransformersBackend`` from ``data_dir`` (a training split);
+    ``tune_epochs``: tune layers 12-14 as the prompt head for that many epochs (0: the frozen candidates)."""
     from guard.features import extractor_for
 
     extractor = extractor_for(backend, cached=True)
-    fitter = HeadFitter(extractor, backend.feature_fingerprint, log=log)
+    fitter = HeadFitter(extractor, backend.feature_fingerprint, log=log, tuning=layer_tuning(backend, tune_epochs))
     records = records if records is not None else fit_sample(Path(data_dir))
     taxonomies = Path(data_dir) / "taxonomies.json"
     heads = fitter.fit(records, taxonomies if taxonomies.is_file() else None)

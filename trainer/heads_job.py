@@ -6,6 +6,11 @@ files (a few MB) and ``heads/`` are written to the job's output directory, so th
 is a self-contained model directory; it is then evaluated against production on the same
 records, registered and promoted like any candidate. Nothing here needs a GPU; features
 already in the cache (``guard.features``) are not computed again.
+
+The prompt head may be a tuned copy of layers 12-14 (``guard.layer_tuning``): the job's
+``tune_epochs`` tunes it afresh (about 3 minutes an epoch on 2 cores, plus the layer-12 states);
+without it, a start model whose heads carry tuned layers keeps them and their prompt head (a refit
+from reviews should not silently fall back to the frozen prompt head), and every other head is refitted.
 """
 
 from __future__ import annotations
@@ -40,6 +45,25 @@ def reviewed_head_records(spec: str) -> list[HeadRecord]:
             categories=(), taxonomy="none", licence=f"reviews of {policy.name} (yours)",
         ))
     return records
+
+
+def tune_epochs(job: TrainingJob) -> int:
+    """The job's epochs of tuning layers 12-14 as the prompt head (0: none)."""
+    return int((job.hyperparameters or {}).get("tune_epochs") or 0)
+
+
+def _tuned_heads(model_dir: Path | None) -> Any:
+    """The heads in ``model_dir`` if they carry tuned layers (else None; unreadable heads count as none)."""
+    from guard.heads import HeadsError, heads_directory, load
+
+    directory = heads_directory(model_dir)
+    if directory is None:
+        return None
+    try:
+        heads = load(directory)
+    except HeadsError:
+        return None
+    return heads if heads.tuned is not None else None
 
 
 def job_records(sources: list[str], per_label: int) -> tuple[list[HeadRecord], Path | None]:
@@ -79,7 +103,7 @@ def refit_after_training(job: TrainingJob, model_dir: Path, progress: Any) -> di
     from guard import runtime
     from guard.features import extractor_for
     from guard.heads import heads_directory
-    from trainer.heads import HeadFitter
+    from trainer.heads import HeadFitter, layer_tuning
 
     start = Path(job.init_adapter) if job.init_adapter else None
     if heads_directory(start) is None or not (job.hyperparameters or {}).get("refit_heads", True):
@@ -90,7 +114,12 @@ def refit_after_training(job: TrainingJob, model_dir: Path, progress: Any) -> di
         return None
     progress.log(f"refitting the latent heads for the new weights on {len(records)} records")
     backend = runtime.get_backend(str(model_dir), heads=False)
-    heads = HeadFitter(extractor_for(backend, cached=True), backend.feature_fingerprint, log=progress.log).fit(records, taxonomies)
+    tuning = layer_tuning(backend, tune_epochs(job))
+    if tuning is None and _tuned_heads(start) is not None:
+        # The old tuned layers were tuned on the old backbone's states: tune them again for the new weights.
+        tuning = layer_tuning(backend, _tuned_heads(start).tuned.info.get("epochs", 6))  # type: ignore[union-attr]
+    fitter = HeadFitter(extractor_for(backend, cached=True), backend.feature_fingerprint, log=progress.log, tuning=tuning)
+    heads = fitter.fit(records, taxonomies)
     heads.info["data"] = list(job.data_sources)
     heads.save(model_dir)
     runtime.reset_backends()
@@ -101,7 +130,7 @@ def run_heads_job(job: TrainingJob, progress: Any) -> TrainOutcome:
     """Fit the heads (see the module docstring); the caller evaluates and registers the candidate."""
     from guard import runtime
     from guard.features import extractor_for
-    from trainer.heads import HeadFitter
+    from trainer.heads import HeadFitter, layer_tuning
 
     started = time.perf_counter()
     out_dir = Path(job.output_dir)
@@ -117,8 +146,18 @@ def run_heads_job(job: TrainingJob, progress: Any) -> TrainOutcome:
         raise ValueError("the job's data sources hold no labelled records")
     progress.log(f"refitting heads on {len(records)} records (features cached per backbone)")
     TrainingJob.objects.filter(pk=job.pk).update(stage=TrainingJob.Stage.TRAINING, total_steps=1)
-    fitter = HeadFitter(extractor_for(backend, cached=True), backend.feature_fingerprint, log=progress.log)
+    tuning = layer_tuning(backend, tune_epochs(job))
+    kept = _tuned_heads(Path(job.init_adapter)) if tuning is None else None
+    if kept is not None and kept.fingerprint != backend.feature_fingerprint:
+        kept = None
+    fitter = HeadFitter(extractor_for(backend, cached=True), backend.feature_fingerprint, log=progress.log, tuning=tuning)
     heads = fitter.fit(records, taxonomies)
+    if kept is not None:
+        progress.log(f"kept the start model's tuned layers and their prompt head ({kept.prompt.kind}); "
+                     "give the job tune epochs to tune them again")
+        heads.prompt, heads.tuned, heads.layout = kept.prompt, kept.tuned, heads.layout.with_tuned(kept.layout.tuned)
+        heads.info["tasks"]["prompt"] = {**kept.prompt.info, "kept_from": job.init_adapter}
+        heads.info["layout"] = heads.layout.to_json()
     heads.info["data"] = list(job.data_sources)
     heads.save(out_dir)
     runtime.reset_backends()

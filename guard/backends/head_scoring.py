@@ -23,6 +23,7 @@ from guard.backends.inputs import PreparedItem
 from guard.contract import NONE, PolicySpec, Verdict
 from guard.features import FeatureExtractor, extractor_for
 from guard.heads import GuardHeads, HeadDecision, PolicyView, category_key, load
+from guard.tuned_layers import TunedLayers
 from guard.zero_shot import ExampleHead, category_text, example_head
 
 DECIDED_BY_HEADS = "heads"
@@ -38,7 +39,9 @@ class HeadsMixin:
     feature_fingerprint: str
     runner: Any
     tokenizer: Any
+    model: Any
     device: torch.device
+    dtype: torch.dtype
 
     def _init_heads(self, heads_path: Path | None) -> None:
         self._extractor: FeatureExtractor | None = None
@@ -47,6 +50,7 @@ class HeadsMixin:
         self._views_lock = threading.Lock()
         self.heads = None
         self.heads_path: Path | None = None
+        self._tuned: TunedLayers | None = None
         self.use_heads(heads_path)
 
     def use_heads(self, heads_path: Path | None) -> None:
@@ -55,9 +59,14 @@ class HeadsMixin:
         if heads_path == self.heads_path and (heads_path is None or self.heads is not None):
             return
         heads = load(heads_path, self.feature_fingerprint) if heads_path is not None else None
+        tuned = None
+        if heads is not None and heads.tuned is not None:
+            tuned = heads.tuned.module(self.model.get_decoder(), self.device, self.dtype)
         with self._views_lock:
-            self.heads, self.heads_path = heads, heads_path
+            self.heads, self.heads_path, self._tuned = heads, heads_path, tuned
             self._views.clear()
+            self._text_vectors.clear()
+            self._extractor = None
 
     @property
     def decided_by(self) -> str:
@@ -69,7 +78,9 @@ class HeadsMixin:
         if cached is None:
             cached = bool(setting("GUARD_FEATURE_CACHE_IN_SERVING", False))
         if self._extractor is None or (self._extractor.store is not None) != cached:
-            self._extractor = extractor_for(self, cached=cached)
+            heads = self.heads
+            digest = heads.tuned.digest if heads is not None and heads.tuned is not None else ""
+            self._extractor = extractor_for(self, cached=cached, tuned=self._tuned, tuned_digest=digest)
         return self._extractor
 
     # ----------------------------------------------------------------- policies

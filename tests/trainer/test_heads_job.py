@@ -49,6 +49,33 @@ def test_a_heads_job_registers_the_start_adapter_with_new_heads(corpus, tiny_mod
 
 
 @pytest.mark.django_db
+def test_a_heads_job_with_tune_epochs_serves_tuned_layers_and_a_refit_without_them_keeps_them(corpus, tiny_model, tmp_path, settings):
+    from trainer.tasks import JobProgress, _run
+
+    settings.TRAINING_OUTPUT_DIR = tmp_path / "runs"
+    adapter = tiny_adapter(tiny_model, tmp_path / "adapter")
+    sources = [str(corpus / "mini.jsonl"), str(corpus / "chat.jsonl")]
+    job = TrainingJob.objects.create(recipe="heads", data_sources=sources, base_model=str(tiny_model), init_adapter=str(adapter),
+                                     hyperparameters={"eval_limit": 2, "tune_epochs": 1}, output_dir=str(tmp_path / "runs" / "tuned"))
+    assert _run(job, None, JobProgress(job, 0)) == "succeeded"
+    job.refresh_from_db()
+    tuned = ModelVersion.objects.get(pk=job.candidate_id)
+    heads = load(Path(tuned.adapter_path))
+    assert heads.tuned is not None and heads.prompt.blocks == "tuned" and heads.layout.tuned == (1, 2)
+    assert [entry["epoch"] for entry in heads.info["tasks"]["prompt"]["tuning"]["history"]] == [0, 1]
+    assert tuned.metrics["report"]["decided_by"] == {"heads": tuned.metrics["report"]["n"]}
+
+    again = TrainingJob.objects.create(recipe="heads", data_sources=sources, base_model=str(tiny_model),
+                                       init_adapter=tuned.adapter_path, hyperparameters={"eval_limit": 2},
+                                       output_dir=str(tmp_path / "runs" / "kept"))
+    assert _run(again, None, JobProgress(again, 0)) == "succeeded"
+    again.refresh_from_db()
+    kept = load(Path(ModelVersion.objects.get(pk=again.candidate_id).adapter_path))
+    assert kept.tuned is not None and kept.tuned.digest == heads.tuned.digest
+    assert kept.prompt.kind == heads.prompt.kind and kept.prompt.threshold == heads.prompt.threshold
+
+
+@pytest.mark.django_db
 def test_a_heads_job_needs_the_model_whose_heads_it_refits():
     from trainer.forms import StartTrainingForm
 

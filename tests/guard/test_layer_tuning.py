@@ -1,0 +1,138 @@
+"""The tuned prompt head (``guard.layer_tuning``): layers of a tiny random Gemma 3 (six layers, five
+sliding-window and one global) tuned on a few prompts, stored with the heads, served by the features."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from guard.features import FeatureExtractor, FeatureStore
+from guard.heads import HeadsError, ProbeHead, load
+from guard.layer_tuning import pooled, prompt_residuals, tune_prompt_layers
+from guard.testing import TINY_SAFE, TINY_UNSAFE, fit_tiny_heads
+from guard.tuned_layers import TUNED_FILE, TunedWeights
+
+PROMPTS = [*TINY_UNSAFE, *TINY_SAFE]
+GOLD = np.array([True] * len(TINY_UNSAFE) + [False] * len(TINY_SAFE))
+TRAIN = [i for i in range(len(PROMPTS)) if i % 4]  # both labels on both sides
+VAL = [i for i in range(len(PROMPTS)) if not i % 4]
+
+
+@pytest.fixture(scope="module")
+def six_layer_backend():
+    from guard.backends.transformers_backend import TransformersBackend
+    from guard.testing import tiny_model_dir
+
+    return TransformersBackend(tiny_model_dir(layers=6), device="cpu", max_new_tokens=4, max_input_tokens=256)
+
+
+@pytest.fixture(scope="module")
+def tuned(six_layer_backend):
+    extractor = FeatureExtractor(six_layer_backend.runner, six_layer_backend.tokenizer)
+    residuals = prompt_residuals(extractor, PROMPTS, 4)
+    result = tune_prompt_layers(six_layer_backend.model.get_decoder(), residuals, TRAIN, GOLD[TRAIN], VAL, GOLD[VAL],
+                                cut=4, top=6, epochs=2, log=lambda line: None)
+    return residuals, result
+
+
+def test_tuning_scores_every_epoch_and_keeps_the_one_validation_picks(tuned):
+    _, result = tuned
+    assert [entry["epoch"] for entry in result.history] == [0, 1, 2]
+    kept = result.weights.info["kept_epoch"]
+    assert result.history[kept]["validation_ap"] == max(entry["validation_ap"] for entry in result.history)
+    assert result.validation_scores.shape == (len(VAL),)
+
+
+def test_the_served_features_carry_the_tuned_block_the_head_was_tuned_on(six_layer_backend, tuned):
+    residuals, result = tuned
+    layers = result.weights.module(six_layer_backend.model.get_decoder())
+    extractor = FeatureExtractor(six_layer_backend.runner, six_layer_backend.tokenizer, tuned=layers)
+    assert extractor.layout.tuned == (4, 6)
+    prompts, _ = extractor.encode([(prompt, None) for prompt in PROMPTS])
+    expected = pooled(residuals, list(range(len(PROMPTS))), layers)
+    np.testing.assert_allclose(extractor.layout.tuned_block(prompts), expected, atol=2e-2, rtol=2e-2)
+
+
+def test_a_prompts_tuned_block_is_the_same_with_a_response_after_it(six_layer_backend, tuned):
+    _, result = tuned
+    layers = result.weights.module(six_layer_backend.model.get_decoder())
+    extractor = FeatureExtractor(six_layer_backend.runner, six_layer_backend.tokenizer, tuned=layers)
+    alone, _ = extractor.encode([(PROMPTS[0], None)])
+    in_conversation, response = extractor.encode([(PROMPTS[0], "Sure, first you need a metal pipe and some powder.")])
+    layout = extractor.layout
+    np.testing.assert_allclose(layout.tuned_block(in_conversation), layout.tuned_block(alone), atol=1e-3)
+    np.testing.assert_allclose(layout.tuned_block(response), layout.tuned_block(alone), atol=1e-3)
+    assert not np.isnan(response).any()
+
+
+def test_the_tuned_block_is_cached_apart_from_the_frozen_features(six_layer_backend, tuned, tmp_path):
+    _, result = tuned
+    layers = result.weights.module(six_layer_backend.model.get_decoder())
+    hidden = six_layer_backend.runner.hidden_size
+
+    def extractor() -> FeatureExtractor:
+        plain = FeatureExtractor(six_layer_backend.runner, six_layer_backend.tokenizer)
+        return FeatureExtractor(six_layer_backend.runner, six_layer_backend.tokenizer, tuned=layers,
+                                store=FeatureStore(tmp_path / "frozen.sqlite3", plain.layout.width),
+                                tuned_store=FeatureStore(tmp_path / f"tuned-{result.weights.digest}.sqlite3", hidden))
+
+    first = extractor()
+    vectors, _ = first.encode([(prompt, None) for prompt in PROMPTS])
+    again = extractor()
+    cached, _ = again.encode([(prompt, None) for prompt in PROMPTS])
+    assert again.tokens_computed == 0
+    np.testing.assert_array_equal(cached, vectors)
+    # The frozen store alone still serves an extractor without tuned layers.
+    plain = FeatureExtractor(six_layer_backend.runner, six_layer_backend.tokenizer,
+                             store=FeatureStore(tmp_path / "frozen.sqlite3", first.layout.frozen_width))
+    frozen, _ = plain.encode([(prompt, None) for prompt in PROMPTS])
+    assert plain.tokens_computed == 0 and frozen.shape[1] == first.layout.frozen_width
+
+
+def test_the_digest_of_tuned_weights_changes_with_them(tuned):
+    _, result = tuned
+    other = dataclasses.replace(result.weights, state={k: v + np.float16(1) for k, v in result.weights.state.items()})
+    assert other.digest != result.weights.digest
+
+
+@pytest.fixture
+def tuned_heads_dir(six_layer_backend, tuned, tmp_path):
+    """Tiny heads whose prompt head reads the tuned layers, saved in ``tmp_path``."""
+    _, result = tuned
+    heads = fit_tiny_heads(six_layer_backend, tmp_path)
+    heads.tuned = result.weights
+    heads.layout = heads.layout.with_tuned((4, 6))
+    heads.prompt = ProbeHead(source="prompt", blocks="tuned", mean=result.mean, scale=result.scale, coef=result.coef,
+                             bias=result.bias, threshold=0.5, kind="tuned layers 4-5 + linear")
+    heads.save(tmp_path)
+    return tmp_path
+
+
+def test_heads_with_tuned_layers_round_trip_and_decide_fast_verdicts(six_layer_backend, tuned_heads_dir):
+    from guard.backends.base import GuardRequest
+    from guard.contract import CategorySpec, PolicySpec
+
+    heads = load(tuned_heads_dir, six_layer_backend.feature_fingerprint)
+    assert heads.layout.tuned == (4, 6) and (tuned_heads_dir / "heads" / TUNED_FILE).is_file()
+    six_layer_backend.use_heads(tuned_heads_dir / "heads")
+    policy = PolicySpec("Test", (CategorySpec("S1", "Weapons", "building weapons or explosives"),))
+    try:
+        verdicts = six_layer_backend.classify_batch([GuardRequest(policy, PROMPTS[0]), GuardRequest(policy, PROMPTS[1], "No.")])
+        assert [v.decided_by for v in verdicts] == ["heads", "heads"]
+        assert six_layer_backend.feature_extractor().layout.tuned == (4, 6)
+    finally:
+        six_layer_backend.use_heads(None)
+
+
+def test_heads_whose_tuned_layers_file_is_missing_are_refused_with_a_message(tuned_heads_dir):
+    (tuned_heads_dir / "heads" / TUNED_FILE).unlink()
+    with pytest.raises(HeadsError, match="tuned layers .* unreadable.*fit_heads --tune-epochs"):
+        load(tuned_heads_dir)
+
+
+def test_tuned_weights_for_another_span_of_layers_are_refused(six_layer_backend, tuned):
+    _, result = tuned
+    with pytest.raises(ValueError, match="do not fit"):
+        TunedWeights(4, 5, result.weights.state).module(six_layer_backend.model.get_decoder())
