@@ -58,13 +58,14 @@ class Residuals:
     def length(self, row: int) -> int:
         return int(self.offsets[row + 1] - self.offsets[row])
 
-    def rows(self, index: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Right-padded states (B, T, hidden), lengths and text starts of the rows ``index``."""
+    def rows(self, index: Sequence[int], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Right-padded states (B, T, hidden), lengths and text starts of the rows ``index``, on ``device``."""
         lengths = torch.tensor([self.length(i) for i in index])
         states = torch.zeros(len(index), int(lengths.max()), self.flat.shape[1])
         for r, i in enumerate(index):
             states[r, : lengths[r]] = torch.from_numpy(self.flat[self.offsets[i] : self.offsets[i + 1]])
-        return states, lengths, torch.tensor([int(self.starts[i]) for i in index])
+        starts = torch.tensor([int(self.starts[i]) for i in index])
+        return states.to(device), lengths.to(device), starts.to(device)
 
 
 def prompt_residuals(extractor: FeatureExtractor, prompts: Sequence[str], cut: int, log: Log | None = None) -> Residuals:
@@ -95,6 +96,10 @@ def prompt_residuals(extractor: FeatureExtractor, prompts: Sequence[str], cut: i
     return Residuals(flat, offsets, np.array([row.prompt_span[0] for row in rows], dtype=np.int64))
 
 
+def _device(module: nn.Module | None) -> torch.device:
+    return next(module.parameters()).device if module is not None else torch.device("cpu")
+
+
 def pooled(residuals: Residuals, index: Sequence[int], layers: TunedLayers | None) -> np.ndarray:
     """(len(index), hidden): the mean over each row's text of ``layers``' output (None: of the cached states)."""
     out = np.zeros((len(index), residuals.flat.shape[1]), dtype=np.float32)
@@ -102,10 +107,10 @@ def pooled(residuals: Residuals, index: Sequence[int], layers: TunedLayers | Non
     with torch.no_grad():
         for start in range(0, len(order), 32):
             part = order[start : start + 32]
-            states, lengths, starts = residuals.rows([index[k] for k in part])
+            states, lengths, starts = residuals.rows([index[k] for k in part], _device(layers))
             if layers is not None:
                 states = layers(states, lengths)
-            out[part] = mean_over_text(states, lengths, starts).numpy()
+            out[part] = mean_over_text(states, lengths, starts).cpu().numpy()
     return out
 
 
@@ -151,15 +156,18 @@ def tune_prompt_layers(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         linear = LogisticRegression(C=INITIAL_STRENGTH, class_weight="balanced", max_iter=2000).fit((frozen - mean) / scale, y_train)
-    head = nn.Linear(residuals.flat.shape[1], 1)
+    # The copy sits where the served decoder does (a GPU tunes it in seconds); the states travel per batch.
+    device = _device(layers)
+    head = nn.Linear(residuals.flat.shape[1], 1).to(device)
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(linear.coef_).float())
         head.bias.copy_(torch.from_numpy(linear.intercept_).float())
-    shift, divide = torch.from_numpy(mean), torch.from_numpy(scale)
+    shift, divide = torch.from_numpy(mean).to(device), torch.from_numpy(scale).to(device)
 
     def scores(index: Sequence[int]) -> np.ndarray:
         with torch.no_grad():
-            return head((torch.from_numpy(pooled(residuals, index, layers)) - shift) / divide)[:, 0].numpy()
+            pooled_means = torch.from_numpy(pooled(residuals, index, layers)).to(device)
+            return head((pooled_means - shift) / divide)[:, 0].cpu().numpy()
 
     best_scores = scores(val)
     best_ap = average_precision(best_scores, y_val)
@@ -170,8 +178,8 @@ def tune_prompt_layers(
         {"params": layers.parameters(), "lr": learning_rate, "weight_decay": 0.01},
         {"params": head.parameters(), "lr": HEAD_LEARNING_RATE, "weight_decay": 0.0},
     ])
-    targets = torch.from_numpy(y_train.astype(np.float32))
-    loss_of = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(float((~y_train).sum() / y_train.sum())))
+    targets = torch.from_numpy(y_train.astype(np.float32)).to(device)
+    loss_of = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(float((~y_train).sum() / y_train.sum()), device=device))
     order = sorted(range(len(train)), key=lambda k: residuals.length(train[k]))
     buckets = [order[s : s + BATCH_PROMPTS] for s in range(0, len(order), BATCH_PROMPTS)]
     rng = np.random.default_rng(seed)
@@ -182,9 +190,9 @@ def tune_prompt_layers(
         total = 0.0
         for bucket in rng.permutation(len(buckets)):
             part = buckets[bucket]
-            states, lengths, starts = residuals.rows([train[k] for k in part])
+            states, lengths, starts = residuals.rows([train[k] for k in part], device)
             logits = head((mean_over_text(layers(states, lengths), lengths, starts) - shift) / divide)[:, 0]
-            loss = loss_of(logits, targets[part])
+            loss = loss_of(logits, targets[torch.tensor(part, device=device)])
             optimiser.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(layers.parameters(), 1.0)
@@ -212,6 +220,6 @@ def tune_prompt_layers(
             "train_prompts": len(train), "validation_prompts": len(val)}
     return TunedPromptHead(
         weights=TunedWeights.of(layers, info), mean=mean.astype(np.float32), scale=scale.astype(np.float32),
-        coef=head.weight.detach()[0].numpy().astype(np.float32), bias=float(head.bias.detach()[0]),
+        coef=head.weight.detach()[0].cpu().numpy().astype(np.float32), bias=float(head.bias.detach()[0]),
         validation_scores=best_scores, history=history,
     )

@@ -44,6 +44,9 @@ PREVIOUS=${PREVIOUS:-models/guardsite-guard-270m}
 # EVAL_BASE=0 skips evaluating the untrained base (its reports then come from an earlier run, if any).
 EVAL_BASE=${EVAL_BASE:-1}
 FIT_HEADS=${FIT_HEADS:-1}
+# Epochs of tuning a copy of layers 12-14 as the prompt head (guard/layer_tuning.py; seconds on a GPU, about
+# 3 minutes each on 2 CPU cores); 0 keeps the prompt head on the frozen taps.
+TUNE_EPOCHS=${TUNE_EPOCHS:-6}
 HEADS_LATENCY_ITEMS=${HEADS_LATENCY_ITEMS:-30}
 HELDOUT=$DATA_DIR/heldout
 if [ "$SMOKE" = 1 ]; then
@@ -183,7 +186,7 @@ done
 #    sample, chosen on its validation split), measured on the held-out sample by bench/heads.py (heads alone: the
 #    logits' figures are the reports above). The card then carries heads/ and their section. FIT_HEADS=0 skips it.
 if [ "$FIT_HEADS" = 1 ]; then
-  run $PY manage.py fit_heads --model "$FINAL/adapter" --data "$DATA_DIR/train"
+  run $PY manage.py fit_heads --model "$FINAL/adapter" --data "$DATA_DIR/train" --tune-epochs "$TUNE_EPOCHS"
   run $PY bench/heads.py --model "$FINAL/adapter" --data "$HELDOUT" --no-logits --latency-items "$HEADS_LATENCY_ITEMS" \
     --out "$OUT/heads-bench.json"
   # The shipped guard's heads on the same held-out records, for the card's comparison (read before the card is
