@@ -45,6 +45,16 @@ def section(heads: dict, bench: dict | None, previous: dict | None = None) -> st
            "15-23 minutes for this sample on 2 cores: 908 s at 870 tokens/s on an idle machine, 1,367 s on a fresh one, "
            "measured 2026-12-06).")
     )
+    tuned = heads.get("tuned")
+    if tuned:
+        tuning = tuned.get("info", {})
+        lines.append(
+            f"\nThe prompt head reads a copy of layers {tuned['cut']}-{tuned['top'] - 1} tuned for prompt harm with a linear head "
+            f"(`guard/layer_tuning.py`, `fit_heads --tune-epochs {tuning.get('epochs')}`: {tuning.get('train_prompts')} distinct "
+            f"prompts, epoch {tuning.get('kept_epoch')} kept by validation AP, {info.get('tuning_seconds')} s on 2 CPU cores "
+            f"with its layer-{tuned['cut']} states); its weights are `heads/{tuned['file']}`, and the features add the "
+            "copy's mean over the prompt as one more block."
+        )
     lines += ["", f"**Data**: {info.get('fit_records')} records of the training split (`{info.get('data')}`), 80% fitted, "
               f"{info.get('validation_percent')}% to choose and threshold each head (never the held-out split):", ""]
     lines += _table(["licence", "records"], [[k, v] for k, v in info.get("licences", {}).items()])
