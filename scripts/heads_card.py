@@ -51,7 +51,7 @@ def section(heads: dict, bench: dict | None, previous: dict | None = None) -> st
         lines.append(
             f"\nThe prompt head reads a copy of layers {tuned['cut']}-{tuned['top'] - 1} tuned for prompt harm with a linear head "
             f"(`guard/layer_tuning.py`, `fit_heads --tune-epochs {tuning.get('epochs')}`: {tuning.get('train_prompts')} distinct "
-            f"prompts, epoch {tuning.get('kept_epoch')} kept by validation AP, {info.get('tuning_seconds')} s on 2 CPU cores "
+            f"prompts, epoch {tuning.get('kept_epoch')} kept by validation AP, {tuning.get('seconds')} s on 2 CPU cores "
             f"with its layer-{tuned['cut']} states); its weights are `heads/{tuned['file']}`, and the features add the "
             "copy's mean over the prompt as one more block."
         )

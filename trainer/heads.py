@@ -122,14 +122,18 @@ class HeadFitter:
     """Fits a ``GuardHeads`` for one backbone (see the module docstring)."""
 
     def __init__(
-        self, extractor: FeatureExtractor, fingerprint: str, *, log: Log = print, seed: int = 0, tuning: LayerTuning | None = None
+        self, extractor: FeatureExtractor, fingerprint: str, *, log: Log = print, seed: int = 0, tuning: LayerTuning | None = None,
+        kept_prompt: tuple[ProbeHead, TunedWeights] | None = None,
     ) -> None:
+        """``tuning``: tune layers 12-14 as the prompt head; ``kept_prompt``: a tuned prompt head and its layers to keep
+        instead of fitting one (a heads job without tune epochs, whose start model has them)."""
         self.extractor = extractor
         self.layout = extractor.layout
         self.fingerprint = fingerprint
         self.log = log
         self.rng = random.Random(seed)
         self.tuning = tuning
+        self.kept_prompt = kept_prompt
 
     def _encode(self, pairs: list[tuple[str, str | None]], what: str) -> tuple[np.ndarray, np.ndarray]:
         started = time.perf_counter()
@@ -153,8 +157,13 @@ class HeadFitter:
         layout = self.layout
 
         tuned = None
-        if self.tuning is not None:
+        tuning_seconds = 0.0  # the tuning (its own layer states and epochs) is counted apart from the heads' fit
+        if self.kept_prompt is not None:
+            prompt_head, tuned = self.kept_prompt
+        elif self.tuning is not None:
+            tuning_started = time.perf_counter()
             prompt_head, tuned = self._tuned_prompt_head(records, validation, self.tuning)
+            tuning_seconds = time.perf_counter() - tuning_started
         else:
             prompt_rows = np.array([r.prompt_label in ("safe", "unsafe") for r in records])
             y = np.array([r.prompt_label == "unsafe" for r in records])
@@ -185,9 +194,9 @@ class HeadFitter:
         vectors = judged(prompt, response)
         categories = self._category_heads(records, vectors, validation, policies)
         zero_shot, zero_shot_report, category_units = self._zero_shot(records, prompt, validation, policies, categories)
-        # The heads' fit from cached features; the tuning (its own layer states and epochs) is counted apart.
-        tuning_seconds = float(tuned.info.get("seconds", 0.0)) if tuned is not None else 0.0
         fit_seconds = time.perf_counter() - fit_started - tuning_seconds
+        if tuned is not None:
+            layout = layout.with_tuned((tuned.cut, tuned.top))
 
         files = Counter(r.file for r in records)
         licences: dict[str, int] = Counter(r.licence for r in records)
@@ -204,9 +213,7 @@ class HeadFitter:
             "fit_seconds": round(fit_seconds, 1),
             "layout": layout.to_json(),
         }
-        if tuned is not None:
-            layout = layout.with_tuned((tuned.cut, tuned.top))
-            info["layout"] = layout.to_json()
+        if tuning_seconds:
             info["tuning_seconds"] = round(tuning_seconds, 1)
         known = {category_key(c) for spec, _ in policies.values() for c in spec.categories}
         known |= {category_key(c) for spec in _general_policies() for c in spec.categories}

@@ -115,9 +115,10 @@ def refit_after_training(job: TrainingJob, model_dir: Path, progress: Any) -> di
     progress.log(f"refitting the latent heads for the new weights on {len(records)} records")
     backend = runtime.get_backend(str(model_dir), heads=False)
     tuning = layer_tuning(backend, tune_epochs(job))
-    if tuning is None and _tuned_heads(start) is not None:
+    old = _tuned_heads(start) if tuning is None else None
+    if old is not None:
         # The old tuned layers were tuned on the old backbone's states: tune them again for the new weights.
-        tuning = layer_tuning(backend, _tuned_heads(start).tuned.info.get("epochs", 6))  # type: ignore[union-attr]
+        tuning = layer_tuning(backend, old.tuned.info.get("epochs", 6))
     fitter = HeadFitter(extractor_for(backend, cached=True), backend.feature_fingerprint, log=progress.log, tuning=tuning)
     heads = fitter.fit(records, taxonomies)
     heads.info["data"] = list(job.data_sources)
@@ -150,14 +151,14 @@ def run_heads_job(job: TrainingJob, progress: Any) -> TrainOutcome:
     kept = _tuned_heads(Path(job.init_adapter)) if tuning is None else None
     if kept is not None and kept.fingerprint != backend.feature_fingerprint:
         kept = None
-    fitter = HeadFitter(extractor_for(backend, cached=True), backend.feature_fingerprint, log=progress.log, tuning=tuning)
+    if kept is not None:
+        progress.log(f"keeping the start model's tuned layers and their prompt head ({kept.prompt.kind}); "
+                     "give the job tune epochs to tune them again")
+    fitter = HeadFitter(extractor_for(backend, cached=True), backend.feature_fingerprint, log=progress.log, tuning=tuning,
+                        kept_prompt=(kept.prompt, kept.tuned) if kept is not None else None)
     heads = fitter.fit(records, taxonomies)
     if kept is not None:
-        progress.log(f"kept the start model's tuned layers and their prompt head ({kept.prompt.kind}); "
-                     "give the job tune epochs to tune them again")
-        heads.prompt, heads.tuned, heads.layout = kept.prompt, kept.tuned, heads.layout.with_tuned(kept.layout.tuned)
         heads.info["tasks"]["prompt"] = {**kept.prompt.info, "kept_from": job.init_adapter}
-        heads.info["layout"] = heads.layout.to_json()
     heads.info["data"] = list(job.data_sources)
     heads.save(out_dir)
     runtime.reset_backends()
