@@ -4,8 +4,8 @@
     .venv/bin/python bench/tuned_rank.py [--model models/guardsite-guard-270m] [--ranks 128 64 32 16]
 
 The shipped prompt head reads a copy of layers 12-14 tuned on a CPU (``guard.layer_tuning``), stored whole in
-float16 (33 MB). Its change from the served layers may be nearly low-rank, as LoRA assumes: every weight
-matrix's delta is cut to its top ``r`` singular directions (the norms' vectors kept whole), and the prompt
+float16. Its change from the served layers may be nearly low-rank, as LoRA assumes: every weight matrix's
+delta is cut to its top ``r`` singular directions (``TunedWeights.low_rank``; the norms' vectors kept whole), and the prompt
 head, unchanged, scores the validation prompts of the fit (the split that chose its epoch and threshold).
 Prints validation AP, F1 at the head's own threshold, and the float16 size the cut weights would take.
 """
@@ -31,29 +31,9 @@ from guard import runtime  # noqa: E402
 from guard.features import FeatureExtractor  # noqa: E402
 from guard.head_fitting import average_precision  # noqa: E402
 from guard.layer_tuning import pooled, prompt_residuals  # noqa: E402
-from guard.tuned_layers import TunedWeights  # noqa: E402
 from guard.zero_shot import sigmoid  # noqa: E402
 from trainer.head_data import fit_sample  # noqa: E402
 from trainer.heads import in_validation  # noqa: E402
-
-
-def cut_to_rank(weights: TunedWeights, decoder: object, rank: int | None) -> tuple[TunedWeights, int]:
-    """The weights with every matrix's change from the served layer cut to ``rank`` (None: whole), and the
-    float16 bytes they would take stored as (served-layer delta factors + vectors)."""
-    served = {f"layers.{i}.{name}": p.detach().float().numpy()
-              for i, layer in enumerate(decoder.layers[weights.cut : weights.top])  # type: ignore[attr-defined]
-              for name, p in layer.named_parameters()}
-    state, size = {}, 0
-    for name, tuned in weights.state.items():
-        tuned32 = tuned.astype(np.float32)
-        if rank is None or tuned.ndim != 2:
-            state[name], size = tuned, size + tuned.size * 2
-            continue
-        u, s, vt = np.linalg.svd(tuned32 - served[name], full_matrices=False)
-        delta = (u[:, :rank] * s[:rank]) @ vt[:rank]
-        state[name] = (served[name] + delta).astype(np.float16)
-        size += rank * sum(tuned.shape) * 2
-    return TunedWeights(weights.cut, weights.top, state), size
 
 
 def main() -> None:
@@ -76,14 +56,16 @@ def main() -> None:
     residuals = prompt_residuals(extractor, [record.prompt for record in val], heads.tuned.cut)  # type: ignore[attr-defined]
     decoder = backend.model.get_decoder()
     head = heads.prompt
-    print(f"{'rank':>6} {'float16 MB':>10} {'val AP':>7} {'F1 @ threshold':>14}   ({len(val)} validation prompts)")
+    print(f"{'rank':>7} {'float16 MB':>10} {'val AP':>7} {'F1 @ threshold':>14}   ({len(val)} validation prompts)")
+    # None: as shipped (whole, or at the rank it was cut to); otherwise cut from what shipped.
     for rank in [None, *args.ranks]:
-        weights, size = cut_to_rank(heads.tuned, decoder, rank)
+        weights = heads.tuned if rank is None else heads.tuned.low_rank(decoder, rank)
+        size = weights.nbytes
         means = pooled(residuals, list(range(len(val))), weights.module(decoder))
         probability = sigmoid(head.logit(means))
         predicted = probability >= head.threshold
         f1 = 200 * float((predicted & gold).sum()) / max(float(predicted.sum() + gold.sum()), 1.0)
-        print(f"{'whole' if rank is None else rank:>6} {size / 1e6:10.1f} {100 * average_precision(probability, gold):7.1f} {f1:14.1f}",
+        print(f"{'shipped' if rank is None else rank:>7} {size / 1e6:10.1f} {100 * average_precision(probability, gold):7.1f} {f1:14.1f}",
               flush=True)
 
 

@@ -142,9 +142,11 @@ def tune_prompt_layers(
     seed: int = 0,
     log: Log = print,
     on_epoch: EpochCallback | None = None,
+    rank: int | None = None,
 ) -> TunedPromptHead:
     """Layers ``cut``..``top - 1`` of ``decoder`` and a linear head tuned on the rows ``train`` (labels
-    ``y_train``: True = unsafe), the epoch with the best validation AP kept (see the module docstring)."""
+    ``y_train``: True = unsafe), the epoch with the best validation AP kept (see the module docstring);
+    ``rank``: the kept weights stored as their change from ``decoder``'s layers cut to that rank (None: whole)."""
     from sklearn.linear_model import LogisticRegression
 
     if y_train.min() == y_train.max():
@@ -209,17 +211,20 @@ def tune_prompt_layers(
         if ap > best_ap:
             best_ap, best_scores, best_epoch = ap, epoch_scores, epoch
             best_state = (copy.deepcopy(layers.state_dict()), copy.deepcopy(head.state_dict()))
-    # The kept epoch, its weights rounded to float16 as they are stored, scored again: the threshold is chosen
-    # on what will serve.
-    # (only the copy's own layers: the rotary tables belong to the served decoder).
-    layers.load_state_dict({name: tensor.half().float() for name, tensor in best_state[0].items() if name.startswith("layers.")},
-                           strict=False)
+    # The kept epoch, its weights stored as they ship (float16, the change cut to ``rank``), scored again: the
+    # threshold is chosen on what will serve (only the copy's own layers: the rotary tables are the decoder's).
+    layers.load_state_dict({name: tensor for name, tensor in best_state[0].items() if name.startswith("layers.")}, strict=False)
     head.load_state_dict(best_state[1])
+    weights = TunedWeights.of(layers)
+    if rank is not None:
+        weights = weights.low_rank(decoder, rank)
+    layers = weights.module(decoder, device)
     best_scores = scores(val)
     info = {"epochs": epochs, "kept_epoch": best_epoch, "learning_rate": learning_rate, "seed": seed,
             "train_prompts": len(train), "validation_prompts": len(val)}
+    weights.info.update(info)
     return TunedPromptHead(
-        weights=TunedWeights.of(layers, info), mean=mean.astype(np.float32), scale=scale.astype(np.float32),
+        weights=weights, mean=mean.astype(np.float32), scale=scale.astype(np.float32),
         coef=head.weight.detach()[0].cpu().numpy().astype(np.float32), bias=float(head.bias.detach()[0]),
         validation_scores=best_scores, history=history,
     )

@@ -52,8 +52,10 @@ def section(heads: dict, bench: dict | None, previous: dict | None = None) -> st
             f"\nThe prompt head reads a copy of layers {tuned['cut']}-{tuned['top'] - 1} tuned for prompt harm with a linear head "
             f"(`guard/layer_tuning.py`, `fit_heads --tune-epochs {tuning.get('epochs')}`: {tuning.get('train_prompts')} distinct "
             f"prompts, epoch {tuning.get('kept_epoch')} kept by validation AP, {tuning.get('seconds')} s on 2 CPU cores "
-            f"with its layer-{tuned['cut']} states); its weights are `heads/{tuned['file']}`, and the features add the "
-            "copy's mean over the prompt as one more block."
+            f"with its layer-{tuned['cut']} states); its weights are `heads/{tuned['file']}`"
+            + (f" (each matrix stored as its change from the served layer cut to rank {tuning['rank']} by SVD; the served "
+               "layers rebuild the rest when the heads load)" if tuning.get("rank") else "")
+            + ", and the features add the copy's mean over the prompt as one more block."
         )
     lines += ["", f"**Data**: {info.get('fit_records')} records of the training split (`{info.get('data')}`), 80% fitted, "
               f"{info.get('validation_percent')}% to choose and threshold each head (never the held-out split):", ""]

@@ -136,3 +136,55 @@ def test_tuned_weights_for_another_span_of_layers_are_refused(six_layer_backend,
     _, result = tuned
     with pytest.raises(ValueError, match="do not fit"):
         TunedWeights(4, 5, result.weights.state).module(six_layer_backend.model.get_decoder())
+
+
+def _with_change_of_rank(weights: TunedWeights, decoder, rank: int) -> TunedWeights:
+    """``weights`` rebuilt as the served layers plus a change of exactly ``rank`` in every matrix."""
+    rng = np.random.default_rng(0)
+    served = {f"layers.{i}.{name}": p.detach().float().numpy()
+              for i, layer in enumerate(decoder.layers[weights.cut:weights.top]) for name, p in layer.named_parameters()}
+    state = {}
+    for name, array in weights.state.items():
+        if array.ndim == 2:
+            change = rng.normal(size=(array.shape[0], rank)) @ rng.normal(size=(rank, array.shape[1])) / 10
+            array = served[name] + change
+        state[name] = array.astype(np.float32)
+    return TunedWeights(weights.cut, weights.top, state)
+
+
+def test_a_change_of_low_rank_is_rebuilt_from_its_factors(six_layer_backend, tuned):
+    decoder = six_layer_backend.model.get_decoder()
+    whole = _with_change_of_rank(tuned[1].weights, decoder, 2)
+    factored = whole.low_rank(decoder, 2)
+    assert factored.rank == 2 and factored.nbytes < whole.nbytes / 4
+    rebuilt = factored.dense(decoder)
+    assert rebuilt.keys() == whole.state.keys()
+    for name, array in whole.state.items():
+        np.testing.assert_allclose(rebuilt[name], array, atol=2e-2)
+
+
+def test_low_rank_weights_round_trip_through_their_file_with_their_digest(six_layer_backend, tuned, tmp_path):
+    decoder = six_layer_backend.model.get_decoder()
+    factored = tuned[1].weights.low_rank(decoder, 2)
+    meta = factored.save(tmp_path)
+    loaded = TunedWeights.load(tmp_path, meta)
+    assert loaded.digest == factored.digest != tuned[1].weights.digest
+    assert loaded.rank == 2 and meta["info"]["rank"] == 2
+
+
+def test_tuning_with_a_rank_thresholds_on_the_factored_weights_it_ships(six_layer_backend, tuned):
+    residuals, _ = tuned
+    decoder = six_layer_backend.model.get_decoder()
+    result = tune_prompt_layers(decoder, residuals, TRAIN, GOLD[TRAIN], VAL, GOLD[VAL], cut=4, top=6, epochs=1,
+                                log=lambda line: None, rank=2)
+    assert result.weights.rank == 2
+    means = pooled(residuals, VAL, result.weights.module(decoder))
+    np.testing.assert_allclose((means - result.mean) / result.scale @ result.coef + result.bias, result.validation_scores,
+                               atol=1e-3, rtol=1e-3)
+
+
+def test_low_rank_weights_for_another_span_of_layers_are_refused(six_layer_backend, tuned):
+    decoder = six_layer_backend.model.get_decoder()
+    factored = tuned[1].weights.low_rank(decoder, 2)
+    with pytest.raises(ValueError, match="do not fit"):
+        TunedWeights(4, 5, factored.state).module(decoder)
