@@ -50,8 +50,12 @@ def section(heads: dict, bench: dict | None, previous: dict | None = None) -> st
         tuning = tuned.get("info", {})
         lines.append(
             f"\nThe prompt head reads a copy of layers {tuned['cut']}-{tuned['top'] - 1} tuned for prompt harm with a linear head "
-            f"(`guard/layer_tuning.py`, `fit_heads --tune-epochs {tuning.get('epochs')}`: {tuning.get('train_prompts')} distinct "
-            f"prompts, epoch {tuning.get('kept_epoch')} kept by validation AP, {tuning.get('seconds')} s on 2 CPU cores "
+            f"(`guard/layer_tuning.py`, `fit_heads --tune-epochs {tuning.get('epochs')}"
+            + (f" --tune-copies {tuning['soup_of']}" if tuning.get("soup_of") else "")
+            + f"`: {tuning.get('train_prompts')} distinct "
+            + (f"prompts, {tuning['soup_of']} copies tuned in different orders and averaged in weight space, "
+               if tuning.get("soup_of") else f"prompts, epoch {tuning.get('kept_epoch')} kept by validation AP, ")
+            + f"{tuning.get('seconds')} s on 2 CPU cores "
             f"with its layer-{tuned['cut']} states); its weights are `heads/{tuned['file']}`"
             + (f" (each matrix stored as its change from the served layer cut to rank {tuning['rank']} by SVD; the served "
                "layers rebuild the rest when the heads load)" if tuning.get("rank") else "")

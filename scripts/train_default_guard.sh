@@ -47,6 +47,7 @@ FIT_HEADS=${FIT_HEADS:-1}
 # Epochs of tuning a copy of layers 12-14 as the prompt head (guard/layer_tuning.py; seconds on a GPU, about
 # 3 minutes each on 2 CPU cores); 0 keeps the prompt head on the frozen taps.
 TUNE_EPOCHS=${TUNE_EPOCHS:-6}
+TUNE_COPIES=${TUNE_COPIES:-2}  # orders tuned and averaged (a soup; docs/guard.md)
 HEADS_LATENCY_ITEMS=${HEADS_LATENCY_ITEMS:-30}
 HELDOUT=$DATA_DIR/heldout
 if [ "$SMOKE" = 1 ]; then
@@ -186,7 +187,7 @@ done
 #    sample, chosen on its validation split), measured on the held-out sample by bench/heads.py (heads alone: the
 #    logits' figures are the reports above). The card then carries heads/ and their section. FIT_HEADS=0 skips it.
 if [ "$FIT_HEADS" = 1 ]; then
-  run $PY manage.py fit_heads --model "$FINAL/adapter" --data "$DATA_DIR/train" --tune-epochs "$TUNE_EPOCHS"
+  run $PY manage.py fit_heads --model "$FINAL/adapter" --data "$DATA_DIR/train" --tune-epochs "$TUNE_EPOCHS" --tune-copies "$TUNE_COPIES"
   run $PY bench/heads.py --model "$FINAL/adapter" --data "$HELDOUT" --no-logits --latency-items "$HEADS_LATENCY_ITEMS" \
     --out "$OUT/heads-bench.json"
   # The shipped guard's heads on the same held-out records, for the card's comparison (read before the card is

@@ -5,7 +5,7 @@
    (the validation split: neither trained on nor held out).
 2. Compute the backbone's features of every record (``guard.features``; cached on disk per
    backbone, so a refit only computes new texts).
-3. With ``LayerTuning`` (``--tune-epochs``, the job's "tune layers" field), the prompt head is a copy
+3. With ``LayerTuning`` (``--tune-epochs``, the job's "tune layers" field; ``--tune-copies``: several orders averaged), the prompt head is a copy
    of layers 12-14 tuned with a linear head on the distinct labelled prompts (``guard.layer_tuning``:
    about 3 minutes an epoch and 6-9 minutes of layer-12 states on 2 cores); otherwise the best
    candidate on the frozen taps (an MLP, so far).
@@ -43,7 +43,7 @@ from guard.head_fitting import (
     fit_zero_shot,
 )
 from guard.heads import CategoryHead, GuardHeads, ProbeHead, category_key
-from guard.layer_tuning import pooled, prompt_residuals, tune_prompt_layers
+from guard.layer_tuning import pooled, prompt_residuals, soup_prompt_layers, tune_prompt_layers
 from guard.tuned_layers import TunedWeights
 from guard.zero_shot import LEGACY_TEMPLATE, category_text, sigmoid, unit_rows
 from trainer.head_data import HeadRecord, fit_sample
@@ -83,6 +83,7 @@ class LayerTuning:
     learning_rate: float = 5e-5
     seed: int = 0
     rank: int | None = None  # the tuned layers stored as their change cut to this rank (None: whole)
+    copies: int = 1  # more than one: copies tuned in as many orders (seeds), averaged in weight space (a soup)
 
     def span(self) -> tuple[int, int]:
         layers = len(self.decoder.layers)
@@ -259,11 +260,22 @@ class HeadFitter:
         self.log(f"tuning layers {cut}-{top - 1} for prompt harm: {len(prompts)} distinct prompts, {tuning.epochs} epochs")
         residuals = prompt_residuals(self.extractor, prompts, cut, log=self.log)
         rows = np.arange(len(prompts))
-        result = tune_prompt_layers(tuning.decoder, residuals, list(rows[~in_val]), y[~in_val], list(rows[in_val]), y[in_val],
-                                    cut=cut, top=top, epochs=tuning.epochs, learning_rate=tuning.learning_rate,
-                                    seed=tuning.seed, log=self.log, rank=tuning.rank)
+        train, val = list(rows[~in_val]), list(rows[in_val])
+        results = [
+            tune_prompt_layers(tuning.decoder, residuals, train, y[~in_val], val, y[in_val], cut=cut, top=top, epochs=tuning.epochs,
+                               learning_rate=tuning.learning_rate, seed=tuning.seed + order, log=self.log,
+                               rank=tuning.rank if tuning.copies == 1 else None)
+            for order in range(tuning.copies)
+        ]
+        result = results[0]
+        if tuning.copies > 1:
+            result = soup_prompt_layers(tuning.decoder, residuals, [r.weights for r in results], train, y[~in_val], val, y[in_val],
+                                        rank=tuning.rank, log=self.log)
+            result.weights.info.update({k: v for k, v in results[0].weights.info.items() if k not in ("seed", "kept_epoch")})
+            result.weights.info["copies"] = [{"seed": r.weights.info["seed"], "kept_epoch": r.weights.info["kept_epoch"],
+                                              "history": r.history} for r in results]
         threshold, validation_info = _validation(sigmoid(result.validation_scores), y[in_val])
-        kind = f"tuned layers {cut}-{top - 1} + linear"
+        kind = f"tuned layers {cut}-{top - 1} + linear" + (f" (a soup of {tuning.copies} copies)" if tuning.copies > 1 else "")
         seconds = round(time.perf_counter() - started, 1)
         result.weights.info["seconds"] = seconds
         info = {
@@ -414,22 +426,26 @@ def _borrow_threshold(trained: np.ndarray, general: np.ndarray, custom: np.ndarr
     return threshold, {"threshold": round(threshold, 4), "general_min": round(high, 4), "custom_max": round(low, 4)}
 
 
-def layer_tuning(backend: Any, epochs: int, rank: int | None = None) -> LayerTuning | None:
-    """Tuning of a loaded ``TransformersBackend``'s layers 12-14 for ``epochs`` (0: none), stored at ``rank`` (None: whole)."""
-    return LayerTuning(decoder=backend.model.get_decoder(), epochs=epochs, rank=rank) if epochs > 0 else None
+def layer_tuning(backend: Any, epochs: int, rank: int | None = None, copies: int = 1) -> LayerTuning | None:
+    """Tuning of a loaded ``TransformersBackend``'s layers 12-14 for ``epochs`` (0: none), stored at ``rank`` (None: whole),
+    ``copies`` of them averaged."""
+    if epochs <= 0:
+        return None
+    return LayerTuning(decoder=backend.model.get_decoder(), epochs=epochs, rank=rank, copies=copies)
 
 
 def fit_model_heads(
     backend: Any, data_dir: Path, out_dir: Path, *, log: Log = print, records: list[HeadRecord] | None = None, tune_epochs: int = 0,
-    tuned_rank: int | None = None,
+    tuned_rank: int | None = None, tuned_copies: int = 1,
 ) -> GuardHeads:
     """Fit and save the heads of a loaded ``TransformersBackend`` from ``data_dir`` (a training split);
     ``tune_epochs``: tune layers 12-14 as the prompt head for that many epochs (0: the frozen candidates),
-    stored as their change from the served layers cut to ``tuned_rank`` (None: whole)."""
+    stored as their change from the served layers cut to ``tuned_rank`` (None: whole); ``tuned_copies``: that many
+    copies tuned in different orders and averaged (``guard.layer_tuning.soup_prompt_layers``)."""
     from guard.features import extractor_for
 
     extractor = extractor_for(backend, cached=True)
-    fitter = HeadFitter(extractor, backend.feature_fingerprint, log=log, tuning=layer_tuning(backend, tune_epochs, tuned_rank))
+    fitter = HeadFitter(extractor, backend.feature_fingerprint, log=log, tuning=layer_tuning(backend, tune_epochs, tuned_rank, tuned_copies))
     records = records if records is not None else fit_sample(Path(data_dir))
     taxonomies = Path(data_dir) / "taxonomies.json"
     heads = fitter.fit(records, taxonomies if taxonomies.is_file() else None)

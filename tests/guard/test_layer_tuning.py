@@ -10,7 +10,7 @@ import pytest
 
 from guard.features import FeatureExtractor, FeatureStore
 from guard.heads import HeadsError, ProbeHead, load
-from guard.layer_tuning import pooled, prompt_residuals, tune_prompt_layers
+from guard.layer_tuning import pooled, prompt_residuals, soup_prompt_layers, tune_prompt_layers
 from guard.testing import TINY_SAFE, TINY_UNSAFE, fit_tiny_heads
 from guard.tuned_layers import TUNED_FILE, TunedWeights
 
@@ -188,3 +188,18 @@ def test_low_rank_weights_for_another_span_of_layers_are_refused(six_layer_backe
     factored = tuned[1].weights.low_rank(decoder, 2)
     with pytest.raises(ValueError, match="do not fit"):
         TunedWeights(4, 5, factored.state).module(decoder)
+
+
+def test_a_soup_averages_its_copies_and_fits_its_head_on_the_average(six_layer_backend, tuned):
+    residuals, first = tuned
+    decoder = six_layer_backend.model.get_decoder()
+    second = tune_prompt_layers(decoder, residuals, TRAIN, GOLD[TRAIN], VAL, GOLD[VAL], cut=4, top=6, epochs=1, seed=1,
+                                log=lambda line: None)
+    soup = soup_prompt_layers(decoder, residuals, [first.weights, second.weights], TRAIN, GOLD[TRAIN], VAL, GOLD[VAL],
+                              log=lambda line: None)
+    one, two, average = first.weights.dense(decoder), second.weights.dense(decoder), soup.weights.dense(decoder)
+    for name, array in average.items():
+        np.testing.assert_allclose(array, (one[name].astype(np.float32) + two[name].astype(np.float32)) / 2, atol=2e-3)
+    assert soup.weights.info["soup_of"] == 2
+    means = pooled(residuals, VAL, soup.weights.module(decoder))
+    np.testing.assert_allclose((means - soup.mean) / soup.scale @ soup.coef + soup.bias, soup.validation_scores, atol=1e-3, rtol=1e-3)

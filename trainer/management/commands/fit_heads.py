@@ -1,6 +1,6 @@
 """``python manage.py fit_heads``: fit a guard model's latent heads on a CPU (``trainer.heads``).
 
-    python manage.py fit_heads --model models/guardsite-guard-270m --data var/data/train [--tune-epochs 6 [--tuned-rank 128]]
+    python manage.py fit_heads --model models/guardsite-guard-270m --data var/data/train [--tune-epochs 6 [--tune-copies 2] [--tuned-rank 128]]
 
 Features are cached per backbone (``GUARD_FEATURE_CACHE``), so a second fit of the same
 model computes nothing and takes seconds; the heads are written to ``OUT/heads/``
@@ -29,6 +29,8 @@ class Command(BaseCommand):
         parser.add_argument("--tune-epochs", type=int, default=0, metavar="N",
                             help="tune a copy of layers 12-14 as the prompt head for N epochs (about 3 minutes each on "
                                  "2 cores, plus 6-9 minutes of layer-12 states; 0: the prompt head reads the frozen taps)")
+        parser.add_argument("--tune-copies", type=int, default=1, metavar="K",
+                            help="tune K copies in different orders and average them in weight space (K times the epochs)")
         parser.add_argument("--tuned-rank", type=int, default=0, metavar="R",
                             help="store the tuned layers as their change from the served ones cut to rank R by SVD (rank 128: "
                                  "10 MB instead of 33, for 0.2-0.7 points of held-out AP; 0: whole)")
@@ -55,5 +57,7 @@ class Command(BaseCommand):
             raise CommandError("--tune-epochs must be 0 or more")
         if options["tuned_rank"] < 0 or (options["tuned_rank"] and not options["tune_epochs"]):
             raise CommandError("--tuned-rank must be 1 or more, with --tune-epochs (scripts/cut_tuned_rank.py cuts tuned heads)")
+        if options["tune_copies"] < 1:
+            raise CommandError("--tune-copies must be 1 or more")
         fit_model_heads(backend, data, out, log=lambda line: self.stdout.write(line), tune_epochs=options["tune_epochs"],
-                        tuned_rank=options["tuned_rank"] or None)
+                        tuned_rank=options["tuned_rank"] or None, tuned_copies=options["tune_copies"])

@@ -1,5 +1,6 @@
-"""Tuned prompt layers stored as their change from the served layers cut to a rank (``trainer.heads.cut_tuned_rank``,
-``scripts/cut_tuned_rank.py``): tiny random model, plumbing."""
+"""How tuned prompt layers are made and stored: as their change from the served layers cut to a rank
+(``fit_heads --tuned-rank``, ``trainer.heads.cut_tuned_rank``, ``scripts/cut_tuned_rank.py``), and as a soup of copies
+tuned in several orders (``fit_heads --tune-copies``): tiny random model, plumbing."""
 
 from __future__ import annotations
 
@@ -72,3 +73,15 @@ def test_fit_heads_refuses_a_tuned_rank_without_tuning(corpus, tiny_model, tmp_p
 
     with pytest.raises(CommandError, match="--tuned-rank must be 1 or more, with --tune-epochs"):
         call_command("fit_heads", "--model", str(tiny_model), "--data", str(corpus), "--out", str(tmp_path), "--tuned-rank", "2")
+
+
+@pytest.mark.django_db
+def test_fit_heads_averages_the_copies_it_is_asked_to_tune(corpus, tiny_model, tmp_path):
+    from django.core.management import call_command
+
+    call_command("fit_heads", "--model", str(tiny_model), "--data", str(corpus), "--out", str(tmp_path),
+                 "--tune-epochs", "1", "--tune-copies", "2", stdout=open(tmp_path / "log.txt", "w"))
+    heads = load(tmp_path)
+    assert heads.tuned is not None and heads.tuned.info["soup_of"] == 2
+    assert [copy["seed"] for copy in heads.tuned.info["copies"]] == [0, 1]
+    assert heads.prompt.info["tuning"]["soup_of"] == 2
