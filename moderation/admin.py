@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.db import models
 from django.http import HttpRequest
 
 from guardsite.admin import ReadOnlyAdmin
@@ -27,6 +28,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
     search_fields = ("name", "prefix")
     fields = ("name", "prefix", "rate_limit_per_minute", "webhook_url", "created_by", "created_at", "last_used_at", "revoked_at")
     readonly_fields = ("prefix", "created_by", "created_at", "last_used_at", "revoked_at")
+    # A webhook URL typed without a scheme is https (Django 6's default, and what a webhook should use); the form
+    # field otherwise warns of that change on every edit.
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -59,3 +59,12 @@ def test_an_api_key_can_be_renamed_but_its_hash_is_never_shown(admin_client, his
     assert (key.name, key.rate_limit_per_minute) == ("shop backend", 60)
     assert admin_client.get("/admin/moderation/apikey/add/").status_code == 403
     assert ApiKey.objects.filter(pk=key.pk).exists()
+
+
+def test_a_webhook_url_typed_without_a_scheme_in_the_admin_is_https(admin_client, history):  # noqa: F811
+    key = history["key"]
+    response = admin_client.post(f"/admin/moderation/apikey/{key.pk}/change/",
+                                 {"name": key.name, "rate_limit_per_minute": 60, "webhook_url": "hooks.example.com/guardsite"})
+    assert response.status_code == 302
+    key.refresh_from_db()
+    assert key.webhook_url == "https://hooks.example.com/guardsite"
