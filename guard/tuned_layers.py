@@ -11,10 +11,11 @@ The rows are right-padded with per-row lengths, as the runner pads them; they ar
 sliding window, so one causal mask over each row's real tokens serves every layer type.
 
 Tuned weights ship with the heads (``TunedWeights``: ``heads/tuned_layers.safetensors``, float16), not
-with the backbone: they are part of the prompt head, fitted by ``guard.layer_tuning``. Each weight matrix is
-stored as its change from the served layer cut to a low rank by SVD (``TunedWeights.low_rank``): the change is
-nearly low-rank, as LoRA assumes, and rank 128 keeps validation AP 95.3 of 95.4 in 10 MB instead of 33 MB
-(``bench/tuned_rank.py``). The served decoder is at hand wherever the copy is built, so it adds the change back.
+with the backbone: they are part of the prompt head, fitted by ``guard.layer_tuning``. They are stored whole unless
+asked otherwise (``fit_heads --tuned-rank``): then each weight matrix is stored as its change from the served layer
+cut to a low rank by SVD (``TunedWeights.low_rank``; the change is nearly low-rank, as LoRA assumes: rank 128 takes
+10 MB instead of 33 for validation AP 95.3 against 95.4, but cost the shipped guard 4 points of held-out OpenAI
+Moderation F1, docs/guard.md). The served decoder is at hand wherever the copy is built, so it adds the change back.
 """
 
 from __future__ import annotations
@@ -102,20 +103,21 @@ class TunedWeights:
         singular directions (vectors, such as the norms' scales, stay whole)."""
         served = _served_state(decoder, self.cut, self.top)
         state: dict[str, np.ndarray] = {}
-        for name, tuned in self.dense(decoder).items():
+        for name, tuned in self._dense(served).items():
             if tuned.ndim != 2 or rank >= min(tuned.shape):
                 state[name] = tuned.astype(np.float16)
                 continue
             change = torch.from_numpy(tuned.astype(np.float32)) - served[name]
             left, values, right = torch.linalg.svd(change, full_matrices=False)
-            # C order: safetensors writes an array's buffer as it lies (SVD factors come transposed).
-            state[name + DELTA_LEFT] = np.ascontiguousarray((left[:, :rank] * values[:rank]).numpy(), dtype=np.float16)
-            state[name + DELTA_RIGHT] = np.ascontiguousarray(right[:rank].numpy(), dtype=np.float16)
+            state[name + DELTA_LEFT] = (left[:, :rank] * values[:rank]).numpy().astype(np.float16)
+            state[name + DELTA_RIGHT] = right[:rank].numpy().astype(np.float16)
         return TunedWeights(self.cut, self.top, state, {**self.info, "rank": rank})
 
     def dense(self, decoder: Any) -> dict[str, np.ndarray]:
         """Every parameter whole (float32 where a low-rank change was added to ``decoder``'s layer)."""
-        served = _served_state(decoder, self.cut, self.top) if self.rank is not None else {}
+        return self._dense(_served_state(decoder, self.cut, self.top) if self.rank is not None else {})
+
+    def _dense(self, served: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         for name, array in self.state.items():
             if name.endswith(DELTA_RIGHT):
@@ -155,6 +157,7 @@ class TunedWeights:
         """Writes the weights into ``directory``; returns what the heads' metadata records of them."""
         from safetensors.numpy import save_file
 
+        # C order: safetensors writes an array's buffer as it lies (SVD factors come transposed), and the digest reads C order.
         save_file({name: np.ascontiguousarray(array) for name, array in self.state.items()}, str(Path(directory) / TUNED_FILE))
         return {"cut": self.cut, "top": self.top, "file": TUNED_FILE, "digest": self.digest, "info": self.info}
 

@@ -118,7 +118,8 @@ def refit_after_training(job: TrainingJob, model_dir: Path, progress: Any) -> di
     old = _tuned_heads(start) if tuning is None else None
     if old is not None:
         # The old tuned layers were tuned on the old backbone's states: tune them again for the new weights.
-        tuning = layer_tuning(backend, old.tuned.info.get("epochs", 6))
+        # The same recipe: epochs, copies averaged, and the rank they were stored at.
+        tuning = layer_tuning(backend, old.tuned.info.get("epochs", 6), old.tuned.rank, old.tuned.info.get("soup_of", 1))
     fitter = HeadFitter(extractor_for(backend, cached=True), backend.feature_fingerprint, log=progress.log, tuning=tuning)
     heads = fitter.fit(records, taxonomies)
     heads.info["data"] = list(job.data_sources)
