@@ -68,8 +68,7 @@ import functools
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,13 +76,14 @@ import torch
 
 from guard import contract
 from guard.backends.base import GuardError, GuardRequest, setting
-from guard.backends.batching import MIN_SHARED_PREFIX, partition, run_in_halving_batches
+from guard.backends.batching import partition, run_in_halving_batches
 from guard.backends.categories import CategoryTable, CategoryTrie, decide_categories
 from guard.backends.decoding import RegexConstraint, Vocabulary
-from guard.backends.gemma_runner import GemmaRunner, Prefix, RowCache, UnsupportedModel
+from guard.backends.gemma_runner import GemmaRunner, Prefix, UnsupportedModel
 from guard.backends.generation import Generation, GenerationMixin
 from guard.backends.head_scoring import HeadsMixin
 from guard.backends.inputs import InputsMixin, PreparedItem
+from guard.backends.prefill import PrefillMixin
 from guard.calibration import POSITIVE_LABEL
 from guard.contract import NONE, SAFE, UNSAFE, PolicySpec, Verdict
 from guard.heads import HeadDecision
@@ -94,20 +94,7 @@ __all__ = ["Generation", "RegexConstraint", "TransformersBackend", "partition", 
 logger = logging.getLogger(__name__)
 
 CATEGORY_TERMINATORS = (",", "\n")
-PREFIX_CACHE_ENTRIES = 8
 
-
-
-@dataclass
-class _ChunkTable:
-    """Token chunks indexed by a variant number, right-padded, on the device."""
-
-    ids: torch.Tensor  # (variants, width)
-    lengths: torch.Tensor  # (variants,)
-
-    @property
-    def width(self) -> int:
-        return int(self.ids.shape[1])
 
 
 # --------------------------------------------------------------------------- backend
@@ -121,7 +108,7 @@ def _load_tokenizer(path: str) -> Any:
     return AutoTokenizer.from_pretrained(path)
 
 
-class TransformersBackend(InputsMixin, GenerationMixin, HeadsMixin):
+class TransformersBackend(InputsMixin, PrefillMixin, GenerationMixin, HeadsMixin):
     """A Gemma 3 causal LM (optionally with a merged LoRA adapter) judging guard requests."""
 
     name = "transformers"
@@ -229,7 +216,6 @@ class TransformersBackend(InputsMixin, GenerationMixin, HeadsMixin):
         self._budgets: dict[PolicySpec, int] = {}
         self._head_ids: dict[str, list[int] | None] = {}
         self._between_ids: dict[tuple, list[int]] = {}
-        # KV of recently used policy heads (instructions + policy block), most recent last.
         self._prefix_kv: OrderedDict[tuple[int, ...], Prefix] = OrderedDict()
         device = self.device
         self._choice_tensors = {
@@ -260,14 +246,6 @@ class TransformersBackend(InputsMixin, GenerationMixin, HeadsMixin):
             ]
         )
 
-    def _chunk_table(self, chunks: list[list[int]]) -> _ChunkTable:
-        width = max(len(c) for c in chunks)
-        rows = [c + [self.pad_id] * (width - len(c)) for c in chunks]
-        return _ChunkTable(
-            torch.tensor(rows, dtype=torch.long, device=self.device),
-            torch.tensor([len(c) for c in chunks], dtype=torch.long, device=self.device),
-        )
-
     def _trie(self, spec: PolicySpec) -> CategoryTrie:
         trie = self._tries.get(spec.codes)
         if trie is None:
@@ -282,96 +260,6 @@ class TransformersBackend(InputsMixin, GenerationMixin, HeadsMixin):
             table = CategoryTable(self._trie(spec), self.device)
             self._tables[spec.codes] = table
         return table
-
-    # ----------------------------------------------------------------- batches
-
-    def _batches(self, items: list[PreparedItem]) -> list[list[PreparedItem]]:
-        """Rows grouped by policy head and bucketed by length: each group, sorted, is
-        cut where a new batch saves more padding than ``batch_overhead_tokens``, with
-        at most ``max_batch_size`` rows and ``max_batch_tokens`` padded tokens a batch
-        (the shared head is not counted: it is computed once)."""
-        groups: dict[tuple, list[PreparedItem]] = {}
-        for item in items:
-            head = tuple(item.input_ids[: item.head_len]) if item.head_len >= MIN_SHARED_PREFIX else ()
-            groups.setdefault((head, item.spec.codes), []).append(item)
-        batches: list[list[PreparedItem]] = []
-        for group in groups.values():
-            group.sort(key=self._fed)
-            cuts = partition(
-                [self._fed(item) for item in group],
-                self.batch_overhead_tokens,
-                max_rows=self.max_batch_size,
-                max_tokens=self.max_batch_tokens,
-            )
-            batches.extend(group[first:end] for first, end in cuts)
-        return batches
-
-    @staticmethod
-    def _fed(item: PreparedItem) -> int:
-        return len(item.input_ids) - (item.head_len if item.head_len >= MIN_SHARED_PREFIX else 0)
-
-    def _remember_oom(self, size: int) -> None:
-        # A device that ran out of memory once will again: later batches start smaller.
-        self.max_batch_size = min(self.max_batch_size, size)
-
-    def _prefix(self, head: tuple[int, ...]) -> Prefix:
-        """The policy head's KV, computed once (LRU of ``PREFIX_CACHE_ENTRIES``)."""
-        cached = self._prefix_kv.get(head)
-        if cached is not None:
-            self._prefix_kv.move_to_end(head)
-            return cached
-        prefix = self.runner.prefix(list(head))
-        self._prefix_kv[head] = prefix
-        while len(self._prefix_kv) > PREFIX_CACHE_ENTRIES:
-            self._prefix_kv.popitem(last=False)
-        return prefix
-
-    def _start(self, rows: list[list[int]], heads: Sequence[int], reserve: int) -> tuple[RowCache, torch.Tensor]:
-        """A batch cache after feeding ``rows`` (right-padded) over their shared head;
-        returns it and the hidden state of each row's last token, (B, hidden)."""
-        head_len = heads[0] if heads else 0
-        prefix = None
-        if head_len >= MIN_SHARED_PREFIX and all(n == head_len for n in heads):
-            head = tuple(rows[0][:head_len])
-            if all(tuple(row[:head_len]) == head for row in rows):
-                prefix = self._prefix(head)
-                rows = [row[head_len:] for row in rows]
-        sizes = [len(row) for row in rows]
-        width = max(sizes)
-        cache = RowCache(self.runner, len(rows), width + reserve, prefix)
-        last = torch.empty((len(rows), self.runner.hidden_size), dtype=self.runner.dtype, device=self.device)
-        for first, end in self._buckets(sizes):
-            part = rows[first:end]
-            bucket_width = max(sizes[first:end])
-            padded = [row + [self.pad_id] * (bucket_width - len(row)) for row in part]
-            ids = torch.tensor(padded, dtype=torch.long).to(self.device, non_blocking=True)
-            lengths = torch.tensor(sizes[first:end], dtype=torch.long).to(self.device, non_blocking=True)
-            view = cache.rows(first, end)
-            hidden = self.runner.forward(view, ids, lengths)
-            last[first:end] = self._last(hidden, lengths)
-            cache.next_pos[first:end] = view.next_pos
-        cache.length = width  # a shorter bucket's slots past its width stay invalid
-        return cache, last
-
-    def _buckets(self, sizes: list[int]) -> list[tuple[int, int]]:
-        """Consecutive prefill buckets of a batch's rows (shortest first); unsorted rows form one."""
-        if any(a > b for a, b in zip(sizes, sizes[1:], strict=False)):
-            return [(0, len(sizes))]
-        return partition(sizes, self.bucket_overhead_tokens)
-
-    @staticmethod
-    def _last(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        return hidden[rows, (lengths - 1).clamp(min=0)]
-
-    def _feed(self, cache: RowCache, table: _ChunkTable, variant: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Feed each row its chunk ``table[variant[row]]`` (rows where ``keep`` is False
-        feed nothing); returns the hidden state at each row's last fed token."""
-        lengths = table.lengths[variant]
-        if keep is not None:
-            lengths = torch.where(keep, lengths, torch.zeros_like(lengths))
-        hidden = self.runner.forward(cache, table.ids[variant], lengths)
-        return self._last(hidden, lengths)
 
     # ----------------------------------------------------------------- labels
 
