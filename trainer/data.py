@@ -11,11 +11,8 @@ Sources
       from ``moderation.export.reviewed_records()``, each rendered under the
       policy version it was judged against.
 
-Augmentation (GSPR-style): the category order is shuffled and a random subset
-of categories is shown. An unsafe example always keeps its gold categories; a
-safe example may get any subset (safe under a policy means safe under any part
-of it); an unsafe example whose gold categories are unknown keeps them all (a
-subset could drop the very rule it breaks).
+Augmentation (GSPR-style, ``trainer.augmentation``): the category order is shuffled, a
+random subset that keeps the gold categories is shown, and some codes are renumbered.
 
 Targets are ``guard.contract.format_answer`` texts. The explanation comes from
 a teacher model (``Teacher``) when one is configured and its parsed labels match
@@ -44,7 +41,7 @@ import json
 import random
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +55,12 @@ from policies.datasets import TAXONOMIES_FILE, taxonomies_beside
 from trainer import explanations as explaining
 from trainer import licences as licensing
 from trainer import mix as mixing
-from trainer import policy_following
+from trainer.augmentation import (  # noqa: F401 - re-exported
+    DEFAULT_MAX_CATEGORIES,
+    RENUMBER_SHARE,
+    augment_policy,
+    renumber_codes,
+)
 from trainer.corpus import (  # noqa: F401 - re-exported: the trainer's one entry point
     REVIEWED_PREFIX,
     expand_paths,
@@ -96,9 +98,6 @@ from trainer.policy_views import (  # noqa: F401 - re-exported
 TRAINING_IDS_FILE = "training_ids.txt"
 # Safety margin under the 40-word budget for composed explanations.
 COMPOSED_WORD_LIMIT = EXPLANATION_WORD_BUDGET - 2
-# Policies longer than this are always shown as a subset (aart_crime has 70
-# categories, catqa 66): the whole block would crowd out the conversation.
-DEFAULT_MAX_CATEGORIES = 16
 
 
 # --------------------------------------------------------------------------- explanations
@@ -114,50 +113,6 @@ def compose_explanation(policy: PolicySpec, gold: GoldLabels, has_response: bool
         prompt=prompt or "", response=response if has_response else None, key=key or prompt,
         not_covered=not_covered, not_covered_how=not_covered_how,
     )
-
-
-# --------------------------------------------------------------------------- augmentation
-
-
-def augment_policy(policy: PolicySpec, gold: GoldLabels, rng: random.Random, *, shuffle: float = 0.5,
-                   subset: float = 0.5, max_categories: int = DEFAULT_MAX_CATEGORIES) -> PolicySpec:
-    """Shuffle categories (with probability ``shuffle``) and show a random subset
-    (with probability ``subset``) that keeps the gold ones. Evaluation shows the
-    whole policy in order, so about half of the examples keep each of those.
-
-    Unsafe examples with unknown gold categories keep every category (only the
-    order changes) unless the policy is too long, when the subset still keeps
-    the gold codes. ``max_categories`` caps the shown list in every case.
-    """
-    categories = list(policy.categories)
-    if not categories:
-        return policy
-    gold_codes = set(gold.categories) if gold.is_unsafe else set()
-    keep = [c for c in categories if c.code in gold_codes]
-    others = [c for c in categories if c.code not in gold_codes]
-    may_subset = rng.random() < subset and (not gold.is_unsafe or gold.categories_known)
-    if may_subset:
-        low = 0 if keep else 1
-        count = rng.randint(low, len(others))
-        others = rng.sample(others, count)
-    limit = max(max_categories - len(keep), 0 if keep else 1)
-    if len(others) > limit:
-        others = rng.sample(others, limit)
-    chosen = {c.code for c in keep + others}
-    shown = [c for c in categories if c.code in chosen]
-    if rng.random() < shuffle:
-        rng.shuffle(shown)
-    return PolicySpec(name=policy.name, categories=tuple(shown), description=policy.description)
-
-
-def renumber_codes(policy: PolicySpec, gold: GoldLabels, rng: random.Random) -> tuple[PolicySpec, GoldLabels]:
-    """New codes for the shown categories in their shown order (S1.., C1.., P1..): the violated
-    category's code then depends on where it is shown, so no code (say the first) is a safe guess."""
-    prefix = rng.choice(policy_following.CODE_SCHEMES)
-    mapping = {c.code: f"{prefix}{index}" for index, c in enumerate(policy.categories, start=1)}
-    categories = tuple(replace(c, code=mapping[c.code]) for c in policy.categories)
-    renamed = replace(gold, categories=tuple(mapping[code] for code in gold.categories if code in mapping))
-    return PolicySpec(name=policy.name, categories=categories, description=policy.description), renamed
 
 
 # --------------------------------------------------------------------------- building
@@ -307,8 +262,6 @@ def _mix(examples: Sequence[TrainingExample]) -> dict[str, dict[str, int]]:
 
 
 REVIEWED_LICENCE = "operator-data"
-# Share of the chosen examples whose categories are renumbered in shown order (see ``renumber_codes``).
-RENUMBER_SHARE = 0.3
 
 
 def build_dataset(
