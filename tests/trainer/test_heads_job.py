@@ -85,3 +85,28 @@ def test_a_heads_job_needs_the_model_whose_heads_it_refits():
     form.fields["base_model"].choices = [("embedded", "embedded")]
     assert not form.is_valid()
     assert "keeps a model's weights" in form.errors["init_adapter"][0]
+
+
+@pytest.mark.django_db
+def test_a_new_backbone_tunes_its_start_models_layers_again_with_their_recipe(corpus, tiny_model, tmp_path):
+    """A training job that changes the backbone (SFT/GRPO/DPO) re-tunes the start model's tuned layers with the same
+    epochs, copies averaged and stored rank, not as one whole copy."""
+    from guard.backends.transformers_backend import TransformersBackend
+    from trainer.heads import fit_model_heads
+    from trainer.heads_job import refit_after_training
+    from trainer.tasks import JobProgress
+
+    start = tiny_adapter(tiny_model, tmp_path / "start")
+    backend = TransformersBackend(tiny_model, start, device="cpu", max_new_tokens=4, max_input_tokens=256)
+    fit_model_heads(backend, corpus, start, log=lambda line: None, tune_epochs=1, tuned_rank=2, tuned_copies=2)
+    trained = tiny_adapter(tiny_model, tmp_path / "trained")  # other LoRA weights: another backbone
+    job = TrainingJob.objects.create(recipe="sft", data_sources=[str(corpus / "mini.jsonl"), str(corpus / "chat.jsonl")],
+                                     base_model=str(tiny_model), init_adapter=str(start), output_dir=str(tmp_path / "job"))
+
+    info = refit_after_training(job, trained, JobProgress(job, 0))
+
+    old, new = load(start), load(trained)
+    assert info is not None and new.fingerprint != old.fingerprint
+    assert new.tuned is not None and new.tuned.rank == 2 and new.tuned.info["soup_of"] == 2
+    assert new.tuned.info["epochs"] == old.tuned.info["epochs"] == 1
+    assert new.prompt.blocks == "tuned" and new.prompt.info["tuning"]["soup_of"] == 2
