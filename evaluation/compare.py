@@ -74,6 +74,7 @@ def category_rows(a: dict[str, Any], b: dict[str, Any]) -> list[Row]:
 def headline_rows(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     ca, cb = a.get("categories", {}), b.get("categories", {})
     wa, wb = a.get("words_per_explanation", {}), b.get("words_per_explanation", {})
+    fa, fb = a.get("policy_following") or {}, b.get("policy_following") or {}
     return [
         ("records", a.get("n"), b.get("n")),
         ("items per second", a.get("items_per_second"), b.get("items_per_second")),
@@ -82,4 +83,6 @@ def headline_rows(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, 
         ("category micro F1", ca.get("micro_f1"), cb.get("micro_f1")),
         ("category macro F1", ca.get("macro_f1"), cb.get("macro_f1")),
         ("parse failures", a.get("parse_failures"), b.get("parse_failures")),
+        ("policy-following pairs right (%)", fa.get("pair_accuracy"), fb.get("pair_accuracy")),
+        ("policy following: right code (%)", fa.get("code_accuracy"), fb.get("code_accuracy")),
     ]

@@ -61,6 +61,11 @@ class StartEvaluationForm(forms.Form):
         required=False, min_value=1, max_value=MAX_LIMIT, initial=50, label="Records per file (empty: all)"
     )
     batch_size = forms.IntegerField(min_value=1, max_value=MAX_BATCH, initial=16)
+    policy_following = forms.BooleanField(
+        required=False, initial=True, label="Also judge the policy-following pairs",
+        help_text="72 texts, each under a policy whose custom category covers it and one without it "
+                  "(evaluation/policy_following.jsonl; no category or text of them is trained on)",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -24,6 +24,9 @@ class EvaluationRun(models.Model):
     data = models.JSONField(default=list)
     limit = models.PositiveIntegerField(null=True, blank=True)
     batch_size = models.PositiveIntegerField(default=16)
+    # Also judge the committed policy-following pairs (``evaluation.policy_following``): does the model
+    # follow custom categories it was never trained on? Reported under ``report["policy_following"]``.
+    policy_following = models.BooleanField(default=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     done = models.PositiveIntegerField(default=0)
     total = models.PositiveIntegerField(default=0)

@@ -12,7 +12,9 @@ The committed set is ``evaluation/policy_following.jsonl`` (regenerate with
 
     "policy_following": {"n": pairs, "pair_accuracy": % of pairs with both verdicts right,
                          "code_accuracy": % of covering verdicts naming the category's code,
-                         "covering_accuracy": %, "other_accuracy": %, "parse_failures": n}
+                         "covering_accuracy": %, "other_accuracy": %, "parse_failures": n,
+                         "misses": [{"id", "text", "category", "code", "other_kind",
+                                     "covering": "unsafe S1", "other": "safe"}, ...]}
 """
 
 from __future__ import annotations
@@ -165,6 +167,12 @@ def score(pairs: list[dict[str, Any]], covering: list[Any], other: list[Any]) ->
     def percent(flags: list[bool]) -> float:
         return round(100.0 * sum(flags) / len(flags), 2) if flags else 0.0
 
+    misses = [
+        {**{key: pair.get(key) for key in ("id", "text", "category", "code", "other_kind")},
+         "covering": _answer(c), "other": _answer(o)}
+        for pair, c, o, cover_ok, code_ok, other_ok in zip(pairs, covering, other, covering_right, code_right, other_right, strict=True)
+        if not (cover_ok and code_ok and other_ok)
+    ]
     return {
         "n": n,
         "pair_accuracy": percent([a and b for a, b in zip(covering_right, other_right, strict=True)]),
@@ -172,7 +180,17 @@ def score(pairs: list[dict[str, Any]], covering: list[Any], other: list[Any]) ->
         "covering_accuracy": percent(covering_right),
         "other_accuracy": percent(other_right),
         "parse_failures": sum(1 for v in [*covering, *other] if v.parse_error is not None),
+        # Every pair with a wrong verdict or a wrong code, as the operator would read it.
+        "misses": misses,
     }
+
+
+def _answer(verdict: Any) -> str:
+    """A verdict as one short line: ``unsafe S1, S3``, ``safe`` or ``parse error``."""
+    if verdict.parse_error is not None:
+        return "parse error"
+    codes = ", ".join(verdict.categories)
+    return f"{verdict.prompt_label} {codes}".strip()
 
 
 def taught(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -194,10 +212,12 @@ def taught(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def evaluate_policy_following(model: str | None, mode: str = "fast", batch_size: int = 16,
                               classify: Callable[[list, str | None], list] | None = None,
                               path: Path = SET_FILE, calibration: Any = None, limit: int | None = None,
-                              with_examples: bool = False, heads: bool = True) -> dict[str, Any]:
+                              with_examples: bool = False, heads: bool = True,
+                              progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Judge every pair's text (the first ``limit`` pairs) under both policies with ``model`` and score it;
     ``with_examples``: each covering category taught by eight editor examples first (``taught``);
-    ``heads=False``: with the label logits although the model has latent heads."""
+    ``heads=False``: with the label logits although the model has latent heads; ``progress(done, total)``
+    after every batch of verdicts."""
     from guard.backends.base import GuardRequest
 
     if classify is None:
@@ -217,6 +237,8 @@ def evaluate_policy_following(model: str | None, mode: str = "fast", batch_size:
     verdicts: list[Any] = []
     for start in range(0, len(requests), batch_size):
         verdicts.extend(classify(requests[start:start + batch_size], model))
+        if progress is not None:
+            progress(len(verdicts), len(requests))
     return score(pairs, verdicts[0::2], verdicts[1::2])
 
 

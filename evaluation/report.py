@@ -216,4 +216,6 @@ def format_summary(report: dict[str, Any]) -> str:
     if following:
         lines.append(f"policy following: {following['pair_accuracy']:.1f}% of {following['n']} pairs right, "
                      f"code {following['code_accuracy']:.1f}%")
+        for miss in following.get("misses", []):
+            lines.append(f"  missed {miss['id']}: covering -> {miss['covering']}, other -> {miss['other']} | {miss['text'][:60]}")
     return "\n".join(lines)

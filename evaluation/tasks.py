@@ -97,6 +97,14 @@ def run_evaluation(run_id: int) -> str:
             progress=progress,
             keep_outcomes=True,  # the model registry compares two runs on the same records record by record
         )
+        if run.policy_following:
+            from evaluation.policy_following import evaluate_policy_following
+
+            judged = int(report["n"])
+            report["policy_following"] = evaluate_policy_following(
+                run.model or None, mode=run.mode, batch_size=run.batch_size,
+                progress=lambda done, total: progress(judged + done, judged + total),
+            )
     except Exception as exc:  # noqa: BLE001 - any failure is recorded on the run, shown in the UI
         log.exception("evaluation run %s failed", run_id)
         EvaluationRun.objects.filter(pk=run_id).update(

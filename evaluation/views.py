@@ -65,6 +65,7 @@ def start_run(request: HttpRequest) -> HttpResponse:
             data=form.data_paths(),
             limit=form.cleaned_data["limit"],
             batch_size=form.cleaned_data["batch_size"],
+            policy_following=form.cleaned_data["policy_following"],
             created_by=request.user,
         )
         transaction.on_commit(lambda: run_evaluation.delay(run.pk))

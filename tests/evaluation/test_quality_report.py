@@ -89,7 +89,7 @@ def test_policy_following_pairs_are_judged_under_both_policies(tiny_model, tmp_p
 
     result = policy_following.evaluate_policy_following(tiny_model, classify=classify, path=small, batch_size=2)
     assert result == {"n": 3, "pair_accuracy": 100.0, "code_accuracy": 100.0, "covering_accuracy": 100.0,
-                      "other_accuracy": 100.0, "parse_failures": 0}
+                      "other_accuracy": 100.0, "parse_failures": 0, "misses": []}
     assert len(seen) == 6 and seen[0].prompt == seen[1].prompt and seen[0].policy != seen[1].policy
 
 

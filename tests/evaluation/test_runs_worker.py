@@ -29,7 +29,7 @@ def finished(pk: int) -> EvaluationRun | None:
 def test_runs_started_from_the_web_are_evaluated_by_the_worker_and_compared(client_as, shared_datasets, infer_worker):
     client = client_as("policy_editor")
     form = {"data": ["prompts.jsonl", "responses.jsonl"], "model": "", "policy": "auto", "limit": 1, "batch_size": 2}
-    client.post("/evaluations/start/", {**form, "mode": "fast"})
+    client.post("/evaluations/start/", {**form, "mode": "fast", "policy_following": "on"})
     client.post("/evaluations/start/", {**form, "mode": "reason"})
     fast, reason = EvaluationRun.objects.order_by("pk")
     for run in (fast, reason):
@@ -38,6 +38,11 @@ def test_runs_started_from_the_web_are_evaluated_by_the_worker_and_compared(clie
         assert done.report["n"] == 2 and done.report["mode"] == run.mode
         assert done.done == done.total == 2 and done.attempts == 1
         assert done.started_at and done.finished_at
+    # The fast run also judged every policy-following pair under both of its policies; the reason run was not asked to.
+    following = EvaluationRun.objects.get(pk=fast.pk).report["policy_following"]
+    assert following["n"] == 72 and 0.0 <= following["pair_accuracy"] <= 100.0
+    assert all(miss["id"].startswith("pf-") and miss["covering"] and miss["other"] for miss in following["misses"])
+    assert "policy_following" not in EvaluationRun.objects.get(pk=reason.pk).report
     listing = client.get("/evaluations/").content.decode()
     assert listing.count('data-status="done"') == 2 and "every 2s" not in listing
     compare = client.get(f"/evaluations/compare/?a={fast.pk}&b={reason.pk}")
@@ -75,6 +80,8 @@ def test_a_policy_editor_starts_a_run_in_the_browser_and_watches_it_finish(signe
     page.wait_for_selector("table.eval-tasks")
     assert page.locator("svg.bar-chart").count() >= 1
     assert "responses.jsonl" in page.inner_text("table.eval-files")
+    # The form judges the policy-following pairs unless unticked: the page gives their score.
+    assert "pairs right" in page.inner_text("#policy-following")
 
 
 @pytest.mark.worker

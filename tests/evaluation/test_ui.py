@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from evaluation.harness import PolicyResolver
@@ -113,6 +115,27 @@ def test_a_finished_run_shows_its_report_and_charts(client_as, shared_datasets):
     assert "<svg" in html and "F1 per task" in html
     assert "jbb_category:S3" in html
     assert "every 2s" not in html
+
+
+def test_a_finished_run_lists_the_policy_following_pairs_it_missed(client_as, shared_datasets):
+    run = finished_run(shared_datasets, "model-a", "unsafe")
+    run.report["policy_following"] = {
+        "n": 72, "pair_accuracy": 98.61, "code_accuracy": 100.0, "covering_accuracy": 98.61, "other_accuracy": 100.0,
+        "parse_failures": 0, "misses": [{"id": "pf-self_promotion-0", "text": "Subscribe to my channel!", "category": "Self-promotion",
+                                         "code": "S1", "other_kind": "removed", "covering": "safe", "other": "safe"}]}
+    run.save()
+    html = client_as("viewer").get(f"/evaluations/{run.pk}/").content.decode()
+    assert "98.61% of 72 pairs right" in html
+    assert 'data-pair="pf-self_promotion-0"' in html and "Subscribe to my channel!" in html and "Self-promotion (S1)" in html
+
+
+def test_the_start_form_judges_the_policy_following_pairs_unless_unticked(client_as, shared_datasets):
+    client = client_as("policy_editor")
+    assert re.search(r'<input type="checkbox" name="policy_following"[^>]* checked>', client.get("/evaluations/").content.decode())
+    form = {"data": ["prompts.jsonl"], "mode": "fast", "policy": "auto", "batch_size": 4}
+    client.post("/evaluations/start/", {**form, "policy_following": "on"})
+    client.post("/evaluations/start/", form)
+    assert [run.policy_following for run in EvaluationRun.objects.order_by("pk")] == [True, False]
 
 
 def test_polling_the_detail_of_a_run_that_finished_refreshes_the_page(client_as, shared_datasets):

@@ -113,6 +113,18 @@ def test_the_pair_score_needs_both_verdicts_right_and_the_code_named():
     assert score["code_accuracy"] == round(100 / 3, 2)
 
 
+def test_the_pair_score_lists_every_missed_pair_with_both_answers():
+    from guard.contract import Verdict
+
+    pairs = [{"id": "pf-a-0", "text": "hi", "code": "C2"}, {"id": "pf-b-0", "text": "yo", "code": "S1"},
+             {"id": "pf-c-0", "text": "ok", "code": "P3"}]
+    covering = [Verdict("unsafe", categories=["C2"]), Verdict("unsafe", categories=["S2", "S3"]), Verdict("unsafe", categories=["P3"])]
+    other = [Verdict("safe"), Verdict("safe"), Verdict("unsafe", categories=["P1"])]
+    misses = pf_eval.score(pairs, covering, other)["misses"]
+    assert [(m["id"], m["covering"], m["other"]) for m in misses] == [("pf-b-0", "unsafe S2, S3", "safe"),
+                                                                       ("pf-c-0", "unsafe P3", "unsafe P1")]
+
+
 
 def _example(prompt_label: str, categories: tuple[str, ...] = (), unknown: tuple[str, ...] = ()):
     from guard.contract import CategorySpec, PolicySpec
