@@ -190,6 +190,8 @@ CELERY_WORKER_PROC_ALIVE_TIMEOUT = float(
 )
 SHARED_DATASETS_DIR = Path(os.environ.get("SHARED_DATASETS_DIR") or BASE_DIR.parent / "shared" / "datasets")
 TRAINING_OUTPUT_DIR = Path(os.environ.get("TRAINING_OUTPUT_DIR") or VAR_DIR / "training")
+# Policy-following pairs a training job judges with its candidate and the baseline (0: all 72).
+TRAINER_EVAL_POLICY_FOLLOWING_PAIRS = env_int("TRAINER_EVAL_POLICY_FOLLOWING_PAIRS", 0)
 
 # --- moderation ---
 MODERATION_MAX_BATCH = env_int("MODERATION_MAX_BATCH", 1000)

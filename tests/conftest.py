@@ -28,6 +28,11 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 # Worker and gunicorn processes the tests start load the guard when a test needs it, not at boot
 # (guard/preload.py; the preload tests turn it on for their own processes).
 os.environ.setdefault("GUARD_PRELOAD", "0")
+# A training job judges the policy-following pairs with its candidate and with the baseline, here the real
+# 270M base by its label logits (144 verdicts: most of a minute a job on 2 cores): two pairs show the plumbing.
+# The environment reaches the worker processes the tests start; ``few_policy_following_pairs`` this one.
+EVAL_POLICY_FOLLOWING_PAIRS = 2
+os.environ.setdefault("TRAINER_EVAL_POLICY_FOLLOWING_PAIRS", str(EVAL_POLICY_FOLLOWING_PAIRS))
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -38,6 +43,12 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 def fast_password_hasher(settings) -> None:
     """Tests create and sign in many users; the production hasher costs seconds each."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def few_policy_following_pairs(settings) -> None:
+    """Django read its settings before this module set the environment (see ``EVAL_POLICY_FOLLOWING_PAIRS``)."""
+    settings.TRAINER_EVAL_POLICY_FOLLOWING_PAIRS = EVAL_POLICY_FOLLOWING_PAIRS
 
 
 @pytest.fixture

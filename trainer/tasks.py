@@ -264,6 +264,14 @@ def evaluate_candidate(job: TrainingJob, outcome: Any, progress: JobProgress) ->
         report = evaluate(model=str(outcome.model_dir), **options)
         progress.log(f"evaluating the baseline {baseline} on the same records")
         baseline_report = evaluate(model=baseline, **options)
+        if hp.get("eval_policy_following", True):
+            from evaluation.policy_following import evaluate_policy_following
+
+            # Does the candidate still follow custom categories it never saw? Both models, the same pairs.
+            progress.log("judging the policy-following pairs with both models")
+            pairs = int(getattr(settings, "TRAINER_EVAL_POLICY_FOLLOWING_PAIRS", 0) or 0) or None
+            for model, judged in ((str(outcome.model_dir), report), (baseline, baseline_report)):
+                judged["policy_following"] = evaluate_policy_following(model, mode=mode, batch_size=batch_size, limit=pairs)
     except Exception as error:  # noqa: BLE001 - a candidate without metrics can still be inspected and force-promoted
         logger.exception("evaluation of training job %s failed", job.pk)
         progress.log(f"evaluation failed: {error}")

@@ -43,6 +43,8 @@ def test_a_heads_job_registers_the_start_adapter_with_new_heads(corpus, tiny_mod
     out = Path(candidate.adapter_path)
     assert heads_directory(out) is not None and (out / "adapter_model.safetensors").is_file()
     assert candidate.metrics["report"]["decided_by"] == {"heads": candidate.metrics["report"]["n"]}
+    # Both models judged the policy-following pairs (two of them here: TRAINER_EVAL_POLICY_FOLLOWING_PAIRS in conftest).
+    assert candidate.metrics["report"]["policy_following"]["n"] == candidate.metrics["baseline"]["report"]["policy_following"]["n"] == 2
     assert job.summary["training"]["heads"]["licences"] == {"CC-BY-4.0": 5, "MIT": 12}
     assert "fit_heads" in candidate.provenance["command"]
     assert load(out).zero_shot.template in CATEGORY_TEMPLATES  # the wording chosen on the custom pool

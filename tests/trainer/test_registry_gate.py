@@ -241,3 +241,13 @@ def test_the_job_and_model_pages_name_adapters_and_checkpoints_without_server_pa
     model_page = client_as("viewer").get(f"/models/{version.name}/").content.decode()
     assert "--data mini.jsonl --init house-guard-v1 --out job 7 output" in model_page
     assert "/srv/" not in model_page and str(tmp_path) not in model_page
+
+
+def test_the_comparison_shows_policy_following_beside_the_categories_without_gating_on_it(client_as, policy):
+    candidate, baseline = outcome_report("c", "P" * 10 + "T" * 10), outcome_report("embedded", "P" * 10 + "T" * 10)
+    candidate["policy_following"] = {"n": 72, "pair_accuracy": 50.0, "code_accuracy": 50.0}
+    baseline["policy_following"] = {"n": 72, "pair_accuracy": 90.28, "code_accuracy": 88.89}
+    version = trained("sft-job1", candidate, baseline)
+    text = client_as("viewer").get(f"/models/{version.name}/").content.decode()
+    assert 'data-suite="policy following"' in text and "pairs right" in text and "-40.28" in text
+    assert registry.compare(version).regressions == []  # 29 pairs of 72 lost: shown, never a refusal
