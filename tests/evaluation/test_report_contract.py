@@ -131,3 +131,11 @@ def test_cli_refuses_a_per_file_limit_that_is_not_file_equals_number(small_bench
     with pytest.raises(CommandError, match="N must be a whole number or 'all'"):
         call_command("evaluate", "--data", str(small_benchmark), "--model", tiny_model, "--limit-for", "prompts=many",
                      "--out", str(tmp_path / "r.json"))
+
+
+def test_the_summary_names_every_missed_policy_following_pair(run):
+    from evaluation.report import format_summary
+
+    report = {**run["report"], "policy_following": {"n": 72, "pair_accuracy": 98.61, "code_accuracy": 100.0, "misses": [
+        {"id": "pf-self_promotion-0", "text": "Subscribe to my channel!", "covering": "safe", "other": "safe"}]}}
+    assert "  missed pf-self_promotion-0: covering -> safe, other -> safe | Subscribe to my channel!" in format_summary(report)

@@ -129,6 +129,15 @@ def test_a_finished_run_lists_the_policy_following_pairs_it_missed(client_as, sh
     assert 'data-pair="pf-self_promotion-0"' in html and "Subscribe to my channel!" in html and "Self-promotion (S1)" in html
 
 
+def test_compare_puts_both_models_policy_following_side_by_side(client_as, shared_datasets):
+    a, b = finished_run(shared_datasets, "model-a", "unsafe"), finished_run(shared_datasets, "model-b", "safe")
+    for run, accuracy in ((a, 81.94), (b, 66.67)):
+        run.report["policy_following"] = {"n": 72, "pair_accuracy": accuracy, "code_accuracy": 84.72, "misses": []}
+        run.save()
+    html = client_as("viewer").get(f"/evaluations/compare/?a={a.pk}&b={b.pk}").content.decode()
+    assert "policy-following pairs right (%)" in html and "81.94" in html and "66.67" in html
+
+
 def test_the_start_form_judges_the_policy_following_pairs_unless_unticked(client_as, shared_datasets):
     client = client_as("policy_editor")
     assert re.search(r'<input type="checkbox" name="policy_following"[^>]* checked>', client.get("/evaluations/").content.decode())

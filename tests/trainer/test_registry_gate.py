@@ -251,3 +251,7 @@ def test_the_comparison_shows_policy_following_beside_the_categories_without_gat
     text = client_as("viewer").get(f"/models/{version.name}/").content.decode()
     assert 'data-suite="policy following"' in text and "pairs right" in text and "-40.28" in text
     assert registry.compare(version).regressions == []  # 29 pairs of 72 lost: shown, never a refusal
+    job = TrainingJob.objects.create(recipe="sft", status=TrainingJob.Status.SUCCEEDED, candidate=version,
+                                     summary={"evaluation": {"mode": "fast", "limit": 50, "files": [EVAL_FILE]}})
+    page = client_as("viewer").get(f"/training/{job.pk}/").content.decode()
+    assert "policy following: pairs right" in page and "it can be promoted" in page
