@@ -154,6 +154,11 @@ class Comparison:
     def suites(self) -> list[str]:
         return sorted({r.suite for r in self.rows if r.suite != "all"})
 
+    @property
+    def policy_following_rows(self) -> list[Row]:
+        """Pairs right and right code of the policy-following pairs (shown beside the categories, never gated)."""
+        return [r for r in self.category_rows if r.suite == POLICY_FOLLOWING]
+
     def summary(self) -> dict[str, Any]:
         return {
             "baseline": self.baseline_label,

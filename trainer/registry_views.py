@@ -22,7 +22,6 @@ from guard.calibration import of_version
 from guard.models import ModelVersion
 from guardsite.roles import ADMIN, POLICY_EDITOR, can_edit_policies, is_admin, role_required
 from trainer import registry
-from trainer.comparison import POLICY_FOLLOWING
 from trainer.models import RegistryEvent, TrainingJob
 
 REASON_MAX = 2000
@@ -136,7 +135,7 @@ def _detail_context(request: HttpRequest, version: ModelVersion) -> dict[str, An
         "comparison": comparison,
         "suite_rows": [r for r in comparison.rows if r.suite != "all"],
         "overall_rows": [r for r in comparison.rows if r.suite == "all"],
-        "category_summary": [r for r in comparison.category_rows if r.suite in ("categories", POLICY_FOLLOWING)],
+        "category_summary": [r for r in comparison.category_rows if r.suite == "categories"] + comparison.policy_following_rows,
         "category_rows": [r for r in comparison.category_rows if r.suite == "category"][:40],
         "provenance": provenance,
         "data_files": files,

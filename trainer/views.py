@@ -113,14 +113,12 @@ def _detail_context(request: HttpRequest, job: TrainingJob) -> dict[str, Any]:
         "waiting": wait_reason(job),
     }
     if job.candidate is not None:
-        from trainer.comparison import POLICY_FOLLOWING
         from trainer.registry import compare
 
         comparison = compare(job.candidate)
         if comparison.available:
             # The whole-record tasks, then the policy-following pairs (shown, never gated).
-            overall = [r for r in comparison.rows if r.suite == "all"]
-            overall += [r for r in comparison.category_rows if r.suite == POLICY_FOLLOWING]
+            overall = [r for r in comparison.rows if r.suite == "all"] + comparison.policy_following_rows
             context.update(comparison=comparison, overall_rows=overall)
     return context
 
