@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from functools import lru_cache
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from guard.contract import SAFE, UNSAFE, CategorySpec, PolicySpec, Verdict, format_answer, render
+from guard.contract import SAFE, UNSAFE, PolicySpec, Verdict, format_answer, render
+from guard.spec_json import TAUGHT_FIELDS, spec_from_json, spec_to_json  # noqa: F401 - re-exported
 from trainer import licences as licensing
 
 # Gemma's end of a model turn, then the tokenizer's end of sequence: whichever a
@@ -24,36 +24,7 @@ ANSWER_END = "<end_of_turn><eos>"
 # --------------------------------------------------------------------------- policy (de)serialisation
 
 
-TAUGHT_FIELDS = ("taught_violating", "taught_allowed")
-
-
-def spec_to_json(spec: PolicySpec) -> str:
-    """The spec as JSON; reviewers' taught examples only where there are some (the heads' business:
-    records written before they existed stay byte for byte the same)."""
-    data = asdict(spec)
-    for category in data["categories"]:
-        for name in TAUGHT_FIELDS:
-            if not category[name]:
-                del category[name]
-    return json.dumps(data, sort_keys=True, ensure_ascii=False)
-
-
-@lru_cache(maxsize=4096)
-def spec_from_json(text: str) -> PolicySpec:
-    data = json.loads(text)
-    categories = tuple(
-        CategorySpec(
-            code=c["code"],
-            name=c["name"],
-            description=c.get("description", ""),
-            violating_examples=tuple(c.get("violating_examples", ())),
-            allowed_examples=tuple(c.get("allowed_examples", ())),
-            taught_violating=tuple(c.get("taught_violating", ())),
-            taught_allowed=tuple(c.get("taught_allowed", ())),
-        )
-        for c in data.get("categories", ())
-    )
-    return PolicySpec(name=data["name"], categories=categories, description=data.get("description", ""))
+# ``spec_to_json``/``spec_from_json`` live in ``guard.spec_json`` (moderation's draft replays use them too).
 
 
 # --------------------------------------------------------------------------- records
