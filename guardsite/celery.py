@@ -38,6 +38,7 @@ app.conf.update(
     task_routes={
         "moderation.tasks.classify_pending": {"queue": "gpu-infer"},
         "moderation.tasks.explain_pending": {"queue": "gpu-infer"},
+        "moderation.tasks.replay_draft": {"queue": "gpu-infer"},
         "evaluation.tasks.*": {"queue": "gpu-infer"},
         "trainer.tasks.*": {"queue": "gpu-train"},
     },

@@ -347,3 +347,43 @@ class WebhookAttempt(models.Model):
     @property
     def succeeded(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class DraftReplay(models.Model):
+    """A policy's draft tried on its recent traffic before publishing (``moderation.replay``): the newest
+    items judged again under the live version and under the draft (a snapshot taken when the replay
+    was asked for), by the model that serves the policy. Nothing is stored on the items."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    policy = models.ForeignKey("policies.Policy", on_delete=models.CASCADE, related_name="replays")
+    live_version = models.ForeignKey("policies.PolicyVersion", null=True, on_delete=models.SET_NULL, related_name="+")
+    draft_spec = models.TextField()  # ``guard.spec_json.spec_to_json`` of the draft when asked
+    sample = models.PositiveIntegerField()  # the newest items asked for
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    report = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"replay #{self.pk} of {self.policy_id} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.done / self.total) if self.total else 0

@@ -15,6 +15,7 @@ EXPLAIN_PENDING = "moderation.tasks.explain_pending"
 SWEEP_STUCK_ITEMS = "moderation.tasks.sweep_stuck_items"
 EXPIRE_CLAIMS = "moderation.tasks.expire_claims"
 DELIVER_WEBHOOK = "moderation.tasks.deliver_webhook"
+REPLAY_DRAFT = "moderation.tasks.replay_draft"
 
 
 def queue(name: str, *args: Any, countdown: float | None = None) -> None:

@@ -10,7 +10,7 @@ import logging
 
 from celery import shared_task
 
-from moderation import conf, dispatch, explain, review, task_names, webhooks
+from moderation import conf, dispatch, explain, replay, review, task_names, webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -83,3 +83,9 @@ def deliver_webhook(self, delivery_id: int, legacy_event: str | None = None) -> 
             webhooks.give_up(delivery_id)
             return 0
         raise self.retry(args=[delivery_id], exc=exc, countdown=min(300, 2 ** (self.request.retries + 1))) from exc
+
+
+@shared_task(name=task_names.REPLAY_DRAFT, ignore_result=True)
+def replay_draft(replay_id: int) -> str:
+    """Judge a policy's recent items under its live version and its draft (queue ``gpu-infer``)."""
+    return replay.execute(replay_id)

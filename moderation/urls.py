@@ -1,6 +1,6 @@
 from django.urls import path
 
-from moderation import review_queue, views, webhook_views
+from moderation import replay_views, review_queue, views, webhook_views
 from moderation.api import api
 
 app_name = "moderation"
@@ -17,6 +17,8 @@ urlpatterns = [
     path("review/<int:task_id>/", views.review_task, name="review-task"),
     path("review/<int:task_id>/decide/", views.review_decide, name="review-decide"),
     path("review/<int:task_id>/release/", views.review_release, name="review-release"),
+    path("policies/<slug:slug>/replays/", replay_views.replay_start, name="replay-start"),
+    path("replays/<int:pk>/", replay_views.replay_detail, name="replay"),
     path("api-keys/", views.api_keys, name="api-keys"),
     path("api-keys/<int:key_id>/revoke/", views.api_key_revoke, name="api-key-revoke"),
     path("api-keys/<int:key_id>/webhook/", webhook_views.deliveries, name="webhook-deliveries"),
