@@ -24,7 +24,8 @@ fires and the policy covers it (a category of a corpus taxonomy or preset; a bor
 whose P(category | unsafe) reaches 0.5; or one of its own categories similar enough), or when
 one of the policy's own (zero-shot or taught) categories fires by itself; trained and borrowed
 categories never fire without the harm head. A text only a category missing from the policy
-covers is safe under it. The codes are the fired categories, else the policy's best-matching one.
+covers is safe under it. The codes are the fired categories (with the harm heads' own beside them where
+those judged the text unsafe too), else the policy's best-matching one.
 
 Heads are stored beside the model (``heads/heads.json`` + ``heads/heads.npz``, plain
 arrays: nothing is unpickled) with the backbone fingerprint they were fitted on; loading
@@ -299,15 +300,23 @@ class GuardHeads:
                     decision.refusal = float(p_refusal[i])
                     decision.refusal_label = "refusal" if p_refusal[i] >= self.refusal.threshold else "compliance"
             if decision.unsafe and view.spec.categories:
-                decision.categories = self._codes(view, row, fired)
+                harmful = covered and (prompt_harm or bool(response_harm))
+                decision.categories = self._codes(view, row, fired, harmful)
             decisions.append(decision)
         return decisions
 
     @staticmethod
-    def _codes(view: PolicyView, row: np.ndarray, fired: list[int]) -> list[str]:
+    def _codes(view: PolicyView, row: np.ndarray, fired: list[int], harmful: bool = False) -> list[str]:
+        """The fired own categories, strongest first; where the harm heads judged the text unsafe too, their
+        categories beside them (a trained or borrowed category reaching 0.5, else the likeliest one): a
+        zero-shot "Fortune telling" that also fires on a sexual story must not take "Sexual content" away."""
         categories = view.spec.categories
         if fired:
             chosen = sorted(fired, key=lambda j: -row[j])
+            with_head = [j for j in range(len(categories)) if view.heads[j] is not None]
+            if harmful and with_head:
+                named = [j for j in with_head if row[j] >= 0.5] or [max(with_head, key=lambda j: row[j])]
+                chosen += [j for j in named if j not in chosen]
         else:
             best = int(np.argmax(row))
             chosen = [best] + [j for j in range(len(categories)) if j != best and view.heads[j] is not None and row[j] >= 0.5]

@@ -299,6 +299,27 @@ def test_harm_outside_every_borrowed_category_is_safe_under_the_policy():
     assert decision.covered is False and decision.prompt_label == "safe"
 
 
+def _trained_and_custom_view(trained_bias: float) -> PolicyView:
+    """C2 reads a trained head (P(C2 | unsafe) = sigmoid(trained_bias)); C1 is the operator's, zero-shot."""
+    spec = PolicySpec("mixed", (ASTROLOGY, VIOLENCE))
+    return PolicyView(spec=spec, heads=[None, _category_head(trained_bias)], units=np.array([[1.0, 0.0], [0.0, 0.0]]),
+                      examples=[None, None], known=[False, True])
+
+
+def test_harm_keeps_its_trained_category_when_a_custom_category_also_fires():
+    heads, _ = _vector_heads()
+    harmful_and_similar = np.array([[2.0, 0.0, 1.0, 0.0]])  # the harm head fires, and so does astrology's zero-shot
+    decision = heads.judge(_trained_and_custom_view(4.0), harmful_and_similar, None, [False])[0]
+    assert decision.categories == ["C1", "C2"]
+
+
+def test_a_custom_category_firing_alone_names_only_itself():
+    heads, _ = _vector_heads()
+    harmless_but_similar = np.array([[0.0, 0.0, 1.0, 0.0]])
+    decision = heads.judge(_trained_and_custom_view(4.0), harmless_but_similar, None, [False])[0]
+    assert decision.prompt_label == "unsafe" and decision.categories == ["C1"]
+
+
 # --------------------------------------------------------------------------- storage
 
 
