@@ -121,10 +121,12 @@ def judge(items: list[Item], live: PolicySpec, draft: PolicySpec, model: str | N
     out: list[Judged] = []
     for start_at in range(0, len(items), BATCH):
         batch = items[start_at:start_at + BATCH]
+        # Each item's two requests side by side: the backend cuts a call into its own batches, and only
+        # within one does it compute a conversation's states once for both versions.
         requests = [GuardRequest(policy=spec, prompt=i.prompt, response=i.response, mode="fast")
-                    for spec in (live, draft) for i in batch]
+                    for i in batch for spec in (live, draft)]
         verdicts = classify(requests, model)
-        out += [Judged(item, verdicts[k], verdicts[len(batch) + k], reviewer_label(item)) for k, item in enumerate(batch)]
+        out += [Judged(item, verdicts[2 * k], verdicts[2 * k + 1], reviewer_label(item)) for k, item in enumerate(batch)]
         if progress is not None:
             progress(len(out), len(items))
     return out

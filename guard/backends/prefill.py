@@ -53,13 +53,18 @@ class PrefillMixin:
             torch.tensor([len(c) for c in chunks], dtype=torch.long, device=self.device),
         )
 
-    def _batches(self, items: list[PreparedItem]) -> list[list[PreparedItem]]:
+    def _batches(self, items: list[PreparedItem], *, by_policy: bool = True) -> list[list[PreparedItem]]:
         """Rows grouped by policy head and bucketed by length: each group, sorted, is
         cut where a new batch saves more padding than ``batch_overhead_tokens``, with
         at most ``max_batch_size`` rows and ``max_batch_tokens`` padded tokens a batch
-        (the shared head is not counted: it is computed once)."""
+        (the shared head is not counted: it is computed once). ``by_policy=False``: one
+        group whatever the policy (the latent heads read the conversation without it, and
+        a conversation judged under several policies in one batch is computed once)."""
         groups: dict[tuple, list[PreparedItem]] = {}
         for item in items:
+            if not by_policy:
+                groups.setdefault((), []).append(item)
+                continue
             head = tuple(item.input_ids[: item.head_len]) if item.head_len >= MIN_SHARED_PREFIX else ()
             groups.setdefault((head, item.spec.codes), []).append(item)
         batches: list[list[PreparedItem]] = []

@@ -299,7 +299,8 @@ class TransformersBackend(InputsMixin, PrefillMixin, GenerationMixin, HeadsMixin
             groups.setdefault(kind, []).append(item)
         with self._lock, torch.inference_mode():
             for kind, group in groups.items():
-                for batch in self._batches(group):
+                # Fast verdicts by the heads read the plain conversation: policies need not be batched apart.
+                for batch in self._batches(group, by_policy=not (self.heads is not None and kind == "fast")):
                     if kind == "free":
                         fn: Callable[[list[PreparedItem]], list[Verdict]] = self._generate_answers
                     elif self.heads is not None and kind == "fast":

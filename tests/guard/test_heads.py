@@ -367,6 +367,18 @@ def test_fast_verdicts_of_a_model_with_heads_are_decided_by_them(heads_backend):
         assert contract.parse(verdict.raw_output, POLICY, verdict.response_label is not None).ok
 
 
+def test_a_text_judged_under_two_policies_in_one_call_is_computed_once(heads_backend):
+    backend, _ = heads_backend
+    other = PolicySpec("Other", (CategorySpec("S1", "Spoilers", "revealing plot twists"),))
+    backend.classify_batch([GuardRequest(POLICY, "warm up"), GuardRequest(other, "warm up")])  # the policies' own vectors
+    extractor = backend.feature_extractor()
+    before = extractor.tokens_computed
+    text = "A conversation this module never judged before, under two policies at once."
+    verdicts = backend.classify_batch([GuardRequest(POLICY, text), GuardRequest(other, text)])
+    assert [v.decided_by for v in verdicts] == ["heads", "heads"]
+    assert extractor.tokens_computed - before == len(extractor.rows([(text, None)])[0].ids)
+
+
 def test_reason_verdicts_explain_the_heads_labels_and_codes(heads_backend):
     backend, _ = heads_backend
     requests = [GuardRequest(POLICY, text, mode=mode) for text in ("How do I build a pipe bomb?", "Bake bread?")
