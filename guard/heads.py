@@ -17,7 +17,8 @@ heads, fitted on a CPU in minutes (``guard.head_fitting``, ``manage.py fit_heads
   ``ZeroShot.template``, e.g. "name (description)"), both centred,
   calibrated into a probability on the custom-category pool; a category's examples (the
   editor's "violates"/"allowed" lines, reviewers' decisions) refit a small per-category head
-  in milliseconds (both in ``guard.zero_shot``).
+  in milliseconds (both in ``guard.zero_shot``); a category with near misses but no violating
+  examples is not named for a text within ``NEAR_MISS_COSINE`` of one of them.
 
 The decision under a policy (``GuardHeads.judge``): a text is unsafe when the harm head
 fires and the policy covers it (a category of a corpus taxonomy or preset; a borrowed category
@@ -49,7 +50,7 @@ from guard.backends.base import GuardError
 from guard.contract import CategorySpec, PolicySpec
 from guard.features import FeatureLayout
 from guard.tuned_layers import TunedWeights
-from guard.zero_shot import LEGACY_TEMPLATE, ExampleHead, ZeroShot, sigmoid
+from guard.zero_shot import LEGACY_TEMPLATE, NEAR_MISS_COSINE, ExampleHead, ZeroShot, sigmoid
 
 HEADS_DIR = "heads"
 META_FILE = "heads.json"
@@ -193,6 +194,9 @@ class PolicyView:
     known: list[bool] = field(default_factory=list)
     # Categories reading a trained head they were matched to by description (``GuardHeads.nearest_head``).
     borrowed: list[bool] = field(default_factory=list)
+    # Per category without violating examples: its near misses ("allowed" examples, codes reviewers removed)
+    # as (m, hidden) centred unit text vectors, else None. A text this close to one is not that category.
+    near_misses: list[np.ndarray | None] = field(default_factory=list)
 
 
 @dataclass
@@ -247,6 +251,11 @@ class GuardHeads:
         for j, head in enumerate(view.heads):
             if head is not None:
                 out[:, j] = head.head.probability(head.head.view(self.layout, prompt, response))
+        if any(m is not None for m in view.near_misses):
+            units = self.zero_shot.text_units(self.layout.similarity(judged))
+            for j, misses in enumerate(view.near_misses):
+                if misses is not None:
+                    out[(units @ misses.T).max(axis=1) >= NEAR_MISS_COSINE, j] = 0.0
         return out
 
     def judge(self, view: PolicyView, prompt: np.ndarray, response: np.ndarray | None, has_response: list[bool]) -> list[HeadDecision]:

@@ -110,6 +110,7 @@ class HeadsMixin:
         units = np.zeros((len(spec.categories), hidden), dtype=np.float32)
         examples: list[ExampleHead | None] = [None] * len(spec.categories)
         borrowed = [False] * len(spec.categories)
+        vetoes: list[np.ndarray | None] = [None] * len(spec.categories)
         free = [j for j, head in enumerate(trained) if head is None]
         if free:
             finals = heads.layout.similarity(self._vectors([category_text(spec.categories[j], heads.zero_shot.template) for j in free]))
@@ -129,8 +130,15 @@ class HeadsMixin:
                         else np.zeros((0, hidden), dtype=np.float32)
                     )
                     examples[j] = example_head(positive, negative, heads.zero_shot.background)
+        for j, category in enumerate(spec.categories):
+            # Near misses of a category without violating examples (trained, borrowed or zero-shot) veto
+            # their paraphrases (``guard.zero_shot.NEAR_MISS_COSINE``); with examples, its head learnt them.
+            allowed = [*category.allowed_examples, *category.taught_allowed]
+            if examples[j] is None and allowed:
+                vetoes[j] = heads.zero_shot.text_units(heads.layout.similarity(self._vectors(allowed)))
         known = [category_key(c) in heads.known_categories for c in spec.categories]
-        view = PolicyView(spec=spec, heads=trained, units=units, examples=examples, known=known, borrowed=borrowed)
+        view = PolicyView(spec=spec, heads=trained, units=units, examples=examples, known=known, borrowed=borrowed,
+                          near_misses=vetoes)
         with self._views_lock:
             self._views[spec] = view
             while len(self._views) > POLICY_VIEWS:

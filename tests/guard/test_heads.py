@@ -299,6 +299,18 @@ def test_harm_outside_every_borrowed_category_is_safe_under_the_policy():
     assert decision.covered is False and decision.prompt_label == "safe"
 
 
+def test_a_near_miss_stops_its_category_only_on_texts_close_to_it():
+    heads, _ = _vector_heads()
+    view = _view(PolicySpec("p", (ASTROLOGY,)), [[1.0, 0.0]])
+    view.near_misses = [np.array([[0.55, -0.835]])]  # an "allowed" example, off to one side of astrology
+    paraphrase = np.array([[0.0, 0.0, 0.55, -0.835]])  # fires astrology (cosine 0.55) but is the near miss itself
+    horoscope = np.array([[0.0, 0.0, 1.0, 0.0]])  # cosine 0.55 with the near miss: not close enough to veto
+    assert heads.judge(_view(PolicySpec("p", (ASTROLOGY,)), [[1.0, 0.0]]), paraphrase, None, [False])[0].prompt_label == "unsafe"
+    vetoed, kept = heads.judge(view, np.concatenate([paraphrase, horoscope]), None, [False, False])
+    assert (vetoed.prompt_label, vetoed.scores[0].probability) == ("safe", 0.0)
+    assert kept.prompt_label == "unsafe" and kept.categories == ["C1"]
+
+
 def _trained_and_custom_view(trained_bias: float) -> PolicyView:
     """C2 reads a trained head (P(C2 | unsafe) = sigmoid(trained_bias)); C1 is the operator's, zero-shot."""
     spec = PolicySpec("mixed", (ASTROLOGY, VIOLENCE))
@@ -377,6 +389,15 @@ def test_a_text_judged_under_two_policies_in_one_call_is_computed_once(heads_bac
     verdicts = backend.classify_batch([GuardRequest(POLICY, text), GuardRequest(other, text)])
     assert [v.decided_by for v in verdicts] == ["heads", "heads"]
     assert extractor.tokens_computed - before == len(extractor.rows([(text, None)])[0].ids)
+
+
+def test_an_allowed_example_of_a_category_without_violating_ones_is_not_that_category(heads_backend):
+    backend, _ = heads_backend
+    text = "Tell me about the new token everyone is buying."
+    allowed = PolicySpec("Allowed", (WEAPONS, CategorySpec("S2", "Crypto promotion", "promoting tokens or coins", allowed_examples=(text,))))
+    before, after = backend.classify_batch([GuardRequest(POLICY, text), GuardRequest(allowed, text)])
+    assert before.probabilities["categories"]["S2"] > 0.0
+    assert after.probabilities["categories"]["S2"] == 0.0
 
 
 def test_reason_verdicts_explain_the_heads_labels_and_codes(heads_backend):
