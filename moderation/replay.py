@@ -164,7 +164,9 @@ def report(judged: list[Judged], live: PolicySpec, draft: PolicySpec, model_labe
         ],
         "changes": [
             {"item": j.item.pk, "text": _excerpt(j.item), "change": j.change, "live": _answer(j.live),
-             "draft": _answer(j.draft), "reviewed": j.reviewed}
+             "draft": _answer(j.draft), "reviewed": j.reviewed,
+             # Codes only the draft names here: each can be told "not this one" (``allow_in_draft``).
+             "new_codes": [c for c in j.draft.categories if c not in j.live.categories] if j.draft.is_unsafe else []}
             for j in changed[:MAX_CHANGES]
         ],
     }
@@ -219,3 +221,34 @@ def execute(replay_id: int) -> str:
     DraftReplay.objects.filter(pk=replay_id).update(
         status=DraftReplay.Status.DONE, report=result, done=result["judged"], total=result["judged"], finished_at=timezone.now())
     return DraftReplay.Status.DONE
+
+
+def allow_in_draft(replay: DraftReplay, item_id: int, code: str, user: Any = None) -> str:
+    """Teach the draft from a replay row: the item's text becomes an "allowed" example of the draft's
+    category ``code`` (a near miss: ``guard.zero_shot``), audited like any edit of the draft. Returns
+    what happened, in words; ``ReplayRefused`` says why not."""
+    from policies import audit
+    from policies.validation import MAX_EXAMPLE_CHARS, MAX_EXAMPLES
+
+    row = next((r for r in (replay.report or {}).get("changes", ()) if r["item"] == item_id), None)
+    if row is None:
+        raise ReplayRefused(f"Item #{item_id} is not among the changes of replay #{replay.pk}.")
+    if code not in row.get("new_codes", ()):
+        raise ReplayRefused(f"The draft did not newly name {code} for item #{item_id}.")
+    policy = replay.policy
+    category = policy.draft().categories.filter(code=code).first()
+    if category is None:
+        raise ReplayRefused(f"The draft has no category {code} any more.")
+    item = Item.objects.get(pk=item_id)
+    # One line (the editor keeps one example per line), cut to what an example may hold.
+    text = " ".join((item.response if item.has_response else item.prompt).split())[:MAX_EXAMPLE_CHARS]
+    if text in category.allowed_examples:
+        return f"Item #{item_id} is already an allowed example of {code}."
+    if len(category.allowed_examples) >= MAX_EXAMPLES:
+        raise ReplayRefused(f"{code} already has {MAX_EXAMPLES} allowed examples; remove some in the editor first.")
+    before = audit.category_state(category)
+    category.allowed_examples = [*category.allowed_examples, text]
+    category.save(update_fields=["allowed_examples"])
+    audit.draft_edited(user, policy, f"category {code}: item #{item_id} allowed (replay #{replay.pk})",
+                       before=before, after=audit.category_state(category))
+    return f"Item #{item_id} is now an allowed example of {code} in the draft."

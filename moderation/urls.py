@@ -19,6 +19,7 @@ urlpatterns = [
     path("review/<int:task_id>/release/", views.review_release, name="review-release"),
     path("policies/<slug:slug>/replays/", replay_views.replay_start, name="replay-start"),
     path("replays/<int:pk>/", replay_views.replay_detail, name="replay"),
+    path("replays/<int:pk>/allow/", replay_views.replay_allow, name="replay-allow"),
     path("api-keys/", views.api_keys, name="api-keys"),
     path("api-keys/<int:key_id>/revoke/", views.api_key_revoke, name="api-key-revoke"),
     path("api-keys/<int:key_id>/webhook/", webhook_views.deliveries, name="webhook-deliveries"),

@@ -191,6 +191,71 @@ def test_the_replay_page_lists_each_changed_item_with_both_verdicts(client_as, t
     assert ORDINARY[0] not in page
 
 
+# ----------------------------------------------------------------- teaching the draft from a replay
+
+
+def finished(policy: Policy) -> DraftReplay:
+    started = replay.start(policy, 100)
+    replay.execute(started.pk)
+    return DraftReplay.objects.get(pk=started.pk)
+
+
+def test_not_this_category_makes_the_items_text_an_allowed_example_of_the_draft(client_as, traffic):
+    policy, items = traffic
+    done = finished(policy)
+    response = client_as("policy_editor").post(f"/replays/{done.pk}/allow/", {"item": items[0].pk, "code": "S2"}, headers={"HX-Request": "true"})
+    assert response.status_code == 200 and "now an allowed example of S2" in response.content.decode()
+    assert policy.draft().categories.get(code="S2").allowed_examples == [TAROT[0]]
+    assert policy.latest_version().categories.filter(code="S2").count() == 0  # the published version is untouched
+
+
+def test_a_replay_of_the_taught_draft_no_longer_flags_the_allowed_text(traffic, make_user):
+    policy, items = traffic
+    game = judged(policy, "Act as a Dungeons and Dragons character designer and create an elf ranger for my campaign.")
+    first = finished(policy)
+    assert {row["item"] for row in first.report["changes"]} == {items[0].pk, items[1].pk, game.pk}  # zero-shot overreach
+    replay.allow_in_draft(first, game.pk, "S2", make_user("ed", "policy_editor"))
+    assert {row["item"] for row in finished(policy).report["changes"]} == {items[0].pk, items[1].pk}
+
+
+def test_allowing_from_a_replay_is_audited_as_an_edit_of_the_draft(traffic, make_user):
+    from moderation.models import AuditLog
+
+    policy, items = traffic
+    editor = make_user("ed", "policy_editor")
+    replay.allow_in_draft(finished(policy), items[0].pk, "S2", editor)
+    entry = AuditLog.objects.order_by("-id").first()
+    assert entry.actor == editor and "item #" in entry.after["change"] and entry.after["allowed examples"] == 1
+
+
+def test_only_codes_the_draft_newly_named_can_be_allowed(client_as, traffic):
+    policy, items = traffic
+    done = finished(policy)
+    editor = client_as("policy_editor")
+    for item, code, why in ((items[0].pk, "S1", "did not newly name S1"), (items[2].pk, "S2", "not among the changes"),
+                            ("x", "S2", "must be an item number")):
+        response = editor.post(f"/replays/{done.pk}/allow/", {"item": item, "code": code})
+        assert response.status_code == 400 and why in response.content.decode()
+    assert policy.draft().categories.get(code="S2").allowed_examples == []
+
+
+def test_a_category_deleted_from_the_draft_since_cannot_be_taught(traffic):
+    policy, items = traffic
+    done = finished(policy)
+    policy.draft().categories.filter(code="S2").delete()
+    with pytest.raises(replay.ReplayRefused, match="no category S2 any more"):
+        replay.allow_in_draft(done, items[0].pk, "S2")
+
+
+def test_a_viewer_reads_the_changes_without_teaching_buttons(client_as, traffic):
+    policy, items = traffic
+    done = finished(policy)
+    page = client_as("viewer").get(f"/replays/{done.pk}/").content.decode()
+    assert "data-allow" not in page and "Replay the draft again" not in page
+    assert client_as("viewer").post(f"/replays/{done.pk}/allow/", {"item": items[0].pk, "code": "S2"}).status_code == 403
+    assert 'data-allow="S2"' in client_as("policy_editor").get(f"/replays/{done.pk}/").content.decode()
+
+
 # ----------------------------------------------------------------- the worker
 
 
@@ -224,3 +289,7 @@ def test_an_editor_tries_the_draft_in_the_browser_and_reads_what_would_change(si
     assert sorted(int(changed.nth(k).get_attribute("data-item")) for k in range(changed.count())) == [items[0].pk, items[1].pk]
     assert page.locator("#replay-summary [data-count=newly-unsafe]").inner_text() == "2"
     assert page.locator("#replay-summary tr[data-code=S2] .badge").inner_text() == "new"
+    # "Not S2" on a row teaches the draft in place (htmx swaps the cell with what happened).
+    page.click(f"#replay-changes tr[data-item='{items[0].pk}'] button[data-allow=S2]")
+    assert "now an allowed example of S2" in page.locator(f"#replay-changes tr[data-item='{items[0].pk}'] .allow-outcome").inner_text()
+    assert Policy.objects.get(pk=policy.pk).draft().categories.get(code="S2").allowed_examples == [TAROT[0]]
