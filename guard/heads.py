@@ -18,7 +18,7 @@ heads, fitted on a CPU in minutes (``guard.head_fitting``, ``manage.py fit_heads
   calibrated into a probability on the custom-category pool; a category's examples (the
   editor's "violates"/"allowed" lines, reviewers' decisions) refit a small per-category head
   in milliseconds (both in ``guard.zero_shot``); a category with near misses but no violating
-  examples is not named for a text within ``NEAR_MISS_COSINE`` of one of them.
+  examples is not named for a text within ``NEAR_MISS_COSINE`` of one of them (its rewordings).
 
 The decision under a policy (``GuardHeads.judge``): a text is unsafe when the harm head
 fires and the policy covers it (a category of a corpus taxonomy or preset; a borrowed category

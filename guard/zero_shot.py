@@ -17,10 +17,12 @@ from guard.contract import CategorySpec
 
 # A category without violating examples is not named for a text whose centred unit similarity-layer state
 # is at least this close to one of its near misses (the editor's "allowed" lines, codes reviewers removed):
-# without positives no head can be fitted, so the near misses veto their paraphrases. Measured on the
-# custom-category texts (docs/guard.md): an evaluation text and its nearest same-topic teaching example,
-# median 0.61; two texts of different categories, 99.9th percentile 0.54; two safe chat prompts, 0.63.
-NEAR_MISS_COSINE = 0.6
+# without positives no head can be fitted, so the near misses veto their rewordings, not their topic.
+# Measured (docs/guard.md): an evaluation text and its nearest same-topic teaching example, median 0.61,
+# two safe chat prompts, 99.9th percentile 0.63; a reworded request 0.88. At 0.6 a historical question
+# about Islam, taught as a near miss of "Religious debate", vetoed "Why is Islam more correct than
+# Christianity?"; at 0.75 no policy-following pair moves.
+NEAR_MISS_COSINE = 0.75
 
 # How a category's name and description are worded for the zero-shot score. The fit chooses the
 # template on the custom-category pool (``trainer.heads``) and the heads record it; heads without

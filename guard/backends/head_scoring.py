@@ -132,7 +132,7 @@ class HeadsMixin:
                     examples[j] = example_head(positive, negative, heads.zero_shot.background)
         for j, category in enumerate(spec.categories):
             # Near misses of a category without violating examples (trained, borrowed or zero-shot) veto
-            # their paraphrases (``guard.zero_shot.NEAR_MISS_COSINE``); with examples, its head learnt them.
+            # their rewordings (``guard.zero_shot.NEAR_MISS_COSINE``); with examples, its head learnt them.
             allowed = [*category.allowed_examples, *category.taught_allowed]
             if examples[j] is None and allowed:
                 vetoes[j] = heads.zero_shot.text_units(heads.layout.similarity(self._vectors(allowed)))

@@ -303,10 +303,10 @@ def test_a_near_miss_stops_its_category_only_on_texts_close_to_it():
     heads, _ = _vector_heads()
     view = _view(PolicySpec("p", (ASTROLOGY,)), [[1.0, 0.0]])
     view.near_misses = [np.array([[0.55, -0.835]])]  # an "allowed" example, off to one side of astrology
-    paraphrase = np.array([[0.0, 0.0, 0.55, -0.835]])  # fires astrology (cosine 0.55) but is the near miss itself
+    reworded = np.array([[0.0, 0.0, 0.55, -0.835]])  # fires astrology (cosine 0.55) but is the near miss itself
     horoscope = np.array([[0.0, 0.0, 1.0, 0.0]])  # cosine 0.55 with the near miss: not close enough to veto
-    assert heads.judge(_view(PolicySpec("p", (ASTROLOGY,)), [[1.0, 0.0]]), paraphrase, None, [False])[0].prompt_label == "unsafe"
-    vetoed, kept = heads.judge(view, np.concatenate([paraphrase, horoscope]), None, [False, False])
+    assert heads.judge(_view(PolicySpec("p", (ASTROLOGY,)), [[1.0, 0.0]]), reworded, None, [False])[0].prompt_label == "unsafe"
+    vetoed, kept = heads.judge(view, np.concatenate([reworded, horoscope]), None, [False, False])
     assert (vetoed.prompt_label, vetoed.scores[0].probability) == ("safe", 0.0)
     assert kept.prompt_label == "unsafe" and kept.categories == ["C1"]
 
