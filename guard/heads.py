@@ -235,12 +235,14 @@ class GuardHeads:
         if k == 0:
             return out
         judged = prompt if response is None else np.where(np.isnan(response), prompt, response)
+        vetoed = any(m is not None for m in view.near_misses)
         free = [j for j, head in enumerate(view.heads) if head is None]
+        # The texts' centred unit similarity-layer states: what zero-shot, example heads and near misses read.
+        units = self.zero_shot.text_units(self.layout.similarity(judged)) if free or vetoed else None
         if free:
             # The relative cosine compares a category with all of the policy's described categories,
             # borrowed ones included, as the calibration on the custom pool did.
             described = [j for j in range(k) if view.heads[j] is None or (view.borrowed and view.borrowed[j])]
-            units = self.zero_shot.text_units(self.layout.similarity(judged))
             zs_all = self.zero_shot.probabilities(units @ view.units[described].T)
             zs = zs_all[:, [described.index(j) for j in free]]
             for column, j in enumerate(free):
@@ -251,8 +253,7 @@ class GuardHeads:
         for j, head in enumerate(view.heads):
             if head is not None:
                 out[:, j] = head.head.probability(head.head.view(self.layout, prompt, response))
-        if any(m is not None for m in view.near_misses):
-            units = self.zero_shot.text_units(self.layout.similarity(judged))
+        if vetoed:
             for j, misses in enumerate(view.near_misses):
                 if misses is not None:
                     out[(units @ misses.T).max(axis=1) >= NEAR_MISS_COSINE, j] = 0.0

@@ -114,6 +114,16 @@ class Item(models.Model):
     def has_response(self) -> bool:
         return bool(self.response and self.response.strip())
 
+    @property
+    def judged_text(self) -> str:
+        """What the verdict is about: the response where there is one, else the prompt."""
+        return self.response if self.has_response else self.prompt  # type: ignore[return-value]
+
+    def latest_decision(self) -> Decision | None:
+        """The newest human decision (reads ``decisions``, prefetched or not); None when nobody reviewed it."""
+        decisions = list(self.decisions.all())
+        return max(decisions, key=lambda d: (d.created_at, d.pk)) if decisions else None
+
 
 class Verdict(models.Model):
     class Action(models.TextChoices):

@@ -63,13 +63,14 @@ class Judged:
         return ""
 
 
+def judged_items(policy: Any) -> Any:
+    """The policy's items that have a verdict (any version): what a replay can judge again."""
+    return Item.objects.filter(policy_version__policy=policy, verdict__isnull=False)
+
+
 def recent_items(policy: Any, sample: int) -> list[Item]:
-    """The policy's newest judged items (any version), newest first, with their review decisions."""
-    return list(
-        Item.objects.filter(policy_version__policy=policy, verdict__isnull=False)
-        .prefetch_related("decisions")
-        .order_by("-created_at", "-id")[:sample]
-    )
+    """The policy's newest judged items, newest first, with their review decisions."""
+    return list(judged_items(policy).prefetch_related("decisions").order_by("-created_at", "-id")[:sample])
 
 
 def start(policy: Any, sample: int, user: Any = None) -> DraftReplay:
@@ -82,7 +83,7 @@ def start(policy: Any, sample: int, user: Any = None) -> DraftReplay:
     draft = policy.draft()
     if not draft.categories.exists():
         raise ReplayRefused("The draft has no categories: add one before trying it on traffic.")
-    if not Item.objects.filter(policy_version__policy=policy, verdict__isnull=False).exists():
+    if not judged_items(policy).exists():
         raise ReplayRefused(f"No traffic yet: {policy.name} has no judged items to replay.")
     running = policy.replays.filter(status__in=(DraftReplay.Status.QUEUED, DraftReplay.Status.RUNNING)).first()
     if running is not None and not is_stalled(running):
@@ -105,10 +106,9 @@ def is_stalled(replay: DraftReplay) -> bool:
 
 def reviewer_label(item: Item) -> str:
     """The latest review decision's label of the item ("" when nobody reviewed it)."""
-    decisions = sorted(item.decisions.all(), key=lambda d: (d.created_at, d.pk))
-    if not decisions:
+    latest = item.latest_decision()
+    if latest is None:
         return ""
-    latest = decisions[-1]
     return UNSAFE if UNSAFE in (latest.prompt_label, latest.response_label) else "safe"
 
 
@@ -173,8 +173,7 @@ def report(judged: list[Judged], live: PolicySpec, draft: PolicySpec, model_labe
 
 
 def _excerpt(item: Item) -> str:
-    text = item.response if item.has_response else item.prompt
-    text = " ".join((text or "").split())
+    text = " ".join(item.judged_text.split())
     return text if len(text) <= EXCERPT else text[: EXCERPT - 1] + "…"
 
 
@@ -241,7 +240,7 @@ def allow_in_draft(replay: DraftReplay, item_id: int, code: str, user: Any = Non
         raise ReplayRefused(f"The draft has no category {code} any more.")
     item = Item.objects.get(pk=item_id)
     # One line (the editor keeps one example per line), cut to what an example may hold.
-    text = " ".join((item.response if item.has_response else item.prompt).split())[:MAX_EXAMPLE_CHARS]
+    text = " ".join(item.judged_text.split())[:MAX_EXAMPLE_CHARS]
     if text in category.allowed_examples:
         return f"Item #{item_id} is already an allowed example of {code}."
     if len(category.allowed_examples) >= MAX_EXAMPLES:

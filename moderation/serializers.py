@@ -50,7 +50,7 @@ def decision_json(decision: Decision) -> dict[str, Any]:
 
 def item_json(item: Item) -> dict[str, Any]:
     verdict = getattr(item, "verdict", None) if _has_verdict(item) else None
-    decisions = sorted(item.decisions.all(), key=lambda d: d.created_at)
+    latest = item.latest_decision()
     return {
         "id": item.pk,
         "external_id": item.external_id or None,
@@ -62,7 +62,7 @@ def item_json(item: Item) -> dict[str, Any]:
         "attempts": item.attempts,
         "error": item.last_error or None,
         "verdict": verdict_json(item, verdict) if verdict else None,
-        "human_decision": decision_json(decisions[-1]) if decisions else None,
+        "human_decision": decision_json(latest) if latest else None,
     }
 
 

@@ -22,10 +22,6 @@ from policies.models import CategoryTeaching, Policy
 MAX_PER_CODE = 32  # newest first: a category's examples stay a handful, the refit stays instant
 
 
-def _judged_text(item: Any) -> str:
-    return item.response if item.has_response else item.prompt
-
-
 def examples_from_reviews(policy: Policy) -> tuple[dict[str, dict[str, list[str]]], int]:
     """``({code: {"violating": [...], "allowed": [...]}}, reviewed items read)``, newest decisions first."""
     from moderation.models import Decision
@@ -46,7 +42,7 @@ def examples_from_reviews(policy: Policy) -> tuple[dict[str, dict[str, list[str]
             continue  # an item's latest decision stands
         seen.add(decision.item_id)
         item = decision.item
-        text = _judged_text(item)
+        text = item.judged_text
         kept = [c for c in decision.categories if c in codes]
         verdict = getattr(item, "verdict", None)
         named = [c for c in (verdict.categories if verdict is not None else []) if c in codes]
