@@ -323,6 +323,20 @@ class FeatureExtractor:
             )
         return rows
 
+    def clipped(self, pairs: Sequence[tuple[str, str | None]]) -> list[bool]:
+        """Whether each ``(prompt, response or None)`` is longer than the features read (``PROMPT_TOKENS``,
+        ``RESPONSE_TOKENS``: the first and last tokens of a longer text): a verdict on it is ``truncated``."""
+        pairs = [(prompt, response if response and response.strip() else None) for prompt, response in pairs]
+        texts = [text for pair in pairs for text in pair if text]
+        lengths = iter(len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]) if texts else iter(())
+        out = []
+        for prompt, response in pairs:
+            cut = next(lengths) > PROMPT_TOKENS if prompt else False
+            if response:
+                cut = next(lengths) > RESPONSE_TOKENS or cut
+            out.append(cut)
+        return out
+
     def batches(self, order: list[int], rows: list[ConversationRow]) -> list[list[int]]:
         """``order`` (row indices, shortest first) cut into batches of at most ``max_batch_tokens`` padded tokens."""
         batches: list[list[int]] = []

@@ -174,6 +174,8 @@ class HeadDecision:
     categories: list[str] = field(default_factory=list)
     scores: list[CategoryScore] = field(default_factory=list)
     covered: bool = True
+    # The text was longer than the features read (its first and last tokens): the verdict says ``truncated``.
+    clipped: bool = False
 
     @property
     def unsafe(self) -> bool:

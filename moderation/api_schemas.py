@@ -72,7 +72,10 @@ class VerdictOut(Schema):
         description="heads: the model's latent heads on its hidden states decided the labels; logits: its label "
         "logits (a model without heads); generation: a served model's generated answer."
     )
-    truncated: bool
+    truncated: bool = Field(
+        description="The guard read only part of the text: the latent heads read a prompt's or response's first and "
+        "last 96 tokens; a label-logit or generated verdict reads up to GUARD_MAX_INPUT_TOKENS (head and tail kept)."
+    )
     parse_error: str | None
     action: Literal["block", "flag", "allow"]
 

@@ -152,7 +152,9 @@ class HeadsMixin:
         heads = self.heads
         assert heads is not None
         pairs = [(item.request.prompt, item.request.response if item.has_response else None) for item in items]
-        prompt, response = self.feature_extractor().encode(pairs)
+        extractor = self.feature_extractor()
+        prompt, response = extractor.encode(pairs)
+        clipped = extractor.clipped(pairs)
         decisions: list[HeadDecision | None] = [None] * len(items)
         groups: dict[PolicySpec, list[int]] = {}
         for index, item in enumerate(items):
@@ -162,6 +164,7 @@ class HeadsMixin:
             with_response = [items[i].has_response for i in indexes]
             judged = heads.judge(view, prompt[indexes], response[indexes] if any(with_response) else None, with_response)
             for index, decision in zip(indexes, judged, strict=True):
+                decision.clipped = clipped[index]
                 decisions[index] = decision
         return [d for d in decisions if d is not None]
 
@@ -214,7 +217,7 @@ class HeadsMixin:
             categories=list(decision.categories),
             confidence=round(float(primary), 6),
             probabilities=probabilities,
-            truncated=item.truncated,
+            truncated=item.truncated or decision.clipped,
             mode="fast",
             decided_by=DECIDED_BY_HEADS,
         )

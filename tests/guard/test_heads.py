@@ -379,6 +379,24 @@ def test_fast_verdicts_of_a_model_with_heads_are_decided_by_them(heads_backend):
         assert contract.parse(verdict.raw_output, POLICY, verdict.response_label is not None).ok
 
 
+def test_a_heads_verdict_on_a_text_longer_than_the_features_read_says_truncated(heads_backend):
+    # The heads read a long text's first and last tokens only (PROMPT_TOKENS, RESPONSE_TOKENS): the verdict
+    # must say so, though the guard's own prompt (GUARD_MAX_INPUT_TOKENS) would have held it whole.
+    backend, _ = heads_backend
+    middle = "word " * 300
+    long_prompt, long_response, short = backend.classify_batch([
+        GuardRequest(POLICY, middle), GuardRequest(POLICY, "Is this safe?", middle), GuardRequest(POLICY, "Is this safe?", "Yes."),
+    ])
+    assert long_prompt.truncated and long_response.truncated
+    assert not short.truncated and short.decided_by == "heads"
+
+
+def test_the_features_count_a_text_as_clipped_only_past_what_they_read(tiny_backend):
+    extractor = tiny_backend.feature_extractor()
+    pairs = [(f"{'a ' * n}end", None) for n in (10, 400)] + [("hi", "b " * 400), ("hi", "   ")]
+    assert extractor.clipped(pairs) == [False, True, True, False]
+
+
 def test_a_text_judged_under_two_policies_in_one_call_is_computed_once(heads_backend):
     backend, _ = heads_backend
     other = PolicySpec("Other", (CategorySpec("S1", "Spoilers", "revealing plot twists"),))
