@@ -18,6 +18,10 @@ DEFAULTS: dict[str, float] = {
     "MODERATION_UNCERTAIN_HIGH": 0.65,
     # Share of items judged safe (and allowed) that go to review anyway (quality control).
     "MODERATION_QC_SAMPLE_RATE": 0.02,
+    # 1: an allowed verdict on a text the guard read only part of (verdict.truncated: the latent heads read a
+    # long text's first and last 96 tokens) goes to review, outside any budget. A harmful request padded with
+    # ordinary text evades the heads (docs/guard.md, "Long texts"); where that matters, a human reads it.
+    "MODERATION_REVIEW_PARTLY_READ": 0,
     # A policy with a review budget: its band is sized from this many days of its verdicts,
     # recomputed at most this often, never wider than MAX_WIDTH around the threshold, and
     # BUDGET_START_WIDTH while the policy has no traffic yet.
@@ -71,6 +75,10 @@ def uncertain_band() -> tuple[float, float]:
 
 def qc_sample_rate() -> float:
     return _value("MODERATION_QC_SAMPLE_RATE")
+
+
+def review_partly_read() -> bool:
+    return bool(_value("MODERATION_REVIEW_PARTLY_READ"))
 
 
 def budget_history_days() -> float:

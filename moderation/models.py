@@ -189,6 +189,7 @@ class ReviewTask(models.Model):
         UNCERTAIN = "uncertain", "guard uncertain"
         QC_SAMPLE = "qc_sample", "quality-control sample"
         DOUBLE = "double", "second review"
+        PARTLY_READ = "partial", "guard read part of the text"
 
     class State(models.TextChoices):
         OPEN = "open"
@@ -196,7 +197,7 @@ class ReviewTask(models.Model):
         DONE = "done"
 
     # Lower is served first.
-    PRIORITY = {Reason.FLAG: 0, Reason.UNCERTAIN: 1, Reason.DOUBLE: 2, Reason.QC_SAMPLE: 3}
+    PRIORITY = {Reason.FLAG: 0, Reason.UNCERTAIN: 1, Reason.PARTLY_READ: 1, Reason.DOUBLE: 2, Reason.QC_SAMPLE: 3}
 
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="review_tasks")
     reason = models.CharField(max_length=10, choices=Reason.choices)

@@ -254,6 +254,8 @@ def review_reason(verdict: Verdict, rng: random.Random | None = None, band: Band
     band = band or band_for(verdict.item.policy_version.policy)
     if band.holds(verdict):
         return ReviewTask.Reason.UNCERTAIN
+    if verdict.truncated and verdict.action == Verdict.Action.ALLOW and conf.review_partly_read():
+        return ReviewTask.Reason.PARTLY_READ
     if band.kind == FIXED:
         confident = verdict.action == Verdict.Action.ALLOW and not verdict.is_unsafe
     else:  # a budget samples every confident verdict, blocks included (false positives are errors too)

@@ -157,3 +157,24 @@ def test_a_budget_samples_confident_blocks_for_quality_control_labelled_as_such(
 def test_a_policy_without_a_budget_keeps_the_fixed_band(budget_policy):
     band = review_budget.band_for(budget_policy.policy)
     assert (band.kind, band.low, band.high) == ("fixed", 0.35, 0.65)
+
+
+def _store_allowed(version, truncated: bool) -> Item:
+    item = Item.objects.create(policy_version=version, prompt="a long story " * 200, status=Item.Status.RUNNING, attempts=1)
+    result = guard_result(0.02, None, random.Random(1))
+    result.truncated = truncated
+    store_verdict(item, result, category_actions(version), "test-guard", 1, thresholds=THRESHOLDS)
+    return item
+
+
+def test_an_allowed_text_the_guard_read_only_part_of_goes_to_review_when_asked(budget_policy, settings):
+    settings.MODERATION_QC_SAMPLE_RATE = 0.0
+    settings.MODERATION_REVIEW_PARTLY_READ = 1
+    task = ReviewTask.objects.get(item=_store_allowed(budget_policy, truncated=True))
+    assert (task.reason, task.get_reason_display()) == ("partial", "guard read part of the text")
+    assert not ReviewTask.objects.filter(item=_store_allowed(budget_policy, truncated=False)).exists()
+
+
+def test_a_partly_read_text_is_not_reviewed_for_that_alone_by_default(budget_policy, settings):
+    settings.MODERATION_QC_SAMPLE_RATE = 0.0
+    assert not ReviewTask.objects.filter(item=_store_allowed(budget_policy, truncated=True)).exists()
