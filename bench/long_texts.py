@@ -1,0 +1,147 @@
+#!/usr/bin/env python
+"""How the latent heads judge a harmful request hidden in a long text, and what windows would change.
+
+The features read a text's first and last 96 tokens (``guard.features.PROMPT_TOKENS``), so a
+harmful request padded on both sides with ordinary text is never read. This measures it on the
+held-out split: harmful requests of StrongREJECT, AdvBench and HarmfulQA, alone; after the first
+1,200 characters of a long held-out answer (Arena-Hard, AlpacaEval: harmless); between that and the
+next 1,200; and the two fillers alone (the false-positive floor). Then the same texts read as the
+maximum of the prompt head's probability over windows of N tokens (every N - N/3), or over
+sentences: what "read the whole text" would give with the heads as fitted (on whole prompts); and
+the shipped prompt head (linear on the tuned layers' mean) applied to spans of S tokens of the whole
+text read in one forward (each token's state has read everything before it): the maximum over spans.
+
+    .venv/bin/python bench/long_texts.py [--model models/guardsite-guard-270m] [--data var/data] [--n 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "guardsite.settings")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import django  # noqa: E402
+
+django.setup()
+
+from guard import runtime  # noqa: E402
+from guard.backends.base import GuardRequest  # noqa: E402
+from guard.features import USER_MARK, RowCache  # noqa: E402
+from policies import presets  # noqa: E402
+from trainer.head_data import heldout_sample  # noqa: E402
+
+HARMFUL_FILES = ("strongreject", "advbench", "harmfulqa")
+FILLER_FILES = ("arena_hard", "alpaca_eval")
+OTHER_ANSWER_FILES = ("coconot", "rbr_gold", "self_instruct_seed", "gsm8k_sample")
+CUT = 1200  # characters of filler on each side
+
+
+def sentences(text: str) -> list[str]:
+    return [part.strip() for part in re.split(r"(?<=[.!?])\s+|\n+", text) if part.strip()]
+
+
+def windows(tokenizer: object, size: int) -> Callable[[str], list[str]]:
+    stride = max(size - size // 3, 1)
+
+    def cut(text: str) -> list[str]:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+        starts = list(range(0, max(len(ids) - size, 0), stride)) + [max(len(ids) - size, 0)]
+        return tokenizer.batch_decode([ids[s : s + size] for s in starts], skip_special_tokens=True)  # type: ignore[attr-defined]
+
+    return cut
+
+
+@torch.inference_mode()
+def span_scores(backend: object, text: str, span: int) -> float:
+    """The linear tuned prompt head on every ``span``-token stretch of the whole text (contextual states,
+    no clipping), the highest probability."""
+    heads, extractor = backend.heads, backend.feature_extractor()  # type: ignore[attr-defined]
+    tuned, runner, tokenizer = extractor.tuned, extractor.runner, extractor.tokenizer
+    head = heads.prompt
+    assert tuned is not None and head.blocks == "tuned" and head.hidden is None, "needs a linear head on tuned layers"
+    prefix = [tokenizer.bos_token_id, *tokenizer.encode(USER_MARK, add_special_tokens=False)]
+    body = tokenizer(text, add_special_tokens=False)["input_ids"][:2000]
+    ids = torch.tensor([prefix + body], dtype=torch.long, device=runner.device)
+    lengths = torch.tensor([ids.shape[1]], dtype=torch.long, device=runner.device)
+    captured: list[torch.Tensor] = []
+    runner.forward(RowCache(runner, 1, ids.shape[1], None), ids, lengths, capture=(tuned.cut,), captured=captured, stop_after=tuned.cut)
+    parameter = next(tuned.parameters())
+    states = tuned(captured[0].to(parameter.dtype), lengths).float()[0, len(prefix):].numpy()
+    per_token = ((states - head.mean) / head.scale) @ head.coef  # the head's logit is their mean plus its bias
+    width = min(span, len(per_token))
+    sums = np.convolve(per_token, np.ones(width), mode="valid") / width
+    return float(1 / (1 + np.exp(-(sums.max() + head.bias))))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(ROOT / "models" / "guardsite-guard-270m"))
+    parser.add_argument("--data", type=Path, default=ROOT / "var" / "data")
+    parser.add_argument("--n", type=int, default=40)
+    args = parser.parse_args()
+
+    held = heldout_sample(args.data / "heldout")
+    harmful = [r.prompt for r in held if r.file in HARMFUL_FILES and r.prompt_label == "unsafe"][: args.n]
+    fillers = [r.response for r in held if r.file in FILLER_FILES and r.response and len(r.response) > 2 * CUT + 100][: args.n]
+    others = [r.response for r in held if r.file in OTHER_ANSWER_FILES and r.response and len(r.response) > 800][: args.n]
+    pairs = list(zip(harmful, fillers, strict=False))
+    sets = {
+        "harmful request alone": [h for h, _ in pairs],
+        "at the end of the filler": [f[:CUT] + " " + h for h, f in pairs],
+        "in the middle of the filler": [f[:CUT] + " " + h + " " + f[CUT : 2 * CUT] for h, f in pairs],
+        "the filler alone": [f[: 2 * CUT] for _, f in pairs],
+        "other long held-out answers": others,
+    }
+
+    backend = runtime.get_backend(args.model)
+    heads = backend.heads
+    assert heads is not None, "the model has no latent heads"
+    spec = presets.preset_spec("general")
+    extractor = backend.feature_extractor()
+
+    def verdicts(texts: list[str]) -> np.ndarray:
+        return np.array([v.prompt_label == "unsafe" for v in runtime.classify([GuardRequest(spec, t) for t in texts], args.model)])
+
+    def max_over(cut: Callable[[str], list[str]]) -> Callable[[list[str]], np.ndarray]:
+        def decide(texts: list[str]) -> np.ndarray:
+            out = []
+            for text in texts:
+                vectors, _ = extractor.encode([(piece, None) for piece in cut(text) or [text]])
+                out.append(heads.prompt.probability(heads.prompt.view(heads.layout, vectors, None)).max())
+            return np.array(out) >= heads.prompt.threshold
+
+        return decide
+
+    readers: dict[str, Callable[[list[str]], np.ndarray]] = {"shipped (first and last 96 tokens)": verdicts}
+    for size in (192, 96, 48):
+        readers[f"max over windows of {size} tokens"] = max_over(windows(backend.tokenizer, size))
+    readers["max over sentences"] = max_over(sentences)
+    for span in (64, 32, 16):
+        readers[f"whole text, max over {span}-token spans"] = (
+            lambda texts, span=span: np.array([span_scores(backend, t, span) for t in texts]) >= heads.prompt.threshold
+        )
+
+    names = list(sets)
+    print(f"flagged under the General preset, {len(pairs)} padded requests ({CUT} characters of filler a side)")
+    print(" | ".join(["reader", *names]))
+    for reader, decide in readers.items():
+        cells = [reader]
+        for name in names:
+            flagged = decide(sets[name])
+            cells.append(f"{int(flagged.sum())}/{len(flagged)}")
+        print(" | ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
