@@ -257,6 +257,11 @@ class ConversationRow:
     response_key: str | None
 
 
+def _blank_responses_as_none(pairs: Sequence[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
+    """A response of only whitespace is no response (no response row, no response vector)."""
+    return [(prompt, response if response and response.strip() else None) for prompt, response in pairs]
+
+
 def _clip(ids: list[int], limit: int) -> list[int]:
     if len(ids) <= limit:
         return ids
@@ -326,7 +331,7 @@ class FeatureExtractor:
     def clipped(self, pairs: Sequence[tuple[str, str | None]]) -> list[bool]:
         """Whether each ``(prompt, response or None)`` is longer than the features read (``PROMPT_TOKENS``,
         ``RESPONSE_TOKENS``: the first and last tokens of a longer text): a verdict on it is ``truncated``."""
-        pairs = [(prompt, response if response and response.strip() else None) for prompt, response in pairs]
+        pairs = _blank_responses_as_none(pairs)
         texts = [text for pair in pairs for text in pair if text]
         lengths = iter(len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]) if texts else iter(())
         out = []
@@ -398,7 +403,7 @@ class FeatureExtractor:
         response_out = np.full((len(pairs), width), np.nan, dtype=np.float32)
         if not pairs:
             return prompt_out, response_out
-        pairs = [(prompt, response if response and response.strip() else None) for prompt, response in pairs]
+        pairs = _blank_responses_as_none(pairs)
         keys = [text_key(p) for p, _ in pairs] + [text_key(p, r) for p, r in pairs if r]
         cached = self.store.get_many(keys) if self.store is not None else {}
         tuned_cached: dict[str, np.ndarray] = {}
