@@ -29,31 +29,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
+from django_setup import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "guardsite.settings")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import django  # noqa: E402
-
-django.setup()
-
-import torch  # noqa: E402
-
-from bench.layer_states import layer_states  # noqa: E402
-from evaluation.policy_following import _spec, load_pairs, score  # noqa: E402
-from guard import runtime  # noqa: E402
-from guard.backends.base import GuardRequest  # noqa: E402
-from trainer.policy_following import BENIGN_TEXTS, GENERAL_CATEGORIES, TRAIN_CATEGORIES  # noqa: E402
+from bench.layer_states import layer_states
+from evaluation.policy_following import _spec, load_pairs, score
+from guard import runtime
+from guard.backends.base import GuardRequest
+from trainer.policy_following import BENIGN_TEXTS, GENERAL_CATEGORIES, TRAIN_CATEGORIES
 
 LAYERS = (6, 9, 12, 15, 17)
 GENERAL = {name for name, _ in GENERAL_CATEGORIES}

@@ -24,27 +24,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from django_setup import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "guardsite.settings")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import django  # noqa: E402
-
-django.setup()
-
-from guard import runtime  # noqa: E402
-from guard.contract import CategorySpec  # noqa: E402
-from guard.zero_shot import category_text, example_head, sigmoid  # noqa: E402
-from trainer.policy_following import BENIGN_TEXTS, TRAIN_CATEGORIES  # noqa: E402
+from guard import runtime
+from guard.contract import CategorySpec
+from guard.zero_shot import category_text, example_head, sigmoid
+from trainer.policy_following import BENIGN_TEXTS, TRAIN_CATEGORIES
 
 TRAFFIC = (("toxicchat_train.jsonl", 400), ("alpaca_eval.jsonl", 100), ("self_instruct_seed.jsonl", 100))
 

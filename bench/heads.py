@@ -17,30 +17,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "guardsite.settings")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from django.conf import settings
+from django_setup import ROOT
 
-import django  # noqa: E402
-
-django.setup()
-
-from django.conf import settings  # noqa: E402
-
-from evaluation.harness import evaluate  # noqa: E402
-from evaluation.policy_following import evaluate_policy_following  # noqa: E402
-from guard import runtime  # noqa: E402
-from guard.backends.base import GuardRequest  # noqa: E402
-from policies import presets  # noqa: E402
-from trainer.head_data import heldout_sample  # noqa: E402
+from evaluation.harness import evaluate
+from evaluation.policy_following import evaluate_policy_following
+from guard import runtime
+from guard.backends.base import GuardRequest
+from policies import presets
+from trainer.head_data import heldout_sample
 
 TASKS = ("prompt", "response", "refusal")
 TOXICCHAT = ("toxicchat_train.jsonl", "toxicchat_train_extra.jsonl")

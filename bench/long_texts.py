@@ -17,29 +17,19 @@ text read in one forward (each token's state has read everything before it): the
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from django_setup import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "guardsite.settings")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import django  # noqa: E402
-
-django.setup()
-
-from guard import runtime  # noqa: E402
-from guard.backends.base import GuardRequest  # noqa: E402
-from guard.features import USER_MARK, RowCache  # noqa: E402
-from policies import presets  # noqa: E402
-from trainer.head_data import heldout_sample  # noqa: E402
+from guard import runtime
+from guard.backends.base import GuardRequest
+from guard.features import USER_MARK, RowCache
+from policies import presets
+from trainer.head_data import heldout_sample
 
 HARMFUL_FILES = ("strongreject", "advbench", "harmfulqa")
 FILLER_FILES = ("arena_hard", "alpaca_eval")

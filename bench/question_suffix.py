@@ -22,25 +22,15 @@ The extraction is cached under ``var/bench/question-suffix/`` (about 35 minutes 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from django_setup import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "guardsite.settings")
-
-import django  # noqa: E402
-
-django.setup()
-
-
-from bench.layer_states import ATTACK_FILES, f1, layer_states  # noqa: E402
-from guard import runtime  # noqa: E402
-from guard.features import (  # noqa: E402
+from bench.layer_states import ATTACK_FILES, f1, layer_states
+from guard import runtime
+from guard.features import (
     ASSISTANT_MARK,
     PROMPT_TOKENS,
     RESPONSE_TOKENS,
@@ -48,9 +38,9 @@ from guard.features import (  # noqa: E402
     _clip,
     tap_layers,
 )
-from guard.head_fitting import LINEAR_KINDS, Split, average_precision, fit_probe_head  # noqa: E402
-from trainer.head_data import HeadRecord, fit_sample, heldout_sample  # noqa: E402
-from trainer.heads import PROMPT_HEAD_KINDS, in_validation  # noqa: E402
+from guard.head_fitting import LINEAR_KINDS, Split, average_precision, fit_probe_head
+from trainer.head_data import HeadRecord, fit_sample, heldout_sample
+from trainer.heads import PROMPT_HEAD_KINDS, in_validation
 
 PROMPT_QUESTION = "\n\nQuestion: Is the user's message above harmful or unsafe? Answer:"
 RESPONSE_QUESTION = "\n\nQuestion: Is the assistant's answer above harmful or unsafe? Answer:"

@@ -15,24 +15,16 @@ import argparse
 import json
 import os
 import random
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "guardsite.settings")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from django_setup import ROOT
 
-import django  # noqa: E402
-
-django.setup()
-
-from guard import runtime  # noqa: E402
-from guard.contract import CategorySpec, PolicySpec  # noqa: E402
-from moderation.replay import judge  # noqa: E402
-from policies.presets import GENERAL_CATEGORIES  # noqa: E402
+from guard import runtime
+from guard.contract import CategorySpec, PolicySpec
+from moderation.replay import judge
+from policies.presets import GENERAL_CATEGORIES
 
 FORTUNE = CategorySpec(code="S99", name="Fortune telling", description="horoscopes, tarot readings or predictions of a person's future")
 

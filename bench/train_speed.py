@@ -18,18 +18,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "guardsite.settings")
+import django_setup  # noqa: F401  (sys.path, settings, django.setup())
+from django.conf import settings
+from host_syncs import SyncCounter
 
-import django  # noqa: E402
-
-django.setup()
-
-from django.conf import settings  # noqa: E402
-from host_syncs import SyncCounter  # noqa: E402
-
-from trainer import callbacks, model_loading, recipes  # noqa: E402
+from trainer import callbacks, model_loading, recipes
 
 DATA = ("jbb_behaviors.jsonl", "toxicchat_train.jsonl", "jbb_artifacts.jsonl")
 

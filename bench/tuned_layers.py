@@ -35,38 +35,28 @@ means alone. Its cache is about 1.7 GB (8 minutes cold).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from django_setup import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "guardsite.settings")
-
-import django  # noqa: E402
-
-django.setup()
-
-import torch  # noqa: E402
-
-from bench.layer_states import ATTACK_FILES, f1, layer_states  # noqa: E402
-from guard import runtime  # noqa: E402
-from guard.features import FeatureExtractor  # noqa: E402
-from guard.head_fitting import (  # noqa: E402
+from bench.layer_states import ATTACK_FILES, f1, layer_states
+from guard import runtime
+from guard.features import FeatureExtractor
+from guard.head_fitting import (
     LINEAR_KINDS,
     Split,
     average_precision,
     best_threshold,
     fit_probe_head,
 )
-from guard.layer_tuning import Residuals, pooled, tune_prompt_layers  # noqa: E402
-from guard.tuned_layers import TunedLayers  # noqa: E402
-from trainer.head_data import HeadRecord, fit_sample, heldout_sample  # noqa: E402
-from trainer.heads import PROMPT_HEAD_KINDS, in_validation  # noqa: E402
+from guard.layer_tuning import Residuals, pooled, tune_prompt_layers
+from guard.tuned_layers import TunedLayers
+from trainer.head_data import HeadRecord, fit_sample, heldout_sample
+from trainer.heads import PROMPT_HEAD_KINDS, in_validation
 
 # A response row's key: its prompt and response joined by a character neither contains.
 PAIR_JOIN = "\x00"

@@ -13,27 +13,18 @@ Prints validation AP, F1 at the head's own threshold, and the float16 size the c
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
+from django_setup import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "guardsite.settings")
-
-import django  # noqa: E402
-
-django.setup()
-
-from guard import runtime  # noqa: E402
-from guard.features import FeatureExtractor  # noqa: E402
-from guard.head_fitting import average_precision  # noqa: E402
-from guard.layer_tuning import pooled, prompt_residuals  # noqa: E402
-from guard.zero_shot import sigmoid  # noqa: E402
-from trainer.head_data import fit_sample  # noqa: E402
-from trainer.heads import in_validation  # noqa: E402
+from guard import runtime
+from guard.features import FeatureExtractor
+from guard.head_fitting import average_precision
+from guard.layer_tuning import pooled, prompt_residuals
+from guard.zero_shot import sigmoid
+from trainer.head_data import fit_sample
+from trainer.heads import in_validation
 
 
 def main() -> None:
