@@ -5,8 +5,10 @@ The features read a text's first and last 96 tokens (``guard.features.PROMPT_TOK
 harmful request padded on both sides with ordinary text is never read. This measures it on the
 held-out split: harmful requests of StrongREJECT, AdvBench and HarmfulQA, alone; after the first
 1,200 characters of a long held-out answer (Arena-Hard, AlpacaEval: harmless); between that and the
-next 1,200; and the two fillers alone (the false-positive floor). Then the same texts read as the
-maximum of the prompt head's probability over windows of N tokens (every N - N/3), or over
+next 1,200; and the two fillers alone (the false-positive floor). Readers: the shipped verdict (the
+prompt head on the features' mean, with the peak head where the heads carry one: ``guard.peak_reading``);
+each of those two alone (and the peak head's reading time per long text); then, as measured before the
+peak head existed, the maximum of the prompt head's probability over windows of N tokens (every N - N/3), or over
 sentences: what "read the whole text" would give with the heads as fitted (on whole prompts); and
 the shipped prompt head (linear on the tuned layers' mean) applied to spans of S tokens of the whole
 text read in one forward (each token's state has read everything before it): the maximum over spans.
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,6 +83,7 @@ def main() -> None:
     parser.add_argument("--model", default=str(ROOT / "models" / "guardsite-guard-270m"))
     parser.add_argument("--data", type=Path, default=ROOT / "var" / "data")
     parser.add_argument("--n", type=int, default=40)
+    parser.add_argument("--shipped-only", action="store_true", help="the shipped verdict and its two heads, not the earlier readers")
     args = parser.parse_args()
 
     held = heldout_sample(args.data / "heldout")
@@ -113,7 +118,26 @@ def main() -> None:
 
         return decide
 
-    readers: dict[str, Callable[[list[str]], np.ndarray]] = {"shipped (first and last 96 tokens)": verdicts}
+    reader = backend.token_reader() if heads.peak is not None else None
+    peak_seconds: list[float] = []
+
+    def peak_alone(texts: list[str]) -> np.ndarray:
+        assert reader is not None and heads.peak is not None
+        out = []
+        for text in texts:
+            started = time.perf_counter()
+            out.append(reader.peaks(heads.peak, [text])[0])
+            peak_seconds.append(time.perf_counter() - started)
+        return np.nan_to_num(np.array(out), nan=-np.inf) >= heads.peak.threshold
+
+    readers: dict[str, Callable[[list[str]], np.ndarray]] = {
+        "shipped (the prompt head" + (" + the peak head)" if reader else ")"): verdicts,
+        "the prompt head alone (mean of the first and last 96 tokens)": max_over(lambda text: [text]),
+    }
+    if reader is not None:
+        readers["the peak head alone (long prompts read whole)"] = peak_alone
+    if args.shipped_only:
+        return report(sets, readers, len(pairs), peak_seconds)
     for size in (192, 96, 48):
         readers[f"max over windows of {size} tokens"] = max_over(windows(backend.tokenizer, size))
     readers["max over sentences"] = max_over(sentences)
@@ -122,8 +146,13 @@ def main() -> None:
             lambda texts, span=span: np.array([span_scores(backend, t, span) for t in texts]) >= heads.prompt.threshold
         )
 
+    report(sets, readers, len(pairs), peak_seconds)
+
+
+def report(sets: dict[str, list[str]], readers: dict[str, Callable[[list[str]], np.ndarray]], padded: int,
+           peak_seconds: list[float]) -> None:
     names = list(sets)
-    print(f"flagged under the General preset, {len(pairs)} padded requests ({CUT} characters of filler a side)")
+    print(f"flagged under the General preset, {padded} padded requests ({CUT} characters of filler a side)")
     print(" | ".join(["reader", *names]))
     for reader, decide in readers.items():
         cells = [reader]
@@ -131,6 +160,9 @@ def main() -> None:
             flagged = decide(sets[name])
             cells.append(f"{int(flagged.sum())}/{len(flagged)}")
         print(" | ".join(cells), flush=True)
+    if peak_seconds:
+        print(f"the peak head's reading of a long text: {1000 * statistics.median(peak_seconds):.0f} ms median, "
+              f"{1000 * max(peak_seconds):.0f} ms at most ({len(peak_seconds)} texts, this machine)")
 
 
 if __name__ == "__main__":

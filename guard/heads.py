@@ -33,7 +33,9 @@ arrays: nothing is unpickled) with the backbone fingerprint they were fitted on;
 them for other weights raises ``HeadsError`` with a message saying so. A prompt head that
 reads a tuned copy of layers 12-14 (``guard.layer_tuning``) carries its weights in
 ``heads/tuned_layers.safetensors`` (``GuardHeads.tuned``); the features then add that
-copy's pooled output as one more block (``FeatureLayout.tuned``).
+copy's pooled output as one more block (``FeatureLayout.tuned``). Heads with tuned layers may carry a
+peak head on that copy's per-token output (``GuardHeads.peak``, ``guard.peak_reading``): it reads a long
+prompt whole and finds a harmful request hidden inside ordinary text, where the mean dilutes it.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import numpy as np
 from guard.backends.base import GuardError
 from guard.contract import CategorySpec, PolicySpec
 from guard.features import FeatureLayout
+from guard.peak_reading import PeakHead
 from guard.tuned_layers import TunedWeights
 from guard.zero_shot import LEGACY_TEMPLATE, NEAR_MISS_COSINE, ExampleHead, ZeroShot, sigmoid
 
@@ -217,6 +220,8 @@ class GuardHeads:
     category_units: np.ndarray | None = None
     # A tuned copy of a few backbone layers whose pooled output the prompt head reads (``layout.tuned``).
     tuned: TunedWeights | None = None
+    # Reads long prompts whole on the tuned copy's per-token output (needs ``tuned``).
+    peak: PeakHead | None = None
 
     def nearest_head(self, unit: np.ndarray) -> tuple[CategoryHead | None, float]:
         """The trained category whose description is closest to ``unit`` (a category-space unit
@@ -261,10 +266,16 @@ class GuardHeads:
                     out[(units @ misses.T).max(axis=1) >= NEAR_MISS_COSINE, j] = 0.0
         return out
 
-    def judge(self, view: PolicyView, prompt: np.ndarray, response: np.ndarray | None, has_response: list[bool]) -> list[HeadDecision]:
-        """The verdicts of n texts under one policy (see the module docstring)."""
+    def judge(
+        self, view: PolicyView, prompt: np.ndarray, response: np.ndarray | None, has_response: list[bool],
+        peaks: np.ndarray | None = None,
+    ) -> list[HeadDecision]:
+        """The verdicts of n texts under one policy (see the module docstring); ``peaks``: the peak head's logit
+        of each prompt (NaN where it did not read one)."""
         n = prompt.shape[0]
         p_prompt = self.prompt.probability(self.prompt.view(self.layout, prompt, None))
+        if peaks is not None and self.peak is not None:
+            p_prompt = np.fmax(p_prompt, self.peak_probability(peaks))
         p_response = p_refusal = None
         if response is not None and any(has_response):
             safe_response = np.where(np.isnan(response), 0.0, response)
@@ -316,6 +327,13 @@ class GuardHeads:
                 decision.categories = self._codes(view, row, fired, harmful)
             decisions.append(decision)
         return decisions
+
+    def peak_probability(self, peaks: np.ndarray) -> np.ndarray:
+        """Peak logits on the prompt head's probability scale: the peak threshold lands on the prompt head's, so
+        one P(prompt unsafe) is shown and a prompt is harmful when either head fires (NaN stays NaN)."""
+        assert self.peak is not None
+        threshold = float(np.clip(self.prompt.threshold, 1e-6, 1 - 1e-6))
+        return sigmoid(peaks - self.peak.threshold + np.log(threshold / (1 - threshold)))
 
     @staticmethod
     def _codes(view: PolicyView, row: np.ndarray, fired: list[int], harmful: bool = False) -> list[str]:
@@ -371,6 +389,9 @@ class GuardHeads:
         }
         if self.tuned is not None:
             meta["tuned"] = self.tuned.save(target)
+        if self.peak is not None:
+            meta["peak"] = self.peak.meta()
+            arrays.update(self.peak.arrays("peak"))
         np.savez_compressed(target / ARRAYS_FILE, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
         (target / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
         return target
@@ -438,7 +459,10 @@ def load(directory: Path, fingerprint: str | None = None) -> GuardHeads:
                              "`manage.py fit_heads --tune-epochs 6`") from error
     if ((tuned.cut, tuned.top) if tuned else None) != layout.tuned:
         raise HeadsError(f"heads in {directory} record tuned layers {layout.tuned} but carry {tuned and (tuned.cut, tuned.top)}")
+    peak = PeakHead.restore(meta["peak"], arrays, "peak") if meta.get("peak") else None
+    if peak is not None and tuned is None:
+        raise HeadsError(f"heads in {directory} carry a peak head but no tuned layers for it to read")
     return GuardHeads(fingerprint=meta["fingerprint"], layout=layout, prompt=prompt, response=task("response"),
                       refusal=task("refusal"), categories=categories, zero_shot=zero_shot, info=meta.get("info", {}),
                       known_categories=frozenset(meta.get("known_categories", ())), category_units=category_units,
-                      tuned=tuned)
+                      tuned=tuned, peak=peak)

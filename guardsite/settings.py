@@ -173,6 +173,9 @@ GUARD_DEVICE = os.environ.get("GUARD_DEVICE") or "auto"  # auto | cpu | cuda
 GUARD_FEATURE_CACHE = os.environ.get("GUARD_FEATURE_CACHE") or str(GUARD_MODEL_CACHE.parent / "features")
 # Serving keeps no judged text on disk unless this is on (benchmarks, repeated evaluations of a corpus).
 GUARD_FEATURE_CACHE_IN_SERVING = env_bool("GUARD_FEATURE_CACHE_IN_SERVING", False)
+# Heads with a peak head read every prompt over 64 tokens whole for a harmful request hidden in ordinary text
+# (guard/peak_reading.py): about 0.8 s per long prompt on 2 CPU cores. Off: the prompt head alone decides.
+GUARD_PEAK_READING = env_bool("GUARD_PEAK_READING", True)
 GUARD_MAX_INPUT_TOKENS = env_int("GUARD_MAX_INPUT_TOKENS", 2048)
 GUARD_MAX_TEXT_CHARS = env_int("GUARD_MAX_TEXT_CHARS", 32000)
 GUARD_MAX_NEW_TOKENS = env_int("GUARD_MAX_NEW_TOKENS", 96)

@@ -61,6 +61,23 @@ def section(heads: dict, bench: dict | None, previous: dict | None = None) -> st
                "layers rebuild the rest when the heads load)" if tuning.get("rank") else "")
             + ", and the features add the copy's mean over the prompt as one more block."
         )
+    peak = heads.get("peak")
+    if peak:
+        seen = peak.get("info", {})
+        flagged = seen.get("validation_flagged_percent", {})
+        lines.append(
+            f"\nA **peak head** reads every prompt longer than {peak['min_tokens']} tokens whole (up to {peak['max_tokens']}) on "
+            f"the tuned copy's per-token output and flags it when any window of {' or '.join(map(str, peak['widths']))} tokens "
+            "scores past its threshold (`guard/peak_reading.py`, `manage.py fit_heads --add-peak`): it finds a harmful request "
+            "hidden inside ordinary text, which the mean dilutes. Fitted on "
+            + ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in seen.get("texts", {}).items())
+            + f" texts in {seen.get('seconds')} s; its threshold, the {100 * seen.get('benign_quantile', 0.99):.0f}th "
+            "percentile of validation harmless texts' peaks, flags on validation texts "
+            + ", ".join(f"{name.replace('_', ' ')} {pct}%" for name, pct in flagged.items())
+            + ". What it saw:"
+        )
+        lines += [""] + _table(["licence", "records"], [[k, v] for k, v in seen.get("licences", {}).items()])
+        lines += [""] + _table(["file", "records"], [[k, v] for k, v in seen.get("files", {}).items()])
     lines += ["", f"**Data**: {info.get('fit_records')} records of the training split (`{info.get('data')}`), 80% fitted, "
               f"{info.get('validation_percent')}% to choose and threshold each head (never the held-out split):", ""]
     lines += _table(["licence", "records"], [[k, v] for k, v in info.get("licences", {}).items()])

@@ -23,7 +23,7 @@ import itertools
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,9 +44,11 @@ from guard.head_fitting import (
 )
 from guard.heads import CategoryHead, GuardHeads, ProbeHead, category_key
 from guard.layer_tuning import pooled, prompt_residuals, soup_prompt_layers, tune_prompt_layers
+from guard.peak_reading import PeakHead, TokenReader
 from guard.tuned_layers import TunedWeights
 from guard.zero_shot import LEGACY_TEMPLATE, category_text, sigmoid, unit_rows
 from trainer.head_data import HeadRecord, fit_sample
+from trainer.peak_fitting import filler_records, fit_peak_head
 from trainer.policy_following import GENERAL_CATEGORIES, TRAIN_CATEGORIES, training_records
 
 VALIDATION_PERCENT = 20
@@ -149,10 +151,13 @@ class HeadFitter:
 
     def __init__(
         self, extractor: FeatureExtractor, fingerprint: str, *, log: Log = print, seed: int = 0, tuning: LayerTuning | None = None,
-        kept_prompt: tuple[ProbeHead, TunedWeights] | None = None,
+        kept_prompt: tuple[ProbeHead, TunedWeights] | None = None, kept_peak: PeakHead | None = None,
+        fillers: Sequence[HeadRecord] = (),
     ) -> None:
-        """``tuning``: tune layers 12-14 as the prompt head; ``kept_prompt``: a tuned prompt head and its layers to keep
-        instead of fitting one (a heads job without tune epochs, whose start model has them)."""
+        """``tuning``: tune layers 12-14 as the prompt head, and fit a peak head on them (``trainer.peak_fitting``)
+        with harmless answers of ``fillers`` (default: the fit records'); ``kept_prompt``: a tuned prompt head and
+        its layers to keep instead of fitting one (a heads job without tune epochs, whose start model has them),
+        with ``kept_peak``, the peak head that reads them."""
         self.extractor = extractor
         self.layout = extractor.layout
         self.fingerprint = fingerprint
@@ -160,6 +165,8 @@ class HeadFitter:
         self.rng = random.Random(seed)
         self.tuning = tuning
         self.kept_prompt = kept_prompt
+        self.kept_peak = kept_peak
+        self.fillers = list(fillers)
 
     def _encode(self, pairs: list[tuple[str, str | None]], what: str) -> tuple[np.ndarray, np.ndarray]:
         started = time.perf_counter()
@@ -182,13 +189,15 @@ class HeadFitter:
         fit_started = time.perf_counter()
         layout = self.layout
 
-        tuned = None
+        tuned = peak = None
         tuning_seconds = 0.0  # the tuning (its own layer states and epochs) is counted apart from the heads' fit
         if self.kept_prompt is not None:
             prompt_head, tuned = self.kept_prompt
+            peak = self.kept_peak
         elif self.tuning is not None:
             tuning_started = time.perf_counter()
             prompt_head, tuned = self._tuned_prompt_head(records, validation, self.tuning)
+            peak = self._peak_head(records, tuned, self.tuning)
             tuning_seconds = time.perf_counter() - tuning_started
         else:
             prompt_rows = np.array([r.prompt_label in ("safe", "unsafe") for r in records])
@@ -241,11 +250,13 @@ class HeadFitter:
         }
         if tuning_seconds:
             info["tuning_seconds"] = round(tuning_seconds, 1)
+        if peak is not None:
+            info["peak"] = peak.info
         known = {category_key(c) for spec, _ in policies.values() for c in spec.categories}
         known |= {category_key(c) for spec in _general_policies() for c in spec.categories}
         return GuardHeads(fingerprint=self.fingerprint, layout=layout, prompt=prompt_head, response=response_head,
                           refusal=refusal_head, categories=categories, zero_shot=zero_shot, info=info,
-                          known_categories=frozenset(known), category_units=category_units, tuned=tuned)
+                          known_categories=frozenset(known), category_units=category_units, tuned=tuned, peak=peak)
 
     # ----------------------------------------------------------------- the tuned prompt head
 
@@ -288,6 +299,16 @@ class HeadFitter:
         head = ProbeHead(source="prompt", blocks="tuned", mean=result.mean, scale=result.scale, coef=result.coef, bias=result.bias,
                          threshold=threshold, kind=kind, info=info)
         return head, result.weights
+
+    def _peak_head(self, records: list[HeadRecord], tuned: TunedWeights, tuning: LayerTuning) -> PeakHead | None:
+        """A peak head on the freshly tuned layers, or None (logged) where the data hold nothing to hide or hide in."""
+        decoder = tuning.decoder
+        reader = TokenReader(self.extractor.runner, self.extractor.tokenizer, tuned.module(decoder, next(decoder.parameters()).device))
+        try:
+            return fit_peak_head(reader, records, self.fillers or records, log=self.log)
+        except ValueError as error:
+            self.log(f"no peak head: {error}")
+            return None
 
     # ----------------------------------------------------------------- categories
 
@@ -445,7 +466,9 @@ def fit_model_heads(
     from guard.features import extractor_for
 
     extractor = extractor_for(backend, cached=True)
-    fitter = HeadFitter(extractor, backend.feature_fingerprint, log=log, tuning=layer_tuning(backend, tune_epochs, tuned_rank, tuned_copies))
+    tuning = layer_tuning(backend, tune_epochs, tuned_rank, tuned_copies)
+    fillers = filler_records(Path(data_dir)) if tuning is not None else []
+    fitter = HeadFitter(extractor, backend.feature_fingerprint, log=log, tuning=tuning, fillers=fillers)
     records = records if records is not None else fit_sample(Path(data_dir))
     taxonomies = Path(data_dir) / "taxonomies.json"
     heads = fitter.fit(records, taxonomies if taxonomies.is_file() else None)

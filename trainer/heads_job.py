@@ -156,7 +156,8 @@ def run_heads_job(job: TrainingJob, progress: Any) -> TrainOutcome:
         progress.log(f"keeping the start model's tuned layers and their prompt head ({kept.prompt.kind}); "
                      "give the job tune epochs to tune them again")
     fitter = HeadFitter(extractor_for(backend, cached=True), backend.feature_fingerprint, log=progress.log, tuning=tuning,
-                        kept_prompt=(kept.prompt, kept.tuned) if kept is not None else None)
+                        kept_prompt=(kept.prompt, kept.tuned) if kept is not None else None,
+                        kept_peak=kept.peak if kept is not None else None)
     heads = fitter.fit(records, taxonomies)
     if kept is not None:
         heads.info["tasks"]["prompt"] = {**kept.prompt.info, "kept_from": job.init_adapter}

@@ -23,6 +23,7 @@ from guard.backends.inputs import PreparedItem
 from guard.contract import NONE, PolicySpec, Verdict
 from guard.features import FeatureExtractor, extractor_for
 from guard.heads import GuardHeads, HeadDecision, PolicyView, category_key, load
+from guard.peak_reading import TokenReader
 from guard.tuned_layers import TunedLayers
 from guard.zero_shot import ExampleHead, category_text, example_head
 
@@ -82,6 +83,10 @@ class HeadsMixin:
             digest = heads.tuned.digest if heads is not None and heads.tuned is not None else ""
             self._extractor = extractor_for(self, cached=cached, tuned=self._tuned, tuned_digest=digest)
         return self._extractor
+
+    def token_reader(self) -> TokenReader | None:
+        """The tuned copy's per-token reader of whole prompts (what a peak head reads), where the heads carry one."""
+        return TokenReader(self.runner, self.tokenizer, self._tuned) if self._tuned is not None else None
 
     # ----------------------------------------------------------------- policies
 
@@ -155,6 +160,11 @@ class HeadsMixin:
         extractor = self.feature_extractor()
         prompt, response = extractor.encode(pairs)
         clipped = extractor.clipped(pairs)
+        peaks = None
+        reader = self.token_reader()
+        if heads.peak is not None and reader is not None and setting("GUARD_PEAK_READING", True):
+            # Long prompts read whole for a harmful request the features' mean dilutes (``guard.peak_reading``).
+            peaks = reader.peaks(heads.peak, [p for p, _ in pairs])
         decisions: list[HeadDecision | None] = [None] * len(items)
         groups: dict[PolicySpec, list[int]] = {}
         for index, item in enumerate(items):
@@ -162,7 +172,8 @@ class HeadsMixin:
         for spec, indexes in groups.items():
             view = self.policy_view(spec)
             with_response = [items[i].has_response for i in indexes]
-            judged = heads.judge(view, prompt[indexes], response[indexes] if any(with_response) else None, with_response)
+            judged = heads.judge(view, prompt[indexes], response[indexes] if any(with_response) else None, with_response,
+                                 peaks[indexes] if peaks is not None else None)
             for index, decision in zip(indexes, judged, strict=True):
                 decision.clipped = clipped[index]
                 decisions[index] = decision

@@ -1,5 +1,6 @@
 """The tuned prompt head (``guard.layer_tuning``): layers of a tiny random Gemma 3 (six layers, five
-sliding-window and one global) tuned on a few prompts, stored with the heads, served by the features."""
+sliding-window and one global) tuned on a few prompts, stored with the heads, served by the features; and the
+peak head that reads long prompts whole on the tuned copy (``guard.peak_reading``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from guard.features import FeatureExtractor, FeatureStore
 from guard.heads import HeadsError, ProbeHead, load
 from guard.layer_tuning import pooled, prompt_residuals, soup_prompt_layers, tune_prompt_layers
+from guard.peak_reading import PeakHead, TokenReader
 from guard.testing import TINY_SAFE, TINY_UNSAFE, fit_tiny_heads
 from guard.tuned_layers import TUNED_FILE, TunedWeights
 
@@ -203,3 +205,92 @@ def test_a_soup_averages_its_copies_and_fits_its_head_on_the_average(six_layer_b
     assert soup.weights.info["soup_of"] == 2
     means = pooled(residuals, VAL, soup.weights.module(decoder))
     np.testing.assert_allclose((means - soup.mean) / soup.scale @ soup.coef + soup.bias, soup.validation_scores, atol=1e-3, rtol=1e-3)
+
+
+# ----------------------------------------------------------------- the peak head (guard.peak_reading)
+
+FILLER = " ".join(["The committee met on Tuesday to review the budget for the new library wing and the garden."] * 12)
+
+
+def peak_head(hidden: int, threshold: float, **options: object) -> PeakHead:
+    return PeakHead(coef=np.linspace(-1, 1, hidden).astype(np.float32), bias=0.0, threshold=threshold, **options)
+
+
+def test_a_long_prompt_is_read_whole_by_the_peak_reader_and_a_short_one_is_left_to_the_prompt_head(six_layer_backend, tuned):
+    _, result = tuned
+    layers = result.weights.module(six_layer_backend.model.get_decoder())
+    reader = TokenReader(six_layer_backend.runner, six_layer_backend.tokenizer, layers)
+    head = peak_head(six_layer_backend.runner.hidden_size, 0.0, min_tokens=64)
+    peaks = reader.peaks(head, [PROMPTS[0], FILLER + " " + PROMPTS[0]])
+    assert np.isnan(peaks[0]) and np.isfinite(peaks[1])
+
+
+def test_a_texts_token_states_do_not_depend_on_the_texts_batched_with_it(six_layer_backend, tuned):
+    _, result = tuned
+    layers = result.weights.module(six_layer_backend.model.get_decoder())
+    reader = TokenReader(six_layer_backend.runner, six_layer_backend.tokenizer, layers)
+    rows = reader.token_ids([PROMPTS[0], FILLER], 512)
+    alone = reader.states([rows[0]])[0]
+    batched = reader.states(rows)[0]
+    assert alone.shape == (len(rows[0]), six_layer_backend.runner.hidden_size)
+    np.testing.assert_allclose(batched, alone, atol=1e-3)
+
+
+def test_a_peak_head_round_trips_with_the_heads(six_layer_backend, tuned_heads_dir):
+    heads = load(tuned_heads_dir)
+    heads.peak = peak_head(six_layer_backend.runner.hidden_size, 1.5, widths=(8, 16), info={"files": {"arena_hard": 3}})
+    heads.save(tuned_heads_dir)
+    again = load(tuned_heads_dir, six_layer_backend.feature_fingerprint)
+    assert again.peak is not None and again.peak.widths == (8, 16) and again.peak.threshold == 1.5
+    np.testing.assert_array_equal(again.peak.coef, heads.peak.coef)
+    assert again.peak.info == {"files": {"arena_hard": 3}}
+
+
+def test_heads_with_a_peak_head_but_no_tuned_layers_are_refused_with_a_message(six_layer_backend, tmp_path):
+    heads = fit_tiny_heads(six_layer_backend, tmp_path)
+    heads.peak = peak_head(six_layer_backend.runner.hidden_size, 0.0)
+    heads.save(tmp_path)
+    with pytest.raises(HeadsError, match="peak head but no tuned layers"):
+        load(tmp_path)
+
+
+def test_a_peak_over_its_threshold_makes_a_long_prompt_unsafe_and_one_under_it_changes_nothing(six_layer_backend, tuned_heads_dir):
+    from guard.backends.base import GuardRequest
+    from guard.contract import CategorySpec, PolicySpec
+
+    policy = PolicySpec("Test", (CategorySpec("S1", "Weapons", "building weapons or explosives"),))
+    requests = [GuardRequest(policy, FILLER + " " + PROMPTS[0]), GuardRequest(policy, PROMPTS[8])]
+    heads = load(tuned_heads_dir)
+    heads.prompt.threshold = 0.999  # the prompt head alone calls nothing unsafe
+    verdicts = {}
+    for name, threshold in (("none", None), ("under", 1e9), ("over", -1e9)):
+        heads.peak = None if threshold is None else peak_head(six_layer_backend.runner.hidden_size, threshold)
+        heads.save(tuned_heads_dir)
+        six_layer_backend.use_heads(None)
+        six_layer_backend.use_heads(tuned_heads_dir / "heads")
+        try:
+            verdicts[name] = six_layer_backend.classify_batch(requests)
+        finally:
+            six_layer_backend.use_heads(None)
+    assert [v.prompt_label for v in verdicts["none"]] == ["safe", "safe"]
+    assert [(v.prompt_label, v.confidence) for v in verdicts["under"]] == [(v.prompt_label, v.confidence) for v in verdicts["none"]]
+    # Over: the long prompt is unsafe; the short one (under 64 tokens) was never read by the peak head.
+    assert [v.prompt_label for v in verdicts["over"]] == ["unsafe", "safe"]
+
+
+def test_peak_reading_switched_off_leaves_the_prompt_head_alone_to_decide(six_layer_backend, tuned_heads_dir, settings):
+    from guard.backends.base import GuardRequest
+    from guard.contract import CategorySpec, PolicySpec
+
+    settings.GUARD_PEAK_READING = False
+    heads = load(tuned_heads_dir)
+    heads.prompt.threshold = 0.999
+    heads.peak = peak_head(six_layer_backend.runner.hidden_size, -1e9)  # would call every long prompt unsafe
+    heads.save(tuned_heads_dir)
+    six_layer_backend.use_heads(tuned_heads_dir / "heads")
+    try:
+        policy = PolicySpec("Test", (CategorySpec("S1", "Weapons", "building weapons or explosives"),))
+        verdict, = six_layer_backend.classify_batch([GuardRequest(policy, FILLER + " " + PROMPTS[0])])
+    finally:
+        six_layer_backend.use_heads(None)
+    assert verdict.prompt_label == "safe"

@@ -85,3 +85,11 @@ def test_fit_heads_averages_the_copies_it_is_asked_to_tune(corpus, tiny_model, t
     assert heads.tuned is not None and heads.tuned.info["soup_of"] == 2
     assert [copy["seed"] for copy in heads.tuned.info["copies"]] == [0, 1]
     assert heads.prompt.info["tuning"]["soup_of"] == 2
+
+
+@pytest.mark.django_db
+def test_fit_heads_add_peak_refuses_a_model_without_heads(tiny_model, corpus, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--add-peak: the model has no heads"):
+        call_command("fit_heads", "--model", str(tiny_model), "--data", str(corpus), "--out", str(tmp_path), "--add-peak")

@@ -1,0 +1,131 @@
+"""The peak reader: a harmful request hidden inside a long ordinary text, found where it sits.
+
+The prompt head reads the mean of a prompt's first and last 96 tokens (``guard.features``). A harmful
+request padded with a screen of ordinary text is diluted in that mean, or not read at all when it sits
+in the middle: in ``bench/long_texts.py`` the shipped heads caught 5 of 25 held-out harmful requests
+placed after 1,200 characters of a harmless answer, 3 of 25 placed between two such stretches.
+Reading the whole text with the heads as fitted does not help: they flag stretches of the harmless
+filler as often as the hidden request (docs/guard.md, "Long texts").
+
+The peak head is a linear head on the tuned prompt copy's output (``guard.tuned_layers``) averaged over a
+short window of tokens, fitted on exactly that contrast (``trainer.peak_fitting``): harmful requests
+inside harmless answers (the window over the request, and windows ending or starting with it) against
+windows of the answers around them, of harmless answers alone and of long harmless prompts. A prompt
+longer than ``min_tokens`` is read whole, up to ``max_tokens``, in one forward of the backbone to the
+tuned copy's cut and the copy; its peak is the highest logit over every window of each width. The
+threshold is set on validation texts the fit never saw: the 99th percentile of harmless texts' peaks.
+
+It adds to the prompt head and never overrides it: a prompt is harmful when either fires
+(``GuardHeads.judge``). Shorter prompts are read whole by the prompt head already and cost nothing more.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from guard.features import USER_MARK, RowCache
+
+PEAK_WIDTHS = (16, 32)  # tokens per window; a request is 10-40 tokens long
+PEAK_MIN_TOKENS = 64  # a prompt this short is read whole by the prompt head
+PEAK_MAX_TOKENS = 2048  # the guard prompt's own limit (``GUARD_MAX_INPUT_TOKENS``)
+BATCH_TOKENS = 3000  # rows per forward: as many as fit this many (padded) tokens
+# A few residual dimensions of Gemma 3 carry activations above float16's range on some tokens; the states are
+# kept and projected in float32, and values past this are clipped (as the fit's stored states are).
+STATE_LIMIT = 65504.0
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class PeakHead:
+    """A linear head on the tuned copy's mean output over a window of tokens: ``coef``/``bias`` act on the raw
+    window mean (the fit's standardisation folded in); a text's peak is its highest window logit."""
+
+    coef: np.ndarray  # (hidden,)
+    bias: float
+    threshold: float  # on the peak logit
+    widths: tuple[int, ...] = PEAK_WIDTHS
+    min_tokens: int = PEAK_MIN_TOKENS
+    max_tokens: int = PEAK_MAX_TOKENS
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def peak(self, states: np.ndarray) -> float:
+        """The highest logit over every window of each width of one text's (tokens, hidden) states."""
+        per_token = np.clip(states.astype(np.float32), -STATE_LIMIT, STATE_LIMIT) @ self.coef.astype(np.float32)
+        best = -np.inf
+        for width in self.widths:
+            size = min(width, len(per_token))
+            best = max(best, float((np.convolve(per_token, np.ones(size), mode="valid") / size).max()))
+        return best + self.bias
+
+    def meta(self) -> dict[str, Any]:
+        return {"bias": self.bias, "threshold": self.threshold, "widths": list(self.widths), "min_tokens": self.min_tokens,
+                "max_tokens": self.max_tokens, "info": self.info}
+
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}.coef": self.coef}
+
+    @classmethod
+    def restore(cls, meta: dict[str, Any], arrays: Any, prefix: str) -> PeakHead:
+        return cls(coef=np.asarray(arrays[f"{prefix}.coef"], dtype=np.float32), bias=float(meta["bias"]),
+                   threshold=float(meta["threshold"]), widths=tuple(int(w) for w in meta["widths"]),
+                   min_tokens=int(meta["min_tokens"]), max_tokens=int(meta["max_tokens"]), info=dict(meta.get("info", {})))
+
+
+class TokenReader:
+    """The tuned copy's output at every token of whole prompts, as the features' rows begin (``<bos>User: ``)."""
+
+    def __init__(self, runner: Any, tokenizer: Any, tuned: Any) -> None:
+        self.runner, self.tokenizer, self.tuned = runner, tokenizer, tuned
+        self.prefix = [tokenizer.bos_token_id, *tokenizer.encode(USER_MARK, add_special_tokens=False)]
+
+    def token_ids(self, texts: Sequence[str], max_tokens: int) -> list[list[int]]:
+        """Each text's tokens, its first ``max_tokens`` (an empty text reads as one end-of-sequence token)."""
+        encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+        return [ids[:max_tokens] or [self.tokenizer.eos_token_id] for ids in encoded]
+
+    @torch.inference_mode()
+    def states(self, bodies: Sequence[list[int]], log: Log | None = None) -> list[np.ndarray]:
+        """(tokens, hidden) float32 states of each token row, in length-sorted batches of ``BATCH_TOKENS``."""
+        runner, tuned, prefix = self.runner, self.tuned, self.prefix
+        order = sorted(range(len(bodies)), key=lambda i: len(bodies[i]))
+        out: list[np.ndarray] = [np.zeros((0, 0), dtype=np.float32)] * len(bodies)
+        dtype = next(tuned.parameters()).dtype
+        started = last = time.perf_counter()
+        done = start = 0
+        while start < len(order):
+            end = start + 1
+            while end < len(order) and (end - start + 1) * (len(prefix) + len(bodies[order[end]])) <= BATCH_TOKENS:
+                end += 1
+            batch = order[start:end]
+            start = end
+            width = len(prefix) + max(len(bodies[i]) for i in batch)
+            ids = torch.tensor([prefix + bodies[i] + [0] * (width - len(prefix) - len(bodies[i])) for i in batch], device=runner.device)
+            lengths = torch.tensor([len(prefix) + len(bodies[i]) for i in batch], device=runner.device)
+            captured: list[torch.Tensor] = []
+            runner.forward(RowCache(runner, len(batch), width, None), ids, lengths, capture=(tuned.cut,), captured=captured,
+                           stop_after=tuned.cut)
+            block = tuned(captured[0].to(dtype), lengths).float().cpu().numpy()
+            for row, i in enumerate(batch):
+                out[i] = np.clip(block[row, len(prefix) : int(lengths[row])], -STATE_LIMIT, STATE_LIMIT)
+            done += len(batch)
+            if log and (time.perf_counter() - last > 20 or done == len(bodies)):
+                last = time.perf_counter()
+                log(f"  token states: {done}/{len(bodies)} texts ({last - started:.0f} s)")
+        return out
+
+    def peaks(self, head: PeakHead, texts: Sequence[str]) -> np.ndarray:
+        """Each text's peak logit; NaN for a text of ``head.min_tokens`` tokens or fewer (not read)."""
+        out = np.full(len(texts), np.nan)
+        ids = self.token_ids(texts, head.max_tokens)
+        long = [i for i, row in enumerate(ids) if len(row) > head.min_tokens]
+        if long:
+            for i, states in zip(long, self.states([ids[i] for i in long]), strict=True):
+                out[i] = head.peak(states)
+        return out
