@@ -31,7 +31,6 @@ from django_setup import ROOT
 
 from guard import runtime
 from guard.backends.base import GuardRequest
-from guard.features import USER_MARK, RowCache
 from policies import presets
 from trainer.head_data import heldout_sample
 
@@ -60,18 +59,10 @@ def windows(tokenizer: object, size: int) -> Callable[[str], list[str]]:
 def span_scores(backend: object, text: str, span: int) -> float:
     """The linear tuned prompt head on every ``span``-token stretch of the whole text (contextual states,
     no clipping), the highest probability."""
-    heads, extractor = backend.heads, backend.feature_extractor()  # type: ignore[attr-defined]
-    tuned, runner, tokenizer = extractor.tuned, extractor.runner, extractor.tokenizer
+    heads, reader = backend.heads, backend.token_reader()  # type: ignore[attr-defined]
     head = heads.prompt
-    assert tuned is not None and head.blocks == "tuned" and head.hidden is None, "needs a linear head on tuned layers"
-    prefix = [tokenizer.bos_token_id, *tokenizer.encode(USER_MARK, add_special_tokens=False)]
-    body = tokenizer(text, add_special_tokens=False)["input_ids"][:2000]
-    ids = torch.tensor([prefix + body], dtype=torch.long, device=runner.device)
-    lengths = torch.tensor([ids.shape[1]], dtype=torch.long, device=runner.device)
-    captured: list[torch.Tensor] = []
-    runner.forward(RowCache(runner, 1, ids.shape[1], None), ids, lengths, capture=(tuned.cut,), captured=captured, stop_after=tuned.cut)
-    parameter = next(tuned.parameters())
-    states = tuned(captured[0].to(parameter.dtype), lengths).float()[0, len(prefix):].numpy()
+    assert reader is not None and head.blocks == "tuned" and head.hidden is None, "needs a linear head on tuned layers"
+    states = reader.states(reader.token_ids([text], 2000))[0]
     per_token = ((states - head.mean) / head.scale) @ head.coef  # the head's logit is their mean plus its bias
     width = min(span, len(per_token))
     sums = np.convolve(per_token, np.ones(width), mode="valid") / width

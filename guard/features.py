@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from guard.backends.gemma_runner import RowCache
+from guard.residuals import length_batches, padded
 from guard.tuned_layers import TunedLayers
 
 # Depths tapped, as fractions of the decoder (the residual stream after that many layers:
@@ -255,6 +256,7 @@ class ConversationRow:
     response_span: tuple[int, int] | None
     prompt_key: str
     response_key: str | None
+    prompt_clipped: bool = False  # the prompt's middle left out (``PROMPT_TOKENS``)
 
 
 def _blank_responses_as_none(pairs: Sequence[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
@@ -312,8 +314,8 @@ class FeatureExtractor:
         encoded_prompts = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         encoded_responses = iter(self.tokenizer(responses, add_special_tokens=False)["input_ids"]) if responses else iter(())
         rows = []
-        for (prompt, response), prompt_ids in zip(pairs, encoded_prompts, strict=True):
-            prompt_ids = _clip(list(prompt_ids) or [self.tokenizer.eos_token_id or 0], PROMPT_TOKENS)
+        for (prompt, response), whole in zip(pairs, encoded_prompts, strict=True):
+            prompt_ids = _clip(list(whole) or [self.tokenizer.eos_token_id or 0], PROMPT_TOKENS)
             start = len(self.bos) + len(self._user)
             ids = self.bos + self._user + prompt_ids
             prompt_span = (start, start + len(prompt_ids))
@@ -323,9 +325,8 @@ class FeatureExtractor:
                 ids = ids + self._assistant
                 response_span = (len(ids), len(ids) + len(response_ids))
                 ids = ids + response_ids
-            rows.append(
-                ConversationRow(ids, prompt_span, response_span, text_key(prompt), text_key(prompt, response) if response else None)
-            )
+            rows.append(ConversationRow(ids, prompt_span, response_span, text_key(prompt),
+                                        text_key(prompt, response) if response else None, len(whole) > PROMPT_TOKENS))
         return rows
 
     def clipped(self, pairs: Sequence[tuple[str, str | None]]) -> list[bool]:
@@ -342,30 +343,14 @@ class FeatureExtractor:
             out.append(cut)
         return out
 
-    def batches(self, order: list[int], rows: list[ConversationRow]) -> list[list[int]]:
-        """``order`` (row indices, shortest first) cut into batches of at most ``max_batch_tokens`` padded tokens."""
-        batches: list[list[int]] = []
-        current: list[int] = []
-        width = 0
-        for index in order:
-            size = len(rows[index].ids)
-            if current and (max(width, size) * (len(current) + 1) > self.max_batch_tokens or len(current) >= self.max_batch_size):
-                batches.append(current)
-                current, width = [], 0
-            current.append(index)
-            width = max(width, size)
-        if current:
-            batches.append(current)
-        return batches
-
     @torch.inference_mode()
-    def _forward(self, rows: list[ConversationRow]) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        """Each row's prompt and response vectors (the response's without the tuned block)."""
+    def _forward(self, rows: list[ConversationRow], prompt_states: dict[str, np.ndarray] | None = None
+                 ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Each row's prompt and response vectors (the response's without the tuned block); with ``prompt_states``,
+        the tuned copy's output at every token of each prompt read whole (not clipped) is put there too."""
         runner = self.runner
-        width = max(len(row.ids) for row in rows)
-        pad = self.tokenizer.pad_token_id or 0
-        ids = torch.tensor([row.ids + [pad] * (width - len(row.ids)) for row in rows], dtype=torch.long, device=runner.device)
-        lengths = torch.tensor([len(row.ids) for row in rows], dtype=torch.long, device=runner.device)
+        ids, lengths = padded(runner, [row.ids for row in rows], self.tokenizer.pad_token_id or 0)
+        width = ids.shape[1]
         cache = RowCache(runner, len(rows), width, None)
         captured: list[torch.Tensor] = []
         layout = self.layout
@@ -388,16 +373,28 @@ class FeatureExtractor:
             parameter = next(self.tuned.parameters())
             states = self.tuned(by_layer[self.tuned.cut].to(parameter.dtype), lengths.to(parameter.device)).float()
             prompt = torch.cat([prompt, torch.einsum("bt,bth->bh", weights[:, 0], states)], dim=1)
+            if prompt_states is not None:
+                # The peak reader's states of a prompt short enough to be read whole here (``guard.peak_reading``).
+                for r, row in enumerate(rows):
+                    a, b = row.prompt_span
+                    if not row.prompt_clipped:
+                        prompt_states[row.prompt_key] = states[r, a:b].cpu().numpy()
         prompt_np, response_np = prompt.cpu().numpy(), pooled[:, 1].cpu().numpy()
         self.tokens_computed += int(lengths.sum())
         return [(prompt_np[r], response_np[r] if row.response_span else None) for r, row in enumerate(rows)]
 
     def encode(
-        self, pairs: Sequence[tuple[str, str | None]], progress: ProgressCallback | None = None
+        self, pairs: Sequence[tuple[str, str | None]], progress: ProgressCallback | None = None, *,
+        prompt_states: dict[str, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Prompt and response vectors of each ``(prompt, response or None)``: two (n, width)
         float32 arrays; a response row is NaN where there is no response. A response row's tuned
-        block (where there is one) is its prompt's: tuned layers read prompts."""
+        block (where there is one) is its prompt's: tuned layers read prompts.
+
+        ``prompt_states`` (with tuned layers): filled, by ``text_key(prompt)``, with the tuned copy's (tokens,
+        hidden) float32 output over each prompt this call computed and read whole, the states the peak reader
+        needs, so a prompt the features read whole is not read twice. Cached prompts are not computed, so
+        they are missing from it."""
         width, frozen_width = self.layout.width, self.layout.frozen_width
         prompt_out = np.zeros((len(pairs), width), dtype=np.float32)
         response_out = np.full((len(pairs), width), np.nan, dtype=np.float32)
@@ -421,13 +418,12 @@ class FeatureExtractor:
             if missing(*pair):
                 unique.setdefault(pair, len(unique))
         rows = self.rows(list(unique)) if unique else []
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i].ids))
         done = 0
         if progress:
             progress(0, len(rows))
-        for batch in self.batches(order, rows):
+        for batch in length_batches([len(row.ids) for row in rows], self.max_batch_tokens, self.max_batch_size):
             started = time.perf_counter()
-            results = self._forward([rows[i] for i in batch])
+            results = self._forward([rows[i] for i in batch], prompt_states)
             self.seconds_computing += time.perf_counter() - started
             fresh: dict[str, np.ndarray] = {}
             fresh_tuned: dict[str, np.ndarray] = {}

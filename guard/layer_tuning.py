@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from guard.backends.gemma_runner import RowCache
 from guard.features import FeatureExtractor
 from guard.head_fitting import average_precision
+from guard.residuals import layer_states
 from guard.tuned_layers import TunedLayers, TunedWeights, mean_over_text
 
 BATCH_PROMPTS = 16
@@ -70,29 +70,18 @@ class Residuals:
 
 def prompt_residuals(extractor: FeatureExtractor, prompts: Sequence[str], cut: int, log: Log | None = None) -> Residuals:
     """The layer-``cut`` residuals of each prompt's feature row, in length-bucketed batches."""
-    runner = extractor.runner
     rows = extractor.rows([(prompt, None) for prompt in prompts])
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i].ids))
     states: list[np.ndarray] = [np.empty((0, 0), dtype=np.float32)] * len(rows)
-    started = last = time.perf_counter()
-    done = 0
-    with torch.inference_mode():
-        for batch in extractor.batches(order, rows):
-            width = max(len(rows[i].ids) for i in batch)
-            ids = torch.tensor([rows[i].ids + [0] * (width - len(rows[i].ids)) for i in batch], device=runner.device)
-            lengths = torch.tensor([len(rows[i].ids) for i in batch], device=runner.device)
-            captured: list[torch.Tensor] = []
-            runner.forward(RowCache(runner, len(batch), width, None), ids, lengths, capture=(cut,), captured=captured,
-                           stop_after=cut)
-            block = captured[0].float().cpu()
-            for r, i in enumerate(batch):
-                states[i] = block[r, : len(rows[i].ids)].numpy()
-            done += len(batch)
-            if log and (time.perf_counter() - last > 20 or done == len(rows)):
-                last = time.perf_counter()
-                log(f"  layer {cut} states: {done}/{len(rows)} prompts ({last - started:.0f} s)")
+
+    def keep(batch: list[int], block: torch.Tensor, lengths: torch.Tensor) -> None:
+        block = block.float().cpu()
+        for r, i in enumerate(batch):
+            states[i] = block[r, : int(lengths[r])].numpy()
+
+    layer_states(extractor.runner, [row.ids for row in rows], cut, keep, max_tokens=extractor.max_batch_tokens,
+                 max_rows=extractor.max_batch_size, log=log, what="prompts")
     offsets = np.concatenate([[0], np.cumsum([len(s) for s in states])]).astype(np.int64)
-    flat = np.concatenate(states) if states else np.zeros((0, int(runner.hidden_size)), dtype=np.float32)
+    flat = np.concatenate(states) if states else np.zeros((0, int(extractor.runner.hidden_size)), dtype=np.float32)
     return Residuals(flat, offsets, np.array([row.prompt_span[0] for row in rows], dtype=np.int64))
 
 

@@ -16,20 +16,22 @@ tuned copy's cut and the copy; its peak is the highest logit over every window o
 threshold is set on validation texts the fit never saw: the 99th percentile of harmless texts' peaks.
 
 It adds to the prompt head and never overrides it: a prompt is harmful when either fires
-(``GuardHeads.judge``). Shorter prompts are read whole by the prompt head already and cost nothing more.
+(``GuardHeads.judge``). Shorter prompts are read whole by the prompt head already and cost nothing more; so
+do prompts the features read whole (up to ``guard.features.PROMPT_TOKENS``): that forward lends its states
+(``FeatureExtractor.encode``'s ``prompt_states``), and only longer prompts are read a second time.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from guard.features import USER_MARK, RowCache
+from guard.features import USER_MARK, text_key
+from guard.residuals import layer_states
 
 PEAK_WIDTHS = (16, 32)  # tokens per window; a request is 10-40 tokens long
 PEAK_MIN_TOKENS = 64  # a prompt this short is read whole by the prompt head
@@ -93,39 +95,35 @@ class TokenReader:
     @torch.inference_mode()
     def states(self, bodies: Sequence[list[int]], log: Log | None = None) -> list[np.ndarray]:
         """(tokens, hidden) float32 states of each token row, in length-sorted batches of ``BATCH_TOKENS``."""
-        runner, tuned, prefix = self.runner, self.tuned, self.prefix
-        order = sorted(range(len(bodies)), key=lambda i: len(bodies[i]))
         out: list[np.ndarray] = [np.zeros((0, 0), dtype=np.float32)] * len(bodies)
-        dtype = next(tuned.parameters()).dtype
-        started = last = time.perf_counter()
-        done = start = 0
-        while start < len(order):
-            end = start + 1
-            while end < len(order) and (end - start + 1) * (len(prefix) + len(bodies[order[end]])) <= BATCH_TOKENS:
-                end += 1
-            batch = order[start:end]
-            start = end
-            width = len(prefix) + max(len(bodies[i]) for i in batch)
-            ids = torch.tensor([prefix + bodies[i] + [0] * (width - len(prefix) - len(bodies[i])) for i in batch], device=runner.device)
-            lengths = torch.tensor([len(prefix) + len(bodies[i]) for i in batch], device=runner.device)
-            captured: list[torch.Tensor] = []
-            runner.forward(RowCache(runner, len(batch), width, None), ids, lengths, capture=(tuned.cut,), captured=captured,
-                           stop_after=tuned.cut)
-            block = tuned(captured[0].to(dtype), lengths).float().cpu().numpy()
+        dtype = next(self.tuned.parameters()).dtype
+        start = len(self.prefix)
+
+        def keep(batch: list[int], block: torch.Tensor, lengths: torch.Tensor) -> None:
+            tuned = self.tuned(block.to(dtype), lengths).float().cpu().numpy()
             for row, i in enumerate(batch):
-                out[i] = np.clip(block[row, len(prefix) : int(lengths[row])], -STATE_LIMIT, STATE_LIMIT)
-            done += len(batch)
-            if log and (time.perf_counter() - last > 20 or done == len(bodies)):
-                last = time.perf_counter()
-                log(f"  token states: {done}/{len(bodies)} texts ({last - started:.0f} s)")
+                out[i] = np.clip(tuned[row, start : int(lengths[row])], -STATE_LIMIT, STATE_LIMIT)
+
+        layer_states(self.runner, [self.prefix + body for body in bodies], self.tuned.cut, keep, max_tokens=BATCH_TOKENS,
+                     log=log, what="texts")
         return out
 
-    def peaks(self, head: PeakHead, texts: Sequence[str]) -> np.ndarray:
-        """Each text's peak logit; NaN for a text of ``head.min_tokens`` tokens or fewer (not read)."""
+    def peaks(self, head: PeakHead, texts: Sequence[str], known: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """Each text's peak logit; NaN for a text of ``head.min_tokens`` tokens or fewer (not read). ``known``: the
+        states of texts already read whole, by ``text_key`` (``FeatureExtractor.encode``'s ``prompt_states``), so
+        a prompt the features read whole is not read again."""
         out = np.full(len(texts), np.nan)
         ids = self.token_ids(texts, head.max_tokens)
-        long = [i for i, row in enumerate(ids) if len(row) > head.min_tokens]
-        if long:
-            for i, states in zip(long, self.states([ids[i] for i in long]), strict=True):
+        unread = []
+        for i, row in enumerate(ids):
+            if len(row) <= head.min_tokens:
+                continue
+            states = known.get(text_key(texts[i])) if known else None
+            if states is not None and len(states) == len(row):
+                out[i] = head.peak(states)
+            else:
+                unread.append(i)
+        if unread:
+            for i, states in zip(unread, self.states([ids[i] for i in unread]), strict=True):
                 out[i] = head.peak(states)
         return out

@@ -52,6 +52,7 @@ class HeadsMixin:
         self.heads = None
         self.heads_path: Path | None = None
         self._tuned: TunedLayers | None = None
+        self._reader: TokenReader | None = None
         self.use_heads(heads_path)
 
     def use_heads(self, heads_path: Path | None) -> None:
@@ -63,8 +64,9 @@ class HeadsMixin:
         tuned = None
         if heads is not None and heads.tuned is not None:
             tuned = heads.tuned.module(self.model.get_decoder(), self.device, self.dtype)
+        reader = TokenReader(self.runner, self.tokenizer, tuned) if tuned is not None else None
         with self._views_lock:
-            self.heads, self.heads_path, self._tuned = heads, heads_path, tuned
+            self.heads, self.heads_path, self._tuned, self._reader = heads, heads_path, tuned, reader
             self._views.clear()
             self._text_vectors.clear()
             self._extractor = None
@@ -86,7 +88,7 @@ class HeadsMixin:
 
     def token_reader(self) -> TokenReader | None:
         """The tuned copy's per-token reader of whole prompts (what a peak head reads), where the heads carry one."""
-        return TokenReader(self.runner, self.tokenizer, self._tuned) if self._tuned is not None else None
+        return self._reader
 
     # ----------------------------------------------------------------- policies
 
@@ -158,13 +160,15 @@ class HeadsMixin:
         assert heads is not None
         pairs = [(item.request.prompt, item.request.response if item.has_response else None) for item in items]
         extractor = self.feature_extractor()
-        prompt, response = extractor.encode(pairs)
+        reader = self.token_reader() if heads.peak is not None and setting("GUARD_PEAK_READING", True) else None
+        # Long prompts are read whole for a harmful request the features' mean dilutes (``guard.peak_reading``);
+        # one the features read whole (up to ``PROMPT_TOKENS``) lends the reader the states of that forward.
+        read_whole: dict[str, np.ndarray] | None = {} if reader is not None else None
+        prompt, response = extractor.encode(pairs, prompt_states=read_whole)
         clipped = extractor.clipped(pairs)
         peaks = None
-        reader = self.token_reader()
-        if heads.peak is not None and reader is not None and setting("GUARD_PEAK_READING", True):
-            # Long prompts read whole for a harmful request the features' mean dilutes (``guard.peak_reading``).
-            peaks = reader.peaks(heads.peak, [p for p, _ in pairs])
+        if reader is not None and heads.peak is not None:
+            peaks = reader.peaks(heads.peak, [p for p, _ in pairs], known=read_whole)
         decisions: list[HeadDecision | None] = [None] * len(items)
         groups: dict[PolicySpec, list[int]] = {}
         for index, item in enumerate(items):

@@ -236,6 +236,27 @@ def test_a_texts_token_states_do_not_depend_on_the_texts_batched_with_it(six_lay
     np.testing.assert_allclose(batched, alone, atol=1e-3)
 
 
+MIDDLING = " ".join(["The committee met on Tuesday to review the budget for the new library wing."] * 5) + " " + PROMPTS[0]
+
+
+def test_a_prompt_the_features_read_whole_lends_the_peak_reader_the_states_of_that_forward(six_layer_backend, tuned):
+    from guard.features import PROMPT_TOKENS, text_key
+
+    _, result = tuned
+    layers = result.weights.module(six_layer_backend.model.get_decoder())
+    reader = TokenReader(six_layer_backend.runner, six_layer_backend.tokenizer, layers)
+    extractor = FeatureExtractor(six_layer_backend.runner, six_layer_backend.tokenizer, tuned=layers)
+    middling, long = reader.token_ids([MIDDLING, FILLER * 2], 4096)
+    assert 64 < len(middling) <= PROMPT_TOKENS < len(long)
+    read_whole: dict[str, np.ndarray] = {}
+    extractor.encode([(MIDDLING, "Sure."), (FILLER * 2, None)], prompt_states=read_whole)
+    assert list(read_whole) == [text_key(MIDDLING)]  # the long prompt's middle was left out: not read whole
+    np.testing.assert_allclose(read_whole[text_key(MIDDLING)], reader.states([middling])[0], atol=2e-3)
+    head = peak_head(six_layer_backend.runner.hidden_size, 0.0, min_tokens=64)
+    lent = {text_key(MIDDLING): np.zeros_like(read_whole[text_key(MIDDLING)])}
+    assert reader.peaks(head, [MIDDLING], known=lent)[0] == head.peak(lent[text_key(MIDDLING)])  # not read again
+
+
 def test_a_peak_head_round_trips_with_the_heads(six_layer_backend, tuned_heads_dir):
     heads = load(tuned_heads_dir)
     heads.peak = peak_head(six_layer_backend.runner.hidden_size, 1.5, widths=(8, 16), info={"files": {"arena_hard": 3}})
