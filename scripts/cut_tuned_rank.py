@@ -26,7 +26,7 @@ import django  # noqa: E402
 django.setup()
 
 from guard import runtime  # noqa: E402
-from trainer.heads import cut_tuned_rank  # noqa: E402
+from trainer.model_heads import cut_tuned_rank  # noqa: E402
 
 
 def main() -> None:

@@ -13,7 +13,8 @@
    every taxonomy with examples, and the zero-shot calibration on corpus taxonomies plus the
    custom-category training pool (``trainer.policy_following.TRAIN_CATEGORIES``: none of the
    evaluation's categories).
-5. Save ``heads/`` beside the model with what they saw: files, counts, licences, choices.
+5. Save ``heads/`` beside the model with what they saw: files, counts, licences, choices
+   (``trainer.model_heads.fit_model_heads``: a loaded model's heads fitted and saved).
 """
 
 from __future__ import annotations
@@ -43,12 +44,12 @@ from guard.head_fitting import (
     fit_zero_shot,
 )
 from guard.heads import CategoryHead, GuardHeads, ProbeHead, category_key
-from guard.layer_tuning import pooled, prompt_residuals, soup_prompt_layers, tune_prompt_layers
+from guard.layer_tuning import prompt_residuals, soup_prompt_layers, tune_prompt_layers
 from guard.peak_reading import PeakHead, TokenReader
 from guard.tuned_layers import TunedWeights
 from guard.zero_shot import LEGACY_TEMPLATE, category_text, sigmoid, unit_rows
-from trainer.head_data import HeadRecord, fit_sample
-from trainer.peak_fitting import filler_records, fit_peak_head
+from trainer.head_data import HeadRecord
+from trainer.peak_fitting import fit_peak_head
 from trainer.policy_following import GENERAL_CATEGORIES, TRAIN_CATEGORIES, training_records
 
 VALIDATION_PERCENT = 20
@@ -112,7 +113,7 @@ def distinct_prompts(records: list[HeadRecord], validation: np.ndarray) -> tuple
     return list(first), np.array([records[i].prompt_label == "unsafe" for i in index], dtype=bool), validation[index]
 
 
-def _validation(probabilities: np.ndarray, y_val: np.ndarray) -> tuple[float, dict[str, Any]]:
+def validation_threshold(probabilities: np.ndarray, y_val: np.ndarray) -> tuple[float, dict[str, Any]]:
     """The F1-maximising threshold of a head's validation probabilities, and what its info records of them."""
     from sklearn.metrics import roc_auc_score
 
@@ -285,7 +286,7 @@ class HeadFitter:
             result.weights.info.update({k: v for k, v in results[0].weights.info.items() if k not in ("seed", "kept_epoch")})
             result.weights.info["copies"] = [{"seed": r.weights.info["seed"], "kept_epoch": r.weights.info["kept_epoch"],
                                               "history": r.history} for r in results]
-        threshold, validation_info = _validation(sigmoid(result.validation_scores), y[in_val])
+        threshold, validation_info = validation_threshold(sigmoid(result.validation_scores), y[in_val])
         kind = f"tuned layers {cut}-{top - 1} + linear" + (f" (a soup of {tuning.copies} copies)" if tuning.copies > 1 else "")
         seconds = round(time.perf_counter() - started, 1)
         result.weights.info["seconds"] = seconds
@@ -445,62 +446,3 @@ def _borrow_threshold(trained: np.ndarray, general: np.ndarray, custom: np.ndarr
     # With no gap, borrow only above every custom category (an operator's own category must stay its own).
     threshold = (low + high) / 2 if high > low else low + 0.01
     return threshold, {"threshold": round(threshold, 4), "general_min": round(high, 4), "custom_max": round(low, 4)}
-
-
-def layer_tuning(backend: Any, epochs: int, rank: int | None = None, copies: int = 1) -> LayerTuning | None:
-    """Tuning of a loaded ``TransformersBackend``'s layers 12-14 for ``epochs`` (0: none), stored at ``rank`` (None: whole),
-    ``copies`` of them averaged."""
-    if epochs <= 0:
-        return None
-    return LayerTuning(decoder=backend.model.get_decoder(), epochs=epochs, rank=rank, copies=copies)
-
-
-def fit_model_heads(
-    backend: Any, data_dir: Path, out_dir: Path, *, log: Log = print, records: list[HeadRecord] | None = None, tune_epochs: int = 0,
-    tuned_rank: int | None = None, tuned_copies: int = 1,
-) -> GuardHeads:
-    """Fit and save the heads of a loaded ``TransformersBackend`` from ``data_dir`` (a training split);
-    ``tune_epochs``: tune layers 12-14 as the prompt head for that many epochs (0: the frozen candidates),
-    stored as their change from the served layers cut to ``tuned_rank`` (None: whole); ``tuned_copies``: that many
-    copies tuned in different orders and averaged (``guard.layer_tuning.soup_prompt_layers``)."""
-    from guard.features import extractor_for
-
-    extractor = extractor_for(backend, cached=True)
-    tuning = layer_tuning(backend, tune_epochs, tuned_rank, tuned_copies)
-    fillers = filler_records(Path(data_dir)) if tuning is not None else []
-    fitter = HeadFitter(extractor, backend.feature_fingerprint, log=log, tuning=tuning, fillers=fillers)
-    records = records if records is not None else fit_sample(Path(data_dir))
-    taxonomies = Path(data_dir) / "taxonomies.json"
-    heads = fitter.fit(records, taxonomies if taxonomies.is_file() else None)
-    heads.info["data"] = str(data_dir)
-    target = heads.save(out_dir)
-    log(f"heads saved to {target}")
-    return heads
-
-
-def cut_tuned_rank(backend: Any, data_dir: Path, out_dir: Path, rank: int, *, log: Log = print) -> GuardHeads:
-    """A loaded ``TransformersBackend``'s heads with their tuned layers stored as the change cut to ``rank``
-    (``TunedWeights.low_rank``), the prompt head thresholded again on its validation prompts scored through the
-    cut weights (what will serve); everything else kept. Saved in ``out_dir``."""
-    import dataclasses
-
-    heads = backend.heads
-    if heads is None or heads.tuned is None:
-        raise ValueError("these heads carry no tuned layers")
-    records = fit_sample(Path(data_dir))
-    prompts, y, in_val = distinct_prompts(records, np.array([in_validation(r.id) for r in records]))
-    validation_prompts = [p for p, v in zip(prompts, in_val, strict=True) if v]
-    decoder = backend.model.get_decoder()
-    weights = heads.tuned.low_rank(decoder, rank)
-    residuals = prompt_residuals(FeatureExtractor(backend.runner, backend.tokenizer), validation_prompts, weights.cut, log=log)
-    means = pooled(residuals, list(range(len(validation_prompts))), weights.module(decoder, backend.device))
-    threshold, validation_info = _validation(heads.prompt.probability(means), y[in_val])
-    log(f"tuned layers cut to rank {rank}: {heads.tuned.nbytes / 1e6:.1f} -> {weights.nbytes / 1e6:.1f} MB; "
-        f"validation {heads.prompt.info.get('validation')} -> {validation_info}")
-    info = {**heads.prompt.info, "validation": validation_info,
-            "candidates": {heads.prompt.kind: validation_info["average_precision"]},
-            "tuning": {**heads.prompt.info.get("tuning", {}), "rank": rank}}
-    # A copy: the backend keeps serving the heads it loaded.
-    cut = dataclasses.replace(heads, prompt=dataclasses.replace(heads.prompt, threshold=threshold, info=info), tuned=weights)
-    cut.save(out_dir)
-    return cut

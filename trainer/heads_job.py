@@ -103,7 +103,8 @@ def refit_after_training(job: TrainingJob, model_dir: Path, progress: Any) -> di
     from guard import runtime
     from guard.features import extractor_for
     from guard.heads import heads_directory
-    from trainer.heads import HeadFitter, layer_tuning
+    from trainer.heads import HeadFitter
+    from trainer.model_heads import layer_tuning
 
     start = Path(job.init_adapter) if job.init_adapter else None
     if heads_directory(start) is None or not (job.hyperparameters or {}).get("refit_heads", True):
@@ -132,7 +133,8 @@ def run_heads_job(job: TrainingJob, progress: Any) -> TrainOutcome:
     """Fit the heads (see the module docstring); the caller evaluates and registers the candidate."""
     from guard import runtime
     from guard.features import extractor_for
-    from trainer.heads import HeadFitter, layer_tuning
+    from trainer.heads import HeadFitter
+    from trainer.model_heads import layer_tuning
 
     started = time.perf_counter()
     out_dir = Path(job.output_dir)

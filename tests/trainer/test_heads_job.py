@@ -100,8 +100,8 @@ def test_a_new_backbone_tunes_its_start_models_layers_again_with_their_recipe(co
     """A training job that changes the backbone (SFT/GRPO/DPO) re-tunes the start model's tuned layers with the same
     epochs, copies averaged and stored rank, not as one whole copy."""
     from guard.backends.transformers_backend import TransformersBackend
-    from trainer.heads import fit_model_heads
     from trainer.heads_job import refit_after_training
+    from trainer.model_heads import fit_model_heads
     from trainer.tasks import JobProgress
 
     start = tiny_adapter(tiny_model, tmp_path / "start")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from guard.heads import load
-from trainer.heads import cut_tuned_rank, fit_model_heads
+from trainer.model_heads import cut_tuned_rank, fit_model_heads
 
 pytestmark = pytest.mark.slow
 
@@ -93,3 +93,11 @@ def test_fit_heads_add_peak_refuses_a_model_without_heads(tiny_model, corpus, tm
 
     with pytest.raises(CommandError, match="--add-peak: the model has no heads"):
         call_command("fit_heads", "--model", str(tiny_model), "--data", str(corpus), "--out", str(tmp_path), "--add-peak")
+
+
+@pytest.mark.django_db
+def test_fit_heads_peak_padded_is_refused_without_add_peak(tiny_model, corpus, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--peak-padded must be 1 or more, with --add-peak"):
+        call_command("fit_heads", "--model", str(tiny_model), "--data", str(corpus), "--out", str(tmp_path), "--peak-padded", "100")

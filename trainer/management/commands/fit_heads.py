@@ -1,7 +1,7 @@
 """``python manage.py fit_heads``: fit a guard model's latent heads on a CPU (``trainer.heads``).
 
     python manage.py fit_heads --model models/guardsite-guard-270m --data var/data/train [--tune-epochs 6 [--tune-copies 2] [--tuned-rank 128]]
-    python manage.py fit_heads --model models/guardsite-guard-270m --data var/data/train --add-peak
+    python manage.py fit_heads --model models/guardsite-guard-270m --data var/data/train --add-peak [--peak-padded 1400]
 
 Features are cached per backbone (``GUARD_FEATURE_CACHE``), so a second fit of the same
 model computes nothing and takes seconds; the heads are written to ``OUT/heads/``
@@ -38,6 +38,9 @@ class Command(BaseCommand):
                             help="store the tuned layers as their change from the served ones cut to rank R by SVD (rank 128: "
                                  "10 MB instead of 33, for 0.2-0.7 points of held-out AP; 0: whole)")
 
+        parser.add_argument("--peak-padded", type=int, default=None, metavar="N",
+                            help="with --add-peak: padded requests the peak head is fitted on (default: "
+                                 "trainer.peak_fitting.PeakSizes, 700; each adds a forward over 100-600 tokens)")
         parser.add_argument("--add-peak", action="store_true",
                             help="fit only a peak head on the model's tuned layers and add it to its heads (everything "
                                  "else kept; about 15 minutes on 2 cores)")
@@ -45,7 +48,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         from guard import runtime
         from guard.backends.base import GuardError
-        from trainer.heads import fit_model_heads
+        from trainer.model_heads import fit_model_heads
 
         data = Path(options["data"])
         if not data.is_dir() or not any(data.glob("*.jsonl")):
@@ -67,19 +70,22 @@ class Command(BaseCommand):
             raise CommandError("--tuned-rank must be 1 or more, with --tune-epochs (scripts/cut_tuned_rank.py cuts tuned heads)")
         if options["tune_copies"] < 1:
             raise CommandError("--tune-copies must be 1 or more")
+        if options["peak_padded"] is not None and (options["peak_padded"] < 1 or not options["add_peak"]):
+            raise CommandError("--peak-padded must be 1 or more, with --add-peak")
         if options["add_peak"]:
-            return self._add_peak(backend, data, out)
+            return self._add_peak(backend, data, out, options["peak_padded"])
         fit_model_heads(backend, data, out, log=lambda line: self.stdout.write(line), tune_epochs=options["tune_epochs"],
                         tuned_rank=options["tuned_rank"] or None, tuned_copies=options["tune_copies"])
 
-    def _add_peak(self, backend: Any, data: Path, out: Path) -> None:
+    def _add_peak(self, backend: Any, data: Path, out: Path, padded: int | None) -> None:
         from trainer.head_data import fit_sample
-        from trainer.peak_fitting import add_peak_head, filler_records, reader_of
+        from trainer.peak_fitting import PeakSizes, add_peak_head, filler_records, reader_of
 
+        sizes = PeakSizes() if padded is None else PeakSizes(padded=padded)
         if backend.heads is None:
             raise CommandError("--add-peak: the model has no heads to add a peak head to (fit them with --tune-epochs)")
         try:
-            heads = add_peak_head(backend.heads, reader_of(backend), fit_sample(data), filler_records(data),
+            heads = add_peak_head(backend.heads, reader_of(backend), fit_sample(data), filler_records(data), sizes=sizes,
                                   log=lambda line: self.stdout.write(line))
         except ValueError as error:
             raise CommandError(f"--add-peak: {error}") from error
