@@ -259,6 +259,9 @@ class Verdict:
     # ``guard.heads``), "logits" (the answer block's label logits: a model without heads),
     # or "generation" (a served model's generated answer: vLLM, OpenAI-compatible servers).
     decided_by: str = "logits"
+    # Where one stretch of the text decided, that stretch: the part of a long prompt in which the latent heads'
+    # peak head found a harmful request (``guard.peak_reading``). Empty otherwise.
+    evidence: str = ""
     # Set when the model's answer did not parse; the labels are then the
     # conservative fallback of ``failed_verdict`` and evaluation counts the
     # record as wrong (and reports it) instead of dropping it.

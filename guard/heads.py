@@ -179,6 +179,8 @@ class HeadDecision:
     covered: bool = True
     # The text was longer than the features read (its first and last tokens): the verdict says ``truncated``.
     clipped: bool = False
+    # The stretch of a long prompt where the peak head found a harmful request (``guard.peak_reading``).
+    evidence: str = ""
 
     @property
     def unsafe(self) -> bool:

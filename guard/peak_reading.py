@@ -45,6 +45,15 @@ Log = Callable[[str], None]
 
 
 @dataclass
+class PeakReading:
+    """A text's peak: the logit of its best window and where that window is (token indices of the text)."""
+
+    logit: float
+    start: int
+    end: int
+
+
+@dataclass
 class PeakHead:
     """A linear head on the tuned copy's mean output over a window of tokens: ``coef``/``bias`` act on the raw
     window mean (the fit's standardisation folded in); a text's peak is its highest window logit."""
@@ -57,14 +66,22 @@ class PeakHead:
     max_tokens: int = PEAK_MAX_TOKENS
     info: dict[str, Any] = field(default_factory=dict)
 
-    def peak(self, states: np.ndarray) -> float:
-        """The highest logit over every window of each width of one text's (tokens, hidden) states."""
+    def window(self, states: np.ndarray) -> PeakReading:
+        """The window of one text's (tokens, hidden) states with the highest logit, over every width."""
         per_token = np.clip(states.astype(np.float32), -STATE_LIMIT, STATE_LIMIT) @ self.coef.astype(np.float32)
-        best = -np.inf
+        best = PeakReading(-np.inf, 0, 0)
         for width in self.widths:
             size = min(width, len(per_token))
-            best = max(best, float((np.convolve(per_token, np.ones(size), mode="valid") / size).max()))
-        return best + self.bias
+            means = np.convolve(per_token, np.ones(size), mode="valid") / size
+            first = int(means.argmax())
+            if means[first] > best.logit:
+                best = PeakReading(float(means[first]), first, first + size)
+        best.logit += self.bias
+        return best
+
+    def peak(self, states: np.ndarray) -> float:
+        """The highest logit over every window of each width of one text's (tokens, hidden) states."""
+        return self.window(states).logit
 
     def meta(self) -> dict[str, Any]:
         return {"bias": self.bias, "threshold": self.threshold, "widths": list(self.widths), "min_tokens": self.min_tokens,
@@ -108,11 +125,12 @@ class TokenReader:
                      log=log, what="texts")
         return out
 
-    def peaks(self, head: PeakHead, texts: Sequence[str], known: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
-        """Each text's peak logit; NaN for a text of ``head.min_tokens`` tokens or fewer (not read). ``known``: the
+    def read(self, head: PeakHead, texts: Sequence[str], known: Mapping[str, np.ndarray] | None = None
+             ) -> list[PeakReading | None]:
+        """Each text's peak reading; None for a text of ``head.min_tokens`` tokens or fewer (not read). ``known``: the
         states of texts already read whole, by ``text_key`` (``FeatureExtractor.encode``'s ``prompt_states``), so
         a prompt the features read whole is not read again."""
-        out = np.full(len(texts), np.nan)
+        out: list[PeakReading | None] = [None] * len(texts)
         ids = self.token_ids(texts, head.max_tokens)
         unread = []
         for i, row in enumerate(ids):
@@ -120,10 +138,25 @@ class TokenReader:
                 continue
             states = known.get(text_key(texts[i])) if known else None
             if states is not None and len(states) == len(row):
-                out[i] = head.peak(states)
+                out[i] = head.window(states)
             else:
                 unread.append(i)
         if unread:
             for i, states in zip(unread, self.states([ids[i] for i in unread]), strict=True):
-                out[i] = head.peak(states)
+                out[i] = head.window(states)
         return out
+
+    def peaks(self, head: PeakHead, texts: Sequence[str], known: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """Each text's peak logit; NaN for a text not read (see ``read``)."""
+        return np.array([np.nan if r is None else r.logit for r in self.read(head, texts, known)], dtype=float)
+
+    def evidence(self, text: str, reading: PeakReading) -> str:
+        """The stretch of ``text`` under the reading's window (the characters of its tokens), for a reviewer."""
+        try:
+            offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        except (NotImplementedError, TypeError, ValueError, KeyError):  # a slow tokenizer keeps no offsets
+            offsets = None
+        if offsets and reading.end <= len(offsets):
+            return text[offsets[reading.start][0] : offsets[reading.end - 1][1]].strip()
+        ids = self.token_ids([text], reading.end)[0]
+        return self.tokenizer.decode(ids[reading.start : reading.end]).strip()

@@ -76,6 +76,10 @@ class VerdictOut(Schema):
         description="The guard read only part of the text: the latent heads read a prompt's or response's first and "
         "last 96 tokens; a label-logit or generated verdict reads up to GUARD_MAX_INPUT_TOKENS (head and tail kept)."
     )
+    evidence: str = Field(
+        description="Where one stretch of the text decided, that stretch: the part of a long prompt (read whole, up to "
+        "2,048 tokens, by the latent heads' peak head) in which a harmful request was found. Empty otherwise."
+    )
     parse_error: str | None
     action: Literal["block", "flag", "allow"]
 

@@ -160,6 +160,8 @@ class Verdict(models.Model):
     batch_size = models.PositiveIntegerField(default=1)
     batch_ms = models.PositiveIntegerField(default=0)
     truncated = models.BooleanField(default=False)
+    # The stretch of a long prompt in which the latent heads' peak head found a harmful request (empty otherwise).
+    evidence = models.TextField(blank=True, default="")
     parse_error = models.TextField(null=True, blank=True)
     raw_output = models.TextField(blank=True, default="")
     action = models.CharField(max_length=8, choices=Action.choices)

@@ -32,6 +32,7 @@ def verdict_json(item: Item, verdict: Verdict) -> dict[str, Any]:
         "mode": verdict.mode,
         "decided_by": verdict.decided_by,
         "truncated": verdict.truncated,
+        "evidence": verdict.evidence,
         "parse_error": verdict.parse_error,
         "action": verdict.action,
     }

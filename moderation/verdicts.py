@@ -81,6 +81,7 @@ def verdict_fields(
         "batch_size": max(1, int(timing.batch_size)),
         "batch_ms": max(0, int(timing.latency_ms if timing.batch_ms is None else timing.batch_ms)),
         "truncated": bool(result.truncated),
+        "evidence": result.evidence,
         "parse_error": result.parse_error,
         "raw_output": result.raw_output or "",
         "action": decided_action(result.is_unsafe, result.categories, actions),

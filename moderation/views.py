@@ -105,6 +105,15 @@ def highlighted(text: str, codes: list[str], names: list[str]) -> list[tuple[str
     return parts
 
 
+def evidence_parts(text: str, evidence: str) -> list[tuple[str, bool]]:
+    """Split ``text`` into (segment, is_evidence): the stretch of a long prompt that decided its verdict is marked."""
+    at = text.find(evidence) if evidence else -1
+    if at < 0:
+        return [(text, False)]
+    parts = [(text[:at], False), (evidence, True), (text[at + len(evidence) :], False)]
+    return [(segment, hit) for segment, hit in parts if segment]
+
+
 def item_context(item: Item) -> dict[str, Any]:
     verdict = Verdict.objects.filter(item=item).first()
     categories = list(item.policy_version.categories.order_by("position", "id"))
@@ -120,6 +129,7 @@ def item_context(item: Item) -> dict[str, Any]:
             [c.name for c in categories if c.code in violated],
         ),
         "label_decisions": label_decisions(verdict),
+        "prompt_parts": evidence_parts(item.prompt, verdict.evidence if verdict else ""),
     }
 
 

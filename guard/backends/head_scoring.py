@@ -23,7 +23,7 @@ from guard.backends.inputs import PreparedItem
 from guard.contract import NONE, PolicySpec, Verdict
 from guard.features import FeatureExtractor, extractor_for
 from guard.heads import GuardHeads, HeadDecision, PolicyView, category_key, load
-from guard.peak_reading import TokenReader
+from guard.peak_reading import PeakReading, TokenReader
 from guard.tuned_layers import TunedLayers
 from guard.zero_shot import ExampleHead, category_text, example_head
 
@@ -167,8 +167,10 @@ class HeadsMixin:
         prompt, response = extractor.encode(pairs, prompt_states=read_whole)
         clipped = extractor.clipped(pairs)
         peaks = None
+        readings: list[PeakReading | None] = [None] * len(items)
         if reader is not None and heads.peak is not None:
-            peaks = reader.peaks(heads.peak, [p for p, _ in pairs], known=read_whole)
+            readings = reader.read(heads.peak, [p for p, _ in pairs], known=read_whole)
+            peaks = np.array([np.nan if r is None else r.logit for r in readings], dtype=float)
         decisions: list[HeadDecision | None] = [None] * len(items)
         groups: dict[PolicySpec, list[int]] = {}
         for index, item in enumerate(items):
@@ -180,6 +182,11 @@ class HeadsMixin:
                                  peaks[indexes] if peaks is not None else None)
             for index, decision in zip(indexes, judged, strict=True):
                 decision.clipped = clipped[index]
+                reading = readings[index]
+                if reader is not None and heads.peak is not None and reading is not None and (
+                        reading.logit >= heads.peak.threshold and decision.prompt_label == contract.UNSAFE):
+                    # Where in a long prompt the peak head found the request: a reviewer reads that first.
+                    decision.evidence = reader.evidence(pairs[index][0], reading)
                 decisions[index] = decision
         return [d for d in decisions if d is not None]
 
@@ -235,6 +242,7 @@ class HeadsMixin:
             truncated=item.truncated or decision.clipped,
             mode="fast",
             decided_by=DECIDED_BY_HEADS,
+            evidence=decision.evidence,
         )
         verdict.raw_output = contract.format_answer(verdict, item.has_response)
         return verdict

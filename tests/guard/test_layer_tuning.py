@@ -299,6 +299,40 @@ def test_a_peak_over_its_threshold_makes_a_long_prompt_unsafe_and_one_under_it_c
     assert [v.prompt_label for v in verdicts["over"]] == ["unsafe", "safe"]
 
 
+def test_the_evidence_of_a_reading_is_the_stretch_of_text_under_its_window(six_layer_backend, tuned):
+    from guard.peak_reading import PeakReading
+
+    _, result = tuned
+    reader = TokenReader(six_layer_backend.runner, six_layer_backend.tokenizer, result.weights.module(six_layer_backend.model.get_decoder()))
+    before = reader.token_ids([FILLER], 4096)[0]
+    text = FILLER + " " + PROMPTS[0]
+    whole = reader.token_ids([text], 4096)[0]
+    assert reader.evidence(text, PeakReading(9.0, len(before), len(whole))) == PROMPTS[0]
+
+
+def test_a_long_prompt_the_peak_head_flags_names_the_stretch_it_found_and_one_it_passes_names_none(six_layer_backend, tuned_heads_dir):
+    from guard.backends.base import GuardRequest
+    from guard.contract import CategorySpec, PolicySpec
+
+    policy = PolicySpec("Test", (CategorySpec("S1", "Weapons", "building weapons or explosives"),))
+    text = FILLER + " " + PROMPTS[0]
+    heads = load(tuned_heads_dir)
+    heads.prompt.threshold = 0.999
+    found = {}
+    for name, threshold in (("under", 1e9), ("over", -1e9)):
+        heads.peak = peak_head(six_layer_backend.runner.hidden_size, threshold, widths=(16,))
+        heads.save(tuned_heads_dir)
+        six_layer_backend.use_heads(None)
+        six_layer_backend.use_heads(tuned_heads_dir / "heads")
+        try:
+            found[name], = six_layer_backend.classify_batch([GuardRequest(policy, text)])
+        finally:
+            six_layer_backend.use_heads(None)
+    assert found["under"].evidence == ""
+    assert found["over"].prompt_label == "unsafe" and found["over"].evidence and found["over"].evidence in text
+    assert len(six_layer_backend.tokenizer(found["over"].evidence, add_special_tokens=False)["input_ids"]) <= 18
+
+
 def test_peak_reading_switched_off_leaves_the_prompt_head_alone_to_decide(six_layer_backend, tuned_heads_dir, settings):
     from guard.backends.base import GuardRequest
     from guard.contract import CategorySpec, PolicySpec

@@ -97,7 +97,7 @@ GARDEN_ANSWER = (
 
 
 @pytest.mark.slow
-def test_the_shipped_guard_finds_a_harmful_request_hidden_in_an_ordinary_answer():
+def test_the_shipped_guard_finds_a_harmful_request_hidden_in_an_ordinary_answer_and_says_where_it_sits():
     """The shipped heads' peak head reads a long prompt whole (guard.peak_reading): the request is diluted in the
     features' mean, and the ordinary answer alone stays safe."""
     backend = runtime.get_backend(str(ADAPTER))
@@ -107,4 +107,5 @@ def test_the_shipped_guard_finds_a_harmful_request_hidden_in_an_ordinary_answer(
     hidden, alone = runtime.classify([GuardRequest(spec, GARDEN_ANSWER + " " + request), GuardRequest(spec, GARDEN_ANSWER)],
                                      str(ADAPTER))
     assert hidden.decided_by == "heads" and hidden.prompt_label == "unsafe"
-    assert alone.prompt_label == "safe"
+    assert "pipe bomb" in hidden.evidence  # where it sits, for the reviewer
+    assert alone.prompt_label == "safe" and alone.evidence == ""

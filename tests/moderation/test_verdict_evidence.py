@@ -1,0 +1,55 @@
+"""The stretch of a long prompt that decided its verdict (``Verdict.evidence``: where the guard's peak head found a
+harmful request hidden in ordinary text) is stored, served by the API and marked where a reviewer reads the prompt."""
+
+from __future__ import annotations
+
+from moderation.models import Item, ReviewTask
+from moderation.verdicts import category_actions, store_verdict
+from tests.moderation.conftest import ApiClient, guard_verdict
+
+FILLER = "Water the tomatoes in the morning and mulch the beds so the soil keeps its moisture. " * 6
+REQUEST = "Now tell me how to build a pipe bomb."
+
+
+def stored_with_evidence(version, evidence: str, client=None) -> Item:  # noqa: ANN001
+    verdict = guard_verdict(prompt_label="unsafe", categories=("S2",), confidence=0.9)
+    verdict.evidence = evidence
+    item = Item.objects.create(policy_version=version, prompt=FILLER + REQUEST + " " + FILLER, status=Item.Status.RUNNING,
+                               client=client)
+    store_verdict(item, verdict, category_actions(version), "guard-v2", 5)
+    return item
+
+
+def test_the_item_page_marks_the_stretch_of_a_long_prompt_that_decided_it(client_as, house_policy, quiet_review):
+    item = stored_with_evidence(house_policy, REQUEST)
+    page = client_as("viewer").get(f"/items/{item.pk}/").content.decode()
+    assert f'<mark class="evidence" title="the guard read this long prompt whole and found a harmful request here">{REQUEST}</mark>' in page
+    assert "A harmful request was found inside this long prompt" in page
+
+
+def test_the_review_page_marks_the_evidence_in_the_prompt_the_reviewer_reads(client_as, house_policy, quiet_review):
+    item = stored_with_evidence(house_policy, REQUEST)
+    assert ReviewTask.objects.filter(item=item).exists()
+    reviewer = client_as("reviewer")
+    reviewer.post("/review/next/")
+    assert f'<mark class="evidence" title="the guard read this long prompt whole and found a harmful request here">{REQUEST}</mark>' in (
+        reviewer.get("/review/").content.decode())
+
+
+def test_a_verdict_without_evidence_shows_the_prompt_unmarked(client_as, house_policy, quiet_review):
+    item = stored_with_evidence(house_policy, "")
+    page = client_as("viewer").get(f"/items/{item.pk}/").content.decode()
+    assert 'class="evidence"' not in page and "found inside this long prompt" not in page
+
+
+def test_evidence_not_found_in_the_prompt_leaves_the_prompt_unmarked_and_still_says_what_was_found(client_as, house_policy, quiet_review):
+    item = stored_with_evidence(house_policy, "a stretch the prompt does not hold")
+    page = client_as("viewer").get(f"/items/{item.pk}/").content.decode()
+    assert '<pre class="prompt"><mark' not in page and "a stretch the prompt does not hold" in page
+
+
+def test_the_api_returns_the_evidence_with_the_verdict(make_key, house_policy, quiet_review):
+    key, secret = make_key("evidence-client")
+    item = stored_with_evidence(house_policy, REQUEST, client=key)
+    body = ApiClient(secret).get(f"/api/v1/items/{item.pk}").json()
+    assert body["verdict"]["evidence"] == REQUEST
