@@ -13,7 +13,7 @@ sentences: what "read the whole text" would give with the heads as fitted (on wh
 the shipped prompt head (linear on the tuned layers' mean) applied to spans of S tokens of the whole
 text read in one forward (each token's state has read everything before it): the maximum over spans.
 
-    .venv/bin/python bench/long_texts.py [--model models/guardsite-guard-270m] [--data var/data] [--n 40]
+    .venv/bin/python bench/long_texts.py [--model models/guardsite-guard-270m] [--data var/data] [--n 40] [--requests 100]
 """
 
 from __future__ import annotations
@@ -74,21 +74,27 @@ def main() -> None:
     parser.add_argument("--model", default=str(ROOT / "models" / "guardsite-guard-270m"))
     parser.add_argument("--data", type=Path, default=ROOT / "var" / "data")
     parser.add_argument("--n", type=int, default=40)
+    parser.add_argument("--requests", type=int, default=0,
+                        help="padded requests (default: one per filler, up to --n); more reuse the fillers in turn")
     parser.add_argument("--shipped-only", action="store_true", help="the shipped verdict and its two heads, not the earlier readers")
     args = parser.parse_args()
 
     held = heldout_sample(args.data / "heldout")
-    harmful = [r.prompt for r in held if r.file in HARMFUL_FILES and r.prompt_label == "unsafe"][: args.n]
     fillers = [r.response for r in held if r.file in FILLER_FILES and r.response and len(r.response) > 2 * CUT + 100][: args.n]
+    count = args.requests or min(args.n, len(fillers))
+    harmful = [r.prompt for r in held if r.file in HARMFUL_FILES and r.prompt_label == "unsafe"][:count]
     others = [r.response for r in held if r.file in OTHER_ANSWER_FILES and r.response and len(r.response) > 800][: args.n]
-    pairs = list(zip(harmful, fillers, strict=False))
+    pairs = [(request, fillers[k % len(fillers)]) for k, request in enumerate(harmful)]  # more requests reuse fillers
     sets = {
         "harmful request alone": [h for h, _ in pairs],
         "at the end of the filler": [f[:CUT] + " " + h for h, f in pairs],
         "in the middle of the filler": [f[:CUT] + " " + h + " " + f[CUT : 2 * CUT] for h, f in pairs],
-        "the filler alone": [f[: 2 * CUT] for _, f in pairs],
+        "the filler alone": [f[: 2 * CUT] for f in fillers[: len(pairs)]],
         "other long held-out answers": others,
     }
+    # Where each padded request sits (characters), to check that a verdict's evidence points at it.
+    request_spans = {text: (CUT + 1, CUT + 1 + len(h)) for name in ("at the end of the filler", "in the middle of the filler")
+                     for text, (h, _) in zip(sets[name], pairs, strict=True)}
 
     backend = runtime.get_backend(args.model)
     heads = backend.heads
@@ -96,8 +102,12 @@ def main() -> None:
     spec = presets.preset_spec("general")
     extractor = backend.feature_extractor()
 
+    evidence: dict[str, str] = {}
+
     def verdicts(texts: list[str]) -> np.ndarray:
-        return np.array([v.prompt_label == "unsafe" for v in runtime.classify([GuardRequest(spec, t) for t in texts], args.model)])
+        judged = runtime.classify([GuardRequest(spec, t) for t in texts], args.model)
+        evidence.update({t: v.evidence for t, v in zip(texts, judged, strict=True) if v.evidence})
+        return np.array([v.prompt_label == "unsafe" for v in judged])
 
     def max_over(cut: Callable[[str], list[str]]) -> Callable[[list[str]], np.ndarray]:
         def decide(texts: list[str]) -> np.ndarray:
@@ -128,7 +138,7 @@ def main() -> None:
     if reader is not None:
         readers["the peak head alone (long prompts read whole)"] = peak_alone
     if args.shipped_only:
-        return report(sets, readers, len(pairs), peak_seconds)
+        return report(sets, readers, len(pairs), peak_seconds, evidence, request_spans)
     for size in (192, 96, 48):
         readers[f"max over windows of {size} tokens"] = max_over(windows(backend.tokenizer, size))
     readers["max over sentences"] = max_over(sentences)
@@ -137,11 +147,11 @@ def main() -> None:
             lambda texts, span=span: np.array([span_scores(backend, t, span) for t in texts]) >= heads.prompt.threshold
         )
 
-    report(sets, readers, len(pairs), peak_seconds)
+    report(sets, readers, len(pairs), peak_seconds, evidence, request_spans)
 
 
 def report(sets: dict[str, list[str]], readers: dict[str, Callable[[list[str]], np.ndarray]], padded: int,
-           peak_seconds: list[float]) -> None:
+           peak_seconds: list[float], evidence: dict[str, str], request_spans: dict[str, tuple[int, int]]) -> None:
     names = list(sets)
     print(f"flagged under the General preset, {padded} padded requests ({CUT} characters of filler a side)")
     print(" | ".join(["reader", *names]))
@@ -151,9 +161,20 @@ def report(sets: dict[str, list[str]], readers: dict[str, Callable[[list[str]], 
             flagged = decide(sets[name])
             cells.append(f"{int(flagged.sum())}/{len(flagged)}")
         print(" | ".join(cells), flush=True)
+    if evidence:
+        cells = []
+        for name in ("at the end of the filler", "in the middle of the filler"):
+            shown = [(text, evidence[text]) for text in sets[name] if text in evidence]
+            on_it = sum(overlaps(text.find(found), len(found), request_spans[text]) for text, found in shown)
+            cells.append(f"{name} {on_it}/{len(shown)}")
+        print("verdicts whose evidence overlaps the hidden request: " + ", ".join(cells))
     if peak_seconds:
         print(f"the peak head's reading of a long text: {1000 * statistics.median(peak_seconds):.0f} ms median, "
               f"{1000 * max(peak_seconds):.0f} ms at most ({len(peak_seconds)} texts, this machine)")
+
+
+def overlaps(at: int, length: int, span: tuple[int, int]) -> bool:
+    return at >= 0 and at < span[1] and at + length > span[0]
 
 
 if __name__ == "__main__":

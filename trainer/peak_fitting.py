@@ -11,8 +11,8 @@ From the fit sample and the training split's long answers (all seeded, never the
 
 A logistic regression (balanced, the strength with the best validation AP) on the standardised window means is
 the head; the texts are split for validation by their hash, and the threshold is the 99th percentile of the
-validation harmless texts' peaks (1% of harmless texts flagged by the peak head alone). About 15 minutes on 2
-cores at the default sizes, most of it the forward passes over about 300,000 tokens.
+validation harmless texts' peaks (1% of harmless texts flagged by the peak head alone). About 18 minutes on 2
+cores at the default sizes, most of it the forward passes over about 450,000 tokens.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ VALIDATION_PERCENT = 20
 
 @dataclass
 class PeakSizes:
-    padded: int = 700
+    padded: int = 1400  # 700 caught 57 and 77 of 100 held-out padded requests, 1400 66 and 81 (docs/guard.md)
     harmful: int = 800
     harmless: int = 1000
     long_harmless: int = 300

@@ -1,12 +1,12 @@
 """``python manage.py fit_heads``: fit a guard model's latent heads on a CPU (``trainer.heads``).
 
     python manage.py fit_heads --model models/guardsite-guard-270m --data var/data/train [--tune-epochs 6 [--tune-copies 2] [--tuned-rank 128]]
-    python manage.py fit_heads --model models/guardsite-guard-270m --data var/data/train --add-peak [--peak-padded 1400]
+    python manage.py fit_heads --model models/guardsite-guard-270m --data var/data/train --add-peak [--peak-padded 700]
 
 Features are cached per backbone (``GUARD_FEATURE_CACHE``), so a second fit of the same
 model computes nothing and takes seconds; the heads are written to ``OUT/heads/``
 (default: the model directory itself). ``--add-peak`` fits only a peak head on the model's tuned layers
-(``trainer.peak_fitting``, about 15 minutes on 2 cores) and adds it to its heads, everything else kept: for heads
+(``trainer.peak_fitting``, about 18 minutes on 2 cores) and adds it to its heads, everything else kept: for heads
 tuned before peak heads existed (tuning fits one with the layers).
 """
 
@@ -40,10 +40,10 @@ class Command(BaseCommand):
 
         parser.add_argument("--peak-padded", type=int, default=None, metavar="N",
                             help="with --add-peak: padded requests the peak head is fitted on (default: "
-                                 "trainer.peak_fitting.PeakSizes, 700; each adds a forward over 100-600 tokens)")
+                                 "trainer.peak_fitting.PeakSizes, 1400; each adds a forward over 100-600 tokens)")
         parser.add_argument("--add-peak", action="store_true",
                             help="fit only a peak head on the model's tuned layers and add it to its heads (everything "
-                                 "else kept; about 15 minutes on 2 cores)")
+                                 "else kept; about 18 minutes on 2 cores)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         from guard import runtime
