@@ -74,7 +74,8 @@ class VerdictOut(Schema):
     )
     truncated: bool = Field(
         description="The guard read only part of the text: the latent heads read a prompt's or response's first and "
-        "last 96 tokens; a label-logit or generated verdict reads up to GUARD_MAX_INPUT_TOKENS (head and tail kept)."
+        "last 96 tokens (their peak head also reads a prompt of up to 2,048 tokens whole, for a harmful request hidden "
+        "in it: see evidence); a label-logit or generated verdict reads up to GUARD_MAX_INPUT_TOKENS (head and tail kept)."
     )
     evidence: str = Field(
         description="Where one stretch of the text decided, that stretch: the part of a long prompt (read whole, up to "
