@@ -53,3 +53,9 @@ def test_the_api_returns_the_evidence_with_the_verdict(make_key, house_policy, q
     item = stored_with_evidence(house_policy, REQUEST, client=key)
     body = ApiClient(secret).get(f"/api/v1/items/{item.pk}").json()
     assert body["verdict"]["evidence"] == REQUEST
+
+
+def test_the_review_queue_list_shows_the_evidence_of_a_long_prompt_beside_its_opening(client_as, house_policy, quiet_review):
+    stored_with_evidence(house_policy, REQUEST)
+    page = client_as("reviewer").get("/review/queue/").content.decode()
+    assert f'found inside: <mark class="evidence">{REQUEST}</mark>' in page
