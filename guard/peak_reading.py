@@ -109,9 +109,9 @@ class TokenReader:
         encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
         return [ids[:max_tokens] or [self.tokenizer.eos_token_id] for ids in encoded]
 
-    @torch.inference_mode()
     def states(self, bodies: Sequence[list[int]], log: Log | None = None) -> list[np.ndarray]:
-        """(tokens, hidden) float32 states of each token row, in length-sorted batches of ``BATCH_TOKENS``."""
+        """(tokens, hidden) float32 states of each token row, in length-sorted batches of ``BATCH_TOKENS`` (the tuned
+        copy runs inside ``layer_states``'s inference mode)."""
         out: list[np.ndarray] = [np.zeros((0, 0), dtype=np.float32)] * len(bodies)
         dtype = next(self.tuned.parameters()).dtype
         start = len(self.prefix)
