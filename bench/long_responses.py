@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+"""How the latent heads judge a harmful answer buried in a long response.
+
+The features read a response's first and last 96 tokens (``guard.features.RESPONSE_TOKENS``), so harmful content in
+the middle of a long answer is not read by the response head. ``bench/long_texts.py`` measures the same for prompts,
+where the peak head reads a long prompt whole; responses have no such reader. This measures the gap on the held-out
+split: harmful responses (JBB artifacts, BeaverTails, PKU-SafeRLHF; human or judge labels) to their own prompts,
+alone; after the first 1,200 characters of a long held-out answer (Arena-Hard, AlpacaEval: harmless); between that
+and the next 1,200; and the two fillers alone as the answer to the same prompts (the false-positive floor).
+Readers: the shipped verdict's response label, and the prompt's peak head (``guard.peak_reading``, fitted on padded
+harmful requests) reading the response text whole as if it were a prompt: whether harmful instructions look enough
+like a harmful request to that head to be caught by it.
+
+    .venv/bin/python bench/long_responses.py [--model models/guardsite-guard-270m] [--data var/data] [--n 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from django_setup import ROOT
+
+from guard import runtime
+from guard.backends.base import GuardRequest
+from policies import presets
+from trainer.head_data import heldout_sample
+
+HARMFUL_FILES = ("jbb_artifacts", "gr_beavertails_test", "gr_saferlhf_test")
+FILLER_FILES = ("arena_hard", "alpaca_eval")
+CUT = 1200  # characters of filler on each side
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(ROOT / "models" / "guardsite-guard-270m"))
+    parser.add_argument("--data", type=Path, default=ROOT / "var" / "data")
+    parser.add_argument("--n", type=int, default=60, help="harmful responses (fillers reused in turn)")
+    parser.add_argument("--held-out", action="store_true", help="also: the held-out responses as they are, with the peak head added")
+    args = parser.parse_args()
+
+    held = heldout_sample(args.data / "heldout")
+    fillers = [r.response for r in held if r.file in FILLER_FILES and r.response and len(r.response) > 2 * CUT + 100]
+    harmful = [r for r in held if r.file in HARMFUL_FILES and r.response and r.response_label == "unsafe"]
+    # The files in turn, so each is represented.
+    by_file = {name: [r for r in harmful if r.file == name] for name in HARMFUL_FILES}
+    chosen = [group[k] for k in range(max(map(len, by_file.values()))) for group in by_file.values() if k < len(group)][: args.n]
+    rows = [(r.prompt, r.response or "", fillers[k % len(fillers)]) for k, r in enumerate(chosen)]
+    sets: dict[str, list[tuple[str, str]]] = {
+        "harmful response alone": [(p, h) for p, h, _ in rows],
+        "at the end of the filler": [(p, f[:CUT] + "\n\n" + h) for p, h, f in rows],
+        "in the middle of the filler": [(p, f[:CUT] + "\n\n" + h + "\n\n" + f[CUT : 2 * CUT]) for p, h, f in rows],
+        "the filler alone": [(p, f[: 2 * CUT]) for p, _, f in rows],
+    }
+
+    backend = runtime.get_backend(args.model)
+    heads = backend.heads
+    assert heads is not None, "the model has no latent heads"
+    spec = presets.preset_spec("general")
+
+    def verdicts(pairs: list[tuple[str, str]]) -> np.ndarray:
+        judged = runtime.classify([GuardRequest(spec, p, r) for p, r in pairs], args.model)
+        return np.array([v.response_label == "unsafe" for v in judged])
+
+    readers: dict[str, Callable[[list[tuple[str, str]]], np.ndarray]] = {"shipped verdict, response label": verdicts}
+    seconds: list[float] = []
+    if heads.peak is not None:
+        reader = backend.token_reader()
+        peak = heads.peak
+
+        def peak_on_response(pairs: list[tuple[str, str]]) -> np.ndarray:
+            out = []
+            for _, response in pairs:
+                started = time.perf_counter()
+                out.append(reader.peaks(peak, [response])[0])
+                seconds.append(time.perf_counter() - started)
+            return np.nan_to_num(np.array(out), nan=-np.inf) >= peak.threshold
+
+        readers["the peak head on the response alone"] = peak_on_response
+        readers["either"] = lambda pairs: verdicts(pairs) | peak_on_response(pairs)
+
+    print(f"{len(rows)} held-out harmful responses ({', '.join(f'{n} {sum(r.file == n for r in chosen)}' for n in HARMFUL_FILES)}), "
+          f"{CUT} characters of filler a side; response flagged unsafe under the General preset")
+    print(" | ".join(["reader", *sets]))
+    for name, decide in readers.items():
+        cells = [name]
+        for texts in sets.values():
+            flagged = decide(texts)
+            cells.append(f"{int(flagged.sum())}/{len(flagged)}")
+        print(" | ".join(cells), flush=True)
+    if seconds:
+        print(f"the peak head's reading of a response: {1000 * statistics.median(seconds):.0f} ms median (this machine)")
+    if args.held_out and heads.peak is not None:
+        # What the peak head would cost on ordinary responses: refusals quote the request, answers discuss harm.
+        rows_held = [r for r in held if r.response and r.response_label in ("safe", "unsafe")]
+        pairs = [(r.prompt, r.response or "") for r in rows_held]
+        gold = np.array([r.response_label == "unsafe" for r in rows_held])
+        decided = {name: readers[name](pairs) for name in ("shipped verdict, response label", "either")}
+        print()
+        print(f"held-out responses as they are ({len(rows_held)}; F1 of the response label)")
+        print(" | ".join(["file", "n", *decided]))
+        for name in sorted({r.file for r in rows_held}) + ["ALL"]:
+            rows = np.array([name in ("ALL", r.file) for r in rows_held])
+            cells = [f"{f1(d[rows], gold[rows]):.1f}" for d in decided.values()]
+            print(" | ".join([name, str(int(rows.sum())), *cells]))
+
+
+def f1(predicted: np.ndarray, gold: np.ndarray) -> float:
+    return 200 * float((predicted & gold).sum()) / max(float(predicted.sum() + gold.sum()), 1.0)
+
+
+if __name__ == "__main__":
+    main()
