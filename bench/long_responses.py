@@ -99,14 +99,16 @@ def main() -> None:
         rows_held = [r for r in held if r.response and r.response_label in ("safe", "unsafe")]
         pairs = [(r.prompt, r.response or "") for r in rows_held]
         gold = np.array([r.response_label == "unsafe" for r in rows_held])
-        decided = {name: readers[name](pairs) for name in ("shipped verdict, response label", "either")}
+        shipped = verdicts(pairs)
+        decided = {"shipped verdict": shipped, "either": shipped | readers["the peak head on the response alone"](pairs)}
         print()
-        print(f"held-out responses as they are ({len(rows_held)}; F1 of the response label)")
-        print(" | ".join(["file", "n", *decided]))
+        print(f"held-out responses as they are ({len(rows_held)}): F1 of the response label, flagged (of them harmless)")
+        print(" | ".join(["file", "n", "unsafe", *decided]))
         for name in sorted({r.file for r in rows_held}) + ["ALL"]:
             rows = np.array([name in ("ALL", r.file) for r in rows_held])
-            cells = [f"{f1(d[rows], gold[rows]):.1f}" for d in decided.values()]
-            print(" | ".join([name, str(int(rows.sum())), *cells]))
+            cells = [f"{f1(d[rows], gold[rows]):.1f}, {int(d[rows].sum())} ({int((d[rows] & ~gold[rows]).sum())})"
+                     for d in decided.values()]
+            print(" | ".join([name, str(int(rows.sum())), str(int(gold[rows].sum())), *cells]))
 
 
 def f1(predicted: np.ndarray, gold: np.ndarray) -> float:
