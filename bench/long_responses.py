@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from django_setup import ROOT
 
+from evaluation.metrics import f1_from_counts
 from guard import runtime
 from guard.backends.base import GuardRequest
 from policies import presets
@@ -66,53 +66,51 @@ def main() -> None:
         judged = runtime.classify([GuardRequest(spec, p, r) for p, r in pairs], args.model)
         return np.array([v.response_label == "unsafe" for v in judged])
 
-    readers: dict[str, Callable[[list[tuple[str, str]]], np.ndarray]] = {"shipped verdict, response label": verdicts}
     seconds: list[float] = []
-    if heads.peak is not None:
-        reader = backend.token_reader()
-        peak = heads.peak
+    reader = backend.token_reader() if heads.peak is not None else None
 
-        def peak_on_response(pairs: list[tuple[str, str]]) -> np.ndarray:
-            out = []
-            for _, response in pairs:
-                started = time.perf_counter()
-                out.append(reader.peaks(peak, [response])[0])
-                seconds.append(time.perf_counter() - started)
-            return np.nan_to_num(np.array(out), nan=-np.inf) >= peak.threshold
+    def peak_on_response(pairs: list[tuple[str, str]]) -> np.ndarray:
+        assert reader is not None and heads.peak is not None
+        out = []
+        for _, response in pairs:
+            started = time.perf_counter()
+            out.append(reader.peaks(heads.peak, [response])[0])
+            seconds.append(time.perf_counter() - started)
+        return np.nan_to_num(np.array(out), nan=-np.inf) >= heads.peak.threshold
 
-        readers["the peak head on the response alone"] = peak_on_response
-        readers["either"] = lambda pairs: verdicts(pairs) | peak_on_response(pairs)
+    def decided(pairs: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+        """Each reader's flags, every reader run once ("either" is the two combined)."""
+        shipped = verdicts(pairs)
+        if reader is None:
+            return {"shipped verdict, response label": shipped}
+        peak = peak_on_response(pairs)
+        return {"shipped verdict, response label": shipped, "the peak head on the response alone": peak, "either": shipped | peak}
 
     print(f"{len(rows)} held-out harmful responses ({', '.join(f'{n} {sum(r.file == n for r in chosen)}' for n in HARMFUL_FILES)}), "
           f"{CUT} characters of filler a side; response flagged unsafe under the General preset")
+    by_set = {name: decided(texts) for name, texts in sets.items()}
     print(" | ".join(["reader", *sets]))
-    for name, decide in readers.items():
-        cells = [name]
-        for texts in sets.values():
-            flagged = decide(texts)
-            cells.append(f"{int(flagged.sum())}/{len(flagged)}")
-        print(" | ".join(cells), flush=True)
+    for reader_name in next(iter(by_set.values())):
+        print(" | ".join([reader_name, *(f"{int(flags[reader_name].sum())}/{len(flags[reader_name])}" for flags in by_set.values())]))
     if seconds:
         print(f"the peak head's reading of a response: {1000 * statistics.median(seconds):.0f} ms median (this machine)")
-    if args.held_out and heads.peak is not None:
+    if args.held_out and reader is not None:
         # What the peak head would cost on ordinary responses: refusals quote the request, answers discuss harm.
         rows_held = [r for r in held if r.response and r.response_label in ("safe", "unsafe")]
-        pairs = [(r.prompt, r.response or "") for r in rows_held]
         gold = np.array([r.response_label == "unsafe" for r in rows_held])
-        shipped = verdicts(pairs)
-        decided = {"shipped verdict": shipped, "either": shipped | readers["the peak head on the response alone"](pairs)}
+        flags = decided([(r.prompt, r.response or "") for r in rows_held])
+        compared = {"shipped verdict": flags["shipped verdict, response label"], "either": flags["either"]}
         print()
         print(f"held-out responses as they are ({len(rows_held)}): F1 of the response label, flagged (of them harmless)")
-        print(" | ".join(["file", "n", "unsafe", *decided]))
+        print(" | ".join(["file", "n", "unsafe", *compared]))
         for name in sorted({r.file for r in rows_held}) + ["ALL"]:
             rows = np.array([name in ("ALL", r.file) for r in rows_held])
             cells = [f"{f1(d[rows], gold[rows]):.1f}, {int(d[rows].sum())} ({int((d[rows] & ~gold[rows]).sum())})"
-                     for d in decided.values()]
+                     for d in compared.values()]
             print(" | ".join([name, str(int(rows.sum())), str(int(gold[rows].sum())), *cells]))
 
-
 def f1(predicted: np.ndarray, gold: np.ndarray) -> float:
-    return 200 * float((predicted & gold).sum()) / max(float(predicted.sum() + gold.sum()), 1.0)
+    return f1_from_counts(int((predicted & gold).sum()), int((predicted & ~gold).sum()), int((~predicted & gold).sum()))
 
 
 if __name__ == "__main__":

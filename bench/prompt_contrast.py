@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from django_setup import ROOT
 
+from evaluation.metrics import f1_from_counts
 from guard import runtime
 from guard.features import FeatureExtractor, text_key
 from guard.head_fitting import average_precision, best_threshold
@@ -41,7 +42,7 @@ def distinct(records: list[HeadRecord]) -> list[HeadRecord]:
 
 
 def f1(predicted: np.ndarray, gold: np.ndarray) -> float:
-    return 200 * float((predicted & gold).sum()) / max(float(predicted.sum() + gold.sum()), 1.0)
+    return f1_from_counts(int((predicted & gold).sum()), int((predicted & ~gold).sum()), int((~predicted & gold).sum()))
 
 
 def main() -> None:
@@ -59,14 +60,15 @@ def main() -> None:
     if heads is None or heads.tuned is None:
         raise SystemExit(f"{args.model}: its heads carry no tuned layers")
     fit = distinct(fit_sample(args.data / "train"))
-    seen = {r.prompt for r in fit}
+    fit_prompts = {r.prompt for r in fit}
+    seen = set(fit_prompts)  # and the extras taken, so none is taken twice
     extras: list[HeadRecord] = []
     for name in args.extra_files:
         for record in distinct(read_records(args.data / "train" / f"{name}.jsonl")):
             if record.prompt not in seen and args.extra_label in ("both", record.prompt_label) and not in_validation(record.id):
                 seen.add(record.prompt)
                 extras.append(record)
-    held = [r for r in distinct(heldout_sample(args.data / "heldout")) if r.prompt not in {f.prompt for f in fit}]
+    held = [r for r in distinct(heldout_sample(args.data / "heldout")) if r.prompt not in fit_prompts]
     texts = [r.prompt for r in fit] + [r.prompt for r in extras] + [r.prompt for r in held]
     print(f"fit sample {len(fit)} distinct prompts, extras {len(extras)} ({', '.join(args.extra_files)}, {args.extra_label}), "
           f"held-out {len(held)}", flush=True)
@@ -116,9 +118,8 @@ def main() -> None:
             for strength in SOUP_STRENGTHS:
                 model = LogisticRegression(C=strength, class_weight="balanced", max_iter=3000).fit((x - mean) / scale, y, sample_weight=sample_weight)
                 val = model.decision_function((fit_means[in_val] - mean) / scale)
-                trials.append((average_precision(val, y_fit[in_val]), strength, model))
-        ap, strength, model = max(trials, key=lambda t: t[0])
-        val_logits = model.decision_function((fit_means[in_val] - mean) / scale)
+                trials.append((average_precision(val, y_fit[in_val]), strength, model, val))
+        ap, strength, model, val_logits = max(trials, key=lambda t: t[0])
         threshold, _ = best_threshold(val_logits, y_fit[in_val])
         variants[f"{label} (C={strength})"] = (val_logits, model.decision_function((held_means - mean) / scale), threshold)
         print(f"{label}: validation AP by strength " + ", ".join(f"{t[1]}: {100 * t[0]:.2f}" for t in trials), flush=True)

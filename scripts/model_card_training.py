@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from guard.calibration import CALIBRATION_FILE  # noqa: E402
-from guard.heads import HEADS_DIR  # noqa: E402
-from trainer.charts import line_chart  # noqa: E402
-from trainer.data import TRAINING_IDS_FILE, parse_manifest  # noqa: E402
-from trainer.licences import licence_id, usage_statement  # noqa: E402
-from trainer.mix import markdown_table  # noqa: E402
+# Imported by write_model_card.py, which puts the repository root on sys.path first.
+from guard.calibration import CALIBRATION_FILE
+from guard.heads import HEADS_DIR
+from trainer.charts import line_chart
+from trainer.data import TRAINING_IDS_FILE, parse_manifest
+from trainer.licences import licence_id, usage_statement
+from trainer.mix import markdown_table
 
 
 def read(path: Path) -> Any:
@@ -51,7 +49,6 @@ def copy_adapter(run: Path, out: Path) -> None:
     shutil.rmtree(out / HEADS_DIR, ignore_errors=True)
     if (adapter / HEADS_DIR / "heads.json").is_file():
         shutil.copytree(adapter / HEADS_DIR, out / HEADS_DIR)
-
 
 
 def training_record(runs: list[Path], manifest: Path, commands: list[str], compute: str) -> dict[str, Any]:
