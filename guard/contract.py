@@ -262,6 +262,8 @@ class Verdict:
     # Where one stretch of the text decided, that stretch: the part of a long prompt in which the latent heads'
     # peak head found a harmful request (``guard.peak_reading``). Empty otherwise.
     evidence: str = ""
+    # The same for a long response: the stretch in which the response peak head found harmful content.
+    response_evidence: str = ""
     # Set when the model's answer did not parse; the labels are then the
     # conservative fallback of ``failed_verdict`` and evaluation counts the
     # record as wrong (and reports it) instead of dropping it.

@@ -35,7 +35,9 @@ reads a tuned copy of layers 12-14 (``guard.layer_tuning``) carries its weights 
 ``heads/tuned_layers.safetensors`` (``GuardHeads.tuned``); the features then add that
 copy's pooled output as one more block (``FeatureLayout.tuned``). Heads with tuned layers may carry a
 peak head on that copy's per-token output (``GuardHeads.peak``, ``guard.peak_reading``): it reads a long
-prompt whole and finds a harmful request hidden inside ordinary text, where the mean dilutes it.
+prompt whole and finds a harmful request hidden inside ordinary text, where the mean dilutes it; a response peak
+head (``GuardHeads.response_peak``) reads a response longer than the features read whole and finds harmful content
+inside a long ordinary answer, where the features never read its middle.
 """
 
 from __future__ import annotations
@@ -181,6 +183,8 @@ class HeadDecision:
     clipped: bool = False
     # The stretch of a long prompt where the peak head found a harmful request (``guard.peak_reading``).
     evidence: str = ""
+    # The stretch of a long response where the response peak head found harmful content.
+    response_evidence: str = ""
 
     @property
     def unsafe(self) -> bool:
@@ -224,6 +228,8 @@ class GuardHeads:
     tuned: TunedWeights | None = None
     # Reads long prompts whole on the tuned copy's per-token output (needs ``tuned``).
     peak: PeakHead | None = None
+    # The same for responses longer than the features read whole (``guard.peak_reading``; needs ``tuned``).
+    response_peak: PeakHead | None = None
 
     def nearest_head(self, unit: np.ndarray) -> tuple[CategoryHead | None, float]:
         """The trained category whose description is closest to ``unit`` (a category-space unit
@@ -270,10 +276,10 @@ class GuardHeads:
 
     def judge(
         self, view: PolicyView, prompt: np.ndarray, response: np.ndarray | None, has_response: list[bool],
-        peaks: np.ndarray | None = None,
+        peaks: np.ndarray | None = None, response_peaks: np.ndarray | None = None,
     ) -> list[HeadDecision]:
         """The verdicts of n texts under one policy (see the module docstring); ``peaks``: the peak head's logit
-        of each prompt (NaN where it did not read one)."""
+        of each prompt, ``response_peaks`` the response peak head's of each response (NaN where one did not read)."""
         n = prompt.shape[0]
         p_prompt = self.prompt.probability(self.prompt.view(self.layout, prompt, None))
         if peaks is not None and self.peak is not None:
@@ -283,6 +289,8 @@ class GuardHeads:
             safe_response = np.where(np.isnan(response), 0.0, response)
             if self.response is not None:
                 p_response = self.response.probability(self.response.view(self.layout, prompt, safe_response))
+                if response_peaks is not None and self.response_peak is not None:
+                    p_response = np.fmax(p_response, on_scale(response_peaks, self.response_peak, self.response.threshold))
             if self.refusal is not None:
                 p_refusal = self.refusal.probability(self.refusal.view(self.layout, prompt, safe_response))
         scores = self.category_scores(view, prompt, response if response is not None and any(has_response) else None)
@@ -331,11 +339,9 @@ class GuardHeads:
         return decisions
 
     def peak_probability(self, peaks: np.ndarray) -> np.ndarray:
-        """Peak logits on the prompt head's probability scale: the peak threshold lands on the prompt head's, so
-        one P(prompt unsafe) is shown and a prompt is harmful when either head fires (NaN stays NaN)."""
+        """Peak logits on the prompt head's probability scale (``on_scale``)."""
         assert self.peak is not None
-        threshold = float(np.clip(self.prompt.threshold, 1e-6, 1 - 1e-6))
-        return sigmoid(peaks - self.peak.threshold + np.log(threshold / (1 - threshold)))
+        return on_scale(peaks, self.peak, self.prompt.threshold)
 
     @staticmethod
     def _codes(view: PolicyView, row: np.ndarray, fired: list[int], harmful: bool = False) -> list[str]:
@@ -394,9 +400,19 @@ class GuardHeads:
         if self.peak is not None:
             meta["peak"] = self.peak.meta()
             arrays.update(self.peak.arrays("peak"))
+        if self.response_peak is not None:
+            meta["response_peak"] = self.response_peak.meta()
+            arrays.update(self.response_peak.arrays("response_peak"))
         np.savez_compressed(target / ARRAYS_FILE, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
         (target / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
         return target
+
+
+def on_scale(peaks: np.ndarray, peak: PeakHead, threshold: float) -> np.ndarray:
+    """A peak head's logits on its task head's probability scale: the peak threshold lands on the task head's
+    ``threshold``, so one P(unsafe) is shown and the text is harmful when either head fires (NaN stays NaN)."""
+    threshold = float(np.clip(threshold, 1e-6, 1 - 1e-6))
+    return sigmoid(peaks - peak.threshold + np.log(threshold / (1 - threshold)))
 
 
 def heads_directory(model_dir: Path | None) -> Path | None:
@@ -462,9 +478,10 @@ def load(directory: Path, fingerprint: str | None = None) -> GuardHeads:
     if ((tuned.cut, tuned.top) if tuned else None) != layout.tuned:
         raise HeadsError(f"heads in {directory} record tuned layers {layout.tuned} but carry {tuned and (tuned.cut, tuned.top)}")
     peak = PeakHead.restore(meta["peak"], arrays, "peak") if meta.get("peak") else None
-    if peak is not None and tuned is None:
+    response_peak = PeakHead.restore(meta["response_peak"], arrays, "response_peak") if meta.get("response_peak") else None
+    if (peak is not None or response_peak is not None) and tuned is None:
         raise HeadsError(f"heads in {directory} carry a peak head but no tuned layers for it to read")
     return GuardHeads(fingerprint=meta["fingerprint"], layout=layout, prompt=prompt, response=task("response"),
                       refusal=task("refusal"), categories=categories, zero_shot=zero_shot, info=meta.get("info", {}),
                       known_categories=frozenset(meta.get("known_categories", ())), category_units=category_units,
-                      tuned=tuned, peak=peak)
+                      tuned=tuned, peak=peak, response_peak=response_peak)

@@ -14,8 +14,30 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 START, END = "<!-- heads -->", "<!-- /heads -->"
+
+
+def _peak_lines(peak: dict[str, Any] | None, name: str, text: str, flag: str, finds: str) -> list[str]:
+    """The card's paragraph and tables for one peak head (``guard/peak_reading.py``), or nothing without one."""
+    if not peak:
+        return []
+    seen = peak.get("info", {})
+    flagged = seen.get("validation_flagged_percent", {})
+    lines = [
+        f"\nA **{name}** reads every {text} longer than {peak['min_tokens']} tokens whole (up to {peak['max_tokens']}) on "
+        f"the tuned copy's per-token output and flags it when any window of {' or '.join(map(str, peak['widths']))} tokens "
+        f"scores past its threshold (`guard/peak_reading.py`, `manage.py fit_heads {flag}`): {finds}. Fitted on "
+        + ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in seen.get("texts", {}).items())
+        + f" texts in {seen.get('seconds')} s; its threshold, the {100 * seen.get('benign_quantile', 0.99):.0f}th "
+        "percentile of validation harmless texts' peaks, flags on validation texts "
+        + ", ".join(f"{kind.replace('_', ' ')} {pct}%" for kind, pct in flagged.items() if pct is not None)
+        + ". What it saw:"
+    ]
+    lines += [""] + _table(["licence", "records"], [[k, v] for k, v in seen.get("licences", {}).items()])
+    lines += [""] + _table(["file", "records"], [[k, v] for k, v in seen.get("files", {}).items()])
+    return lines
 
 
 def _table(header: list[str], rows: list[list[object]]) -> list[str]:
@@ -61,23 +83,11 @@ def section(heads: dict, bench: dict | None, previous: dict | None = None) -> st
                "layers rebuild the rest when the heads load)" if tuning.get("rank") else "")
             + ", and the features add the copy's mean over the prompt as one more block."
         )
-    peak = heads.get("peak")
-    if peak:
-        seen = peak.get("info", {})
-        flagged = seen.get("validation_flagged_percent", {})
-        lines.append(
-            f"\nA **peak head** reads every prompt longer than {peak['min_tokens']} tokens whole (up to {peak['max_tokens']}) on "
-            f"the tuned copy's per-token output and flags it when any window of {' or '.join(map(str, peak['widths']))} tokens "
-            "scores past its threshold (`guard/peak_reading.py`, `manage.py fit_heads --add-peak`): it finds a harmful request "
-            "hidden inside ordinary text, which the mean dilutes. Fitted on "
-            + ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in seen.get("texts", {}).items())
-            + f" texts in {seen.get('seconds')} s; its threshold, the {100 * seen.get('benign_quantile', 0.99):.0f}th "
-            "percentile of validation harmless texts' peaks, flags on validation texts "
-            + ", ".join(f"{name.replace('_', ' ')} {pct}%" for name, pct in flagged.items())
-            + ". What it saw:"
-        )
-        lines += [""] + _table(["licence", "records"], [[k, v] for k, v in seen.get("licences", {}).items()])
-        lines += [""] + _table(["file", "records"], [[k, v] for k, v in seen.get("files", {}).items()])
+    lines += _peak_lines(heads.get("peak"), "peak head", "prompt", "--add-peak",
+                         "it finds a harmful request hidden inside ordinary text, which the mean dilutes")
+    lines += _peak_lines(heads.get("response_peak"), "response peak head", "response", "--add-response-peak",
+                         "it finds harmful content inside a long ordinary answer, whose middle the features never read "
+                         "(the response read alone)")
     lines += ["", f"**Data**: {info.get('fit_records')} records of the training split (`{info.get('data')}`), 80% fitted, "
               f"{info.get('validation_percent')}% to choose and threshold each head (never the held-out split):", ""]
     lines += _table(["licence", "records"], [[k, v] for k, v in info.get("licences", {}).items()])

@@ -51,6 +51,7 @@ from guard.zero_shot import LEGACY_TEMPLATE, category_text, sigmoid, unit_rows
 from trainer.head_data import HeadRecord
 from trainer.peak_fitting import fit_peak_head
 from trainer.policy_following import GENERAL_CATEGORIES, TRAIN_CATEGORIES, training_records
+from trainer.response_peak_fitting import fit_response_peak_head
 
 VALIDATION_PERCENT = 20
 MIN_CATEGORY_POSITIVES = 3
@@ -153,12 +154,12 @@ class HeadFitter:
     def __init__(
         self, extractor: FeatureExtractor, fingerprint: str, *, log: Log = print, seed: int = 0, tuning: LayerTuning | None = None,
         kept_prompt: tuple[ProbeHead, TunedWeights] | None = None, kept_peak: PeakHead | None = None,
-        fillers: Sequence[HeadRecord] = (),
+        kept_response_peak: PeakHead | None = None, fillers: Sequence[HeadRecord] = (),
     ) -> None:
         """``tuning``: tune layers 12-14 as the prompt head, and fit a peak head on them (``trainer.peak_fitting``)
         with harmless answers of ``fillers`` (default: the fit records'); ``kept_prompt``: a tuned prompt head and
         its layers to keep instead of fitting one (a heads job without tune epochs, whose start model has them),
-        with ``kept_peak``, the peak head that reads them."""
+        with ``kept_peak`` and ``kept_response_peak``, the peak heads that read them."""
         self.extractor = extractor
         self.layout = extractor.layout
         self.fingerprint = fingerprint
@@ -167,6 +168,7 @@ class HeadFitter:
         self.tuning = tuning
         self.kept_prompt = kept_prompt
         self.kept_peak = kept_peak
+        self.kept_response_peak = kept_response_peak
         self.fillers = list(fillers)
 
     def _encode(self, pairs: list[tuple[str, str | None]], what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -190,15 +192,15 @@ class HeadFitter:
         fit_started = time.perf_counter()
         layout = self.layout
 
-        tuned = peak = None
+        tuned = peak = response_peak = None
         tuning_seconds = 0.0  # the tuning (its own layer states and epochs) is counted apart from the heads' fit
         if self.kept_prompt is not None:
             prompt_head, tuned = self.kept_prompt
-            peak = self.kept_peak
+            peak, response_peak = self.kept_peak, self.kept_response_peak
         elif self.tuning is not None:
             tuning_started = time.perf_counter()
             prompt_head, tuned = self._tuned_prompt_head(records, validation, self.tuning)
-            peak = self._peak_head(records, tuned, self.tuning)
+            peak, response_peak = self._peak_heads(records, tuned, self.tuning)
             tuning_seconds = time.perf_counter() - tuning_started
         else:
             prompt_rows = np.array([r.prompt_label in ("safe", "unsafe") for r in records])
@@ -253,11 +255,14 @@ class HeadFitter:
             info["tuning_seconds"] = round(tuning_seconds, 1)
         if peak is not None:
             info["peak"] = peak.info
+        if response_peak is not None:
+            info["response_peak"] = response_peak.info
         known = {category_key(c) for spec, _ in policies.values() for c in spec.categories}
         known |= {category_key(c) for spec in _general_policies() for c in spec.categories}
         return GuardHeads(fingerprint=self.fingerprint, layout=layout, prompt=prompt_head, response=response_head,
                           refusal=refusal_head, categories=categories, zero_shot=zero_shot, info=info,
-                          known_categories=frozenset(known), category_units=category_units, tuned=tuned, peak=peak)
+                          known_categories=frozenset(known), category_units=category_units, tuned=tuned, peak=peak,
+                          response_peak=response_peak)
 
     # ----------------------------------------------------------------- the tuned prompt head
 
@@ -301,15 +306,20 @@ class HeadFitter:
                          threshold=threshold, kind=kind, info=info)
         return head, result.weights
 
-    def _peak_head(self, records: list[HeadRecord], tuned: TunedWeights, tuning: LayerTuning) -> PeakHead | None:
-        """A peak head on the freshly tuned layers, or None (logged) where the data hold nothing to hide or hide in."""
+    def _peak_heads(self, records: list[HeadRecord], tuned: TunedWeights, tuning: LayerTuning
+                    ) -> tuple[PeakHead | None, PeakHead | None]:
+        """The prompt's and the response's peak heads on the freshly tuned layers; None (logged) for either where the
+        data hold nothing to hide or hide in."""
         decoder = tuning.decoder
         reader = TokenReader(self.extractor.runner, self.extractor.tokenizer, tuned.module(decoder, next(decoder.parameters()).device))
-        try:
-            return fit_peak_head(reader, records, self.fillers or records, log=self.log)
-        except ValueError as error:
-            self.log(f"no peak head: {error}")
-            return None
+        heads: list[PeakHead | None] = []
+        for what, fit in (("peak head", fit_peak_head), ("response peak head", fit_response_peak_head)):
+            try:
+                heads.append(fit(reader, records, self.fillers or records, log=self.log))
+            except ValueError as error:
+                self.log(f"no {what}: {error}")
+                heads.append(None)
+        return heads[0], heads[1]
 
     # ----------------------------------------------------------------- categories
 

@@ -159,7 +159,8 @@ def run_heads_job(job: TrainingJob, progress: Any) -> TrainOutcome:
                      "give the job tune epochs to tune them again")
     fitter = HeadFitter(extractor_for(backend, cached=True), backend.feature_fingerprint, log=progress.log, tuning=tuning,
                         kept_prompt=(kept.prompt, kept.tuned) if kept is not None else None,
-                        kept_peak=kept.peak if kept is not None else None)
+                        kept_peak=kept.peak if kept is not None else None,
+                        kept_response_peak=kept.response_peak if kept is not None else None)
     heads = fitter.fit(records, taxonomies)
     if kept is not None:
         heads.info["tasks"]["prompt"] = {**kept.prompt.info, "kept_from": job.init_adapter}

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from guard.head_fitting import average_precision
-from guard.peak_reading import PEAK_WIDTHS, PeakHead, TokenReader
+from guard.peak_reading import PEAK_MIN_TOKENS, PEAK_WIDTHS, PeakHead, TokenReader
 from trainer.head_data import HeadRecord, read_records
 
 Log = Callable[[str], None]
@@ -65,6 +65,10 @@ class PeakTexts:
     fillers: list[list[int]] = field(default_factory=list)
     seen: Counter = field(default_factory=Counter)  # records per file, for the model card
     licences: Counter = field(default_factory=Counter)
+    # The file of each harmful row by kind ("padded", "harmful"), where the fit draws from several (benchmarks).
+    sources: dict[str, list[str]] = field(default_factory=dict)
+    # The prompt each row answers, by kind, where the rows are responses (benchmarks read them in context).
+    prompts: dict[str, list[str]] = field(default_factory=dict)
 
 
 def filler_records(directory: Path) -> list[HeadRecord]:
@@ -125,9 +129,9 @@ def peak_texts(reader: TokenReader, records: Sequence[HeadRecord], fillers: Sequ
     return texts
 
 
-def _windows(states: np.ndarray, start: int, end: int) -> list[np.ndarray]:
+def _windows(states: np.ndarray, start: int, end: int, widths: Sequence[int] = PEAK_WIDTHS) -> list[np.ndarray]:
     out = []
-    for width in PEAK_WIDTHS:
+    for width in widths:
         for first in range(start, end - width + 1, max(width // 2, 1)):
             out.append(states[first : first + width].mean(0))
     return out
@@ -145,45 +149,71 @@ class _Examples:
         self.validation += [held] * len(vectors)
 
 
-def _examples(texts: PeakTexts, states: dict[str, list[np.ndarray]], held: dict[str, list[bool]]) -> _Examples:
+def _examples(texts: PeakTexts, states: dict[str, list[np.ndarray]], held: dict[str, list[bool]],
+              widths: Sequence[int] = PEAK_WIDTHS, inside: bool = False) -> _Examples:
+    """The windows' means and labels. ``inside``: the windows within a harmful span are positives too (a harmful
+    answer is longer than any window, and its harm is spread over it; a request is shorter than one)."""
     examples = _Examples()
     for row, (start, end) in enumerate(texts.spans):
         x, v = states["padded"][row], held["padded"][row]
         end = min(end, len(x))
         if start < end:
-            positives = [x[start:end].mean(0)]
-            for width in PEAK_WIDTHS:
+            positives = [x[start:end].mean(0)] + (_windows(x, start, end, widths) if inside else [])
+            for width in widths:
                 if end - width >= 0:
                     positives.append(x[end - width : end].mean(0))  # a window ending with the request
                 if end - start < width and start + width <= len(x) and end < len(x):
                     positives.append(x[start : start + width].mean(0))  # one starting with it
             examples.add(positives, True, v)
-        examples.add(_windows(x, 0, max(start - 2, 0)) + _windows(x, end + 4, len(x)), False, v)
+        examples.add(_windows(x, 0, max(start - 2, 0), widths) + _windows(x, end + 4, len(x), widths), False, v)
     for x, v in zip(states["harmful"], held["harmful"], strict=True):
-        examples.add([x.mean(0)], True, v)
+        examples.add([x.mean(0)] + (_windows(x, 0, len(x), widths) if inside else []), True, v)
     for name in ("harmless", "long_harmless", "fillers"):
         for x, v in zip(states[name], held[name], strict=True):
             whole = [x.mean(0)] if len(x) <= WHOLE_MEAN_TOKENS else []
-            examples.add(whole + _windows(x, 0, len(x)), False, v)
+            examples.add(whole + _windows(x, 0, len(x), widths), False, v)
     return examples
 
 
 def fit_peak_head(reader: TokenReader, records: Sequence[HeadRecord], fillers: Sequence[HeadRecord], *,
                   sizes: PeakSizes | None = None, seed: int = 0, log: Log = print) -> PeakHead:
     """The peak head on ``reader``'s tuned copy, from the fit sample ``records`` and harmless answers ``fillers``."""
-    from sklearn.linear_model import LogisticRegression
-
     started = time.perf_counter()
-    sizes = sizes or PeakSizes()
-    texts = peak_texts(reader, records, fillers, sizes, seed)
-    names = ("padded", "harmful", "harmless", "long_harmless", "fillers")
-    rows = {name: getattr(texts, name) for name in names}
+    texts = peak_texts(reader, records, fillers, sizes or PeakSizes(), seed)
     log(f"peak head: {len(texts.padded)} padded requests, {len(texts.harmful)} harmful and {len(texts.harmless)} harmless "
         f"prompts, {len(texts.long_harmless)} long harmless prompts, {len(texts.fillers)} answers alone")
-    states = {name: reader.states(group, log=log) for name, group in rows.items()}
-    held = {name: [in_validation(" ".join(map(str, r))) for r in group] for name, group in rows.items()}
-    examples = _examples(texts, states, held)
-    x, y, v = np.stack(examples.vectors), np.array(examples.labels), np.array(examples.validation)
+    return fit_window_head(reader, texts, started=started, log=log)
+
+
+def fit_window_head(reader: TokenReader, texts: PeakTexts, *, widths: Sequence[int] = PEAK_WIDTHS, inside: bool = False,
+                    min_tokens: int = PEAK_MIN_TOKENS, started: float | None = None, log: Log = print,
+                    name: str = "peak head") -> PeakHead:
+    """A peak head fitted on ``texts``' windows (``_examples``) and thresholded on their validation texts' peaks: the
+    prompt's (``fit_peak_head``) and the response's (``trainer.response_peak_fitting``)."""
+    started = time.perf_counter() if started is None else started
+    states = {name: reader.states(getattr(texts, name), log=log) for name in TEXT_KINDS}
+    head = fit_on_states(texts, states, widths=widths, inside=inside, min_tokens=min_tokens)
+    head.info["seconds"] = round(time.perf_counter() - started, 1)
+    log(f"{name}: window AP {head.info['validation_window_ap']} (C={head.info['strength']}); threshold "
+        f"{head.threshold:.2f} flags, on validation texts, "
+        + ", ".join(f"{name} {pct}%" for name, pct in head.info["validation_flagged_percent"].items() if pct is not None))
+    return head
+
+
+TEXT_KINDS = ("padded", "harmful", "harmless", "long_harmless", "fillers")
+
+
+def fit_on_states(texts: PeakTexts, states: dict[str, list[np.ndarray]], *, widths: Sequence[int] = PEAK_WIDTHS,
+                  inside: bool = False, min_tokens: int = PEAK_MIN_TOKENS, strengths: Sequence[float] = FIT_STRENGTHS,
+                  quantile: float = BENIGN_QUANTILE) -> PeakHead:
+    """The peak head on the tuned copy's per-token ``states`` of ``texts`` (by kind, as ``TokenReader.states`` gives
+    them): logistic regression on the standardised window means, the strength by validation window AP, the threshold
+    the ``quantile`` of the validation harmless texts' peaks (``bench/response_peak.py`` fits variants on one draw)."""
+    from sklearn.linear_model import LogisticRegression
+
+    held = {name: [in_validation(" ".join(map(str, r))) for r in getattr(texts, name)] for name in TEXT_KINDS}
+    examples = _examples(texts, states, held, widths, inside)
+    x, y, v = np.stack(examples.vectors).astype(np.float32), np.array(examples.labels), np.array(examples.validation)
     finite = np.isfinite(x).all(axis=1)
     x, y, v = x[finite], y[finite], v[finite]
     if y[~v].min() == y[~v].max() or y[v].min() == y[v].max():
@@ -193,25 +223,23 @@ def fit_peak_head(reader: TokenReader, records: Sequence[HeadRecord], fillers: S
     trials = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for strength in FIT_STRENGTHS:
+        for strength in strengths:
             model = LogisticRegression(C=strength, class_weight="balanced", max_iter=3000).fit(z[~v], y[~v])
             trials.append((average_precision(model.decision_function(z[v]), y[v]), strength, model))
     ap, strength, model = max(trials, key=lambda t: t[0])
     coef = (model.coef_[0] / scale).astype(np.float32)
-    head = PeakHead(coef=coef, bias=float(model.intercept_[0] - (mean / scale) @ model.coef_[0]), threshold=0.0)
-    peaks = {name: np.array([head.peak(s) for s, h in zip(states[name], held[name], strict=True) if h]) for name in names}
+    head = PeakHead(coef=coef, bias=float(model.intercept_[0] - (mean / scale) @ model.coef_[0]), threshold=0.0,
+                    widths=tuple(widths), min_tokens=min_tokens)
+    peaks = {name: np.array([head.peak(s) for s, h in zip(states[name], held[name], strict=True) if h]) for name in TEXT_KINDS}
     harmless_peaks = np.concatenate([peaks["harmless"], peaks["long_harmless"], peaks["fillers"]])
-    head.threshold = float(np.quantile(harmless_peaks, BENIGN_QUANTILE)) if len(harmless_peaks) else 0.0
+    head.threshold = float(np.quantile(harmless_peaks, quantile)) if len(harmless_peaks) else 0.0
     caught = {name: round(100 * float((p >= head.threshold).mean()), 1) if len(p) else None for name, p in peaks.items()}
     head.info = {
         "strength": strength, "validation_window_ap": round(100 * ap, 2),
-        "validation_flagged_percent": caught, "benign_quantile": BENIGN_QUANTILE,
-        "texts": {name: len(group) for name, group in rows.items()},
+        "validation_flagged_percent": caught, "benign_quantile": quantile,
+        "texts": {name: len(getattr(texts, name)) for name in TEXT_KINDS},
         "files": dict(sorted(texts.seen.items())), "licences": dict(sorted(texts.licences.items())),
-        "seconds": round(time.perf_counter() - started, 1),
     }
-    log(f"peak head: window AP {100 * ap:.1f} (C={strength}); threshold {head.threshold:.2f} flags, on validation texts, "
-        + ", ".join(f"{name} {pct}%" for name, pct in caught.items()))
     return head
 
 

@@ -160,7 +160,8 @@ class HeadsMixin:
         assert heads is not None
         pairs = [(item.request.prompt, item.request.response if item.has_response else None) for item in items]
         extractor = self.feature_extractor()
-        reader = self.token_reader() if heads.peak is not None and setting("GUARD_PEAK_READING", True) else None
+        reading_on = bool(setting("GUARD_PEAK_READING", True))
+        reader = self.token_reader() if heads.peak is not None and reading_on else None
         # Long prompts are read whole for a harmful request the features' mean dilutes (``guard.peak_reading``);
         # one the features read whole (up to ``PROMPT_TOKENS``) lends the reader the states of that forward.
         read_whole: dict[str, np.ndarray] | None = {} if reader is not None else None
@@ -171,6 +172,16 @@ class HeadsMixin:
         if reader is not None and heads.peak is not None:
             readings = reader.read(heads.peak, [p for p, _ in pairs], known=read_whole)
             peaks = np.array([np.nan if r is None else r.logit for r in readings], dtype=float)
+        # Responses longer than the features read (their middle left out) are read whole the same way, alone.
+        response_reader = self.token_reader() if heads.response_peak is not None and reading_on else None
+        response_peaks = None
+        response_readings: list[PeakReading | None] = [None] * len(items)
+        if response_reader is not None and heads.response_peak is not None:
+            answered = [i for i, (_, r) in enumerate(pairs) if r is not None]
+            read = response_reader.read(heads.response_peak, [pairs[i][1] or "" for i in answered])
+            for i, reading in zip(answered, read, strict=True):
+                response_readings[i] = reading
+            response_peaks = np.array([np.nan if r is None else r.logit for r in response_readings], dtype=float)
         decisions: list[HeadDecision | None] = [None] * len(items)
         groups: dict[PolicySpec, list[int]] = {}
         for index, item in enumerate(items):
@@ -179,7 +190,8 @@ class HeadsMixin:
             view = self.policy_view(spec)
             with_response = [items[i].has_response for i in indexes]
             judged = heads.judge(view, prompt[indexes], response[indexes] if any(with_response) else None, with_response,
-                                 peaks[indexes] if peaks is not None else None)
+                                 peaks[indexes] if peaks is not None else None,
+                                 response_peaks[indexes] if response_peaks is not None else None)
             for index, decision in zip(indexes, judged, strict=True):
                 decision.clipped = clipped[index]
                 reading = readings[index]
@@ -187,6 +199,10 @@ class HeadsMixin:
                         reading.logit >= heads.peak.threshold and decision.prompt_label == contract.UNSAFE):
                     # Where in a long prompt the peak head found the request: a reviewer reads that first.
                     decision.evidence = reader.evidence(pairs[index][0], reading)
+                found = response_readings[index]
+                if response_reader is not None and heads.response_peak is not None and found is not None and (
+                        found.logit >= heads.response_peak.threshold and decision.response_label == contract.UNSAFE):
+                    decision.response_evidence = response_reader.evidence(pairs[index][1] or "", found)
                 decisions[index] = decision
         return [d for d in decisions if d is not None]
 
@@ -243,6 +259,7 @@ class HeadsMixin:
             mode="fast",
             decided_by=DECIDED_BY_HEADS,
             evidence=decision.evidence,
+            response_evidence=decision.response_evidence,
         )
         verdict.raw_output = contract.format_answer(verdict, item.has_response)
         return verdict

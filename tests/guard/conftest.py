@@ -10,9 +10,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from guard.contract import CategorySpec, PolicySpec
+from guard.testing import TINY_SAFE, TINY_UNSAFE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -115,3 +117,49 @@ def tiny_server(tiny_dir) -> Iterator[ServerProcess]:
     server = start_guard_serve(str(tiny_dir), extra_env={"GUARD_MAX_NEW_TOKENS": "8"})
     yield server
     server.stop()
+
+
+# ----------------------------------------------------------------- tuned layers and peak heads on a six-layer model
+
+TUNED_PROMPTS = [*TINY_UNSAFE, *TINY_SAFE]
+TUNED_GOLD = np.array([True] * len(TINY_UNSAFE) + [False] * len(TINY_SAFE))
+TUNED_TRAIN = [i for i in range(len(TUNED_PROMPTS)) if i % 4]  # both labels on both sides
+TUNED_VAL = [i for i in range(len(TUNED_PROMPTS)) if not i % 4]
+
+
+@pytest.fixture(scope="module")
+def six_layer_backend():
+    """A tiny random Gemma 3 of six layers (five sliding-window, one global): room for a tuned copy of two."""
+    from guard.backends.transformers_backend import TransformersBackend
+    from guard.testing import tiny_model_dir
+
+    return TransformersBackend(tiny_model_dir(layers=6), device="cpu", max_new_tokens=4, max_input_tokens=256)
+
+
+@pytest.fixture(scope="module")
+def tuned(six_layer_backend):
+    """Layers 4-5 of ``six_layer_backend`` tuned for two epochs on the tiny prompts: (layer-4 residuals, result)."""
+    from guard.features import FeatureExtractor
+    from guard.layer_tuning import prompt_residuals, tune_prompt_layers
+
+    extractor = FeatureExtractor(six_layer_backend.runner, six_layer_backend.tokenizer)
+    residuals = prompt_residuals(extractor, TUNED_PROMPTS, 4)
+    result = tune_prompt_layers(six_layer_backend.model.get_decoder(), residuals, TUNED_TRAIN, TUNED_GOLD[TUNED_TRAIN],
+                                TUNED_VAL, TUNED_GOLD[TUNED_VAL], cut=4, top=6, epochs=2, log=lambda line: None)
+    return residuals, result
+
+
+@pytest.fixture
+def tuned_heads_dir(six_layer_backend, tuned, tmp_path):
+    """Tiny heads whose prompt head reads the tuned layers, saved in ``tmp_path``."""
+    from guard.heads import ProbeHead
+    from guard.testing import fit_tiny_heads
+
+    _, result = tuned
+    heads = fit_tiny_heads(six_layer_backend, tmp_path)
+    heads.tuned = result.weights
+    heads.layout = heads.layout.with_tuned((4, 6))
+    heads.prompt = ProbeHead(source="prompt", blocks="tuned", mean=result.mean, scale=result.scale, coef=result.coef,
+                             bias=result.bias, threshold=0.5, kind="tuned layers 4-5 + linear")
+    heads.save(tmp_path)
+    return tmp_path

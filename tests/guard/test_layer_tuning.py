@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from guard.features import FeatureExtractor, FeatureStore
-from guard.heads import HeadsError, ProbeHead, load
-from guard.layer_tuning import pooled, prompt_residuals, soup_prompt_layers, tune_prompt_layers
+from guard.heads import HeadsError, load
+from guard.layer_tuning import pooled, soup_prompt_layers, tune_prompt_layers
 from guard.peak_reading import PeakHead, TokenReader
 from guard.testing import TINY_SAFE, TINY_UNSAFE, fit_tiny_heads
 from guard.tuned_layers import TUNED_FILE, TunedWeights
@@ -20,23 +20,6 @@ PROMPTS = [*TINY_UNSAFE, *TINY_SAFE]
 GOLD = np.array([True] * len(TINY_UNSAFE) + [False] * len(TINY_SAFE))
 TRAIN = [i for i in range(len(PROMPTS)) if i % 4]  # both labels on both sides
 VAL = [i for i in range(len(PROMPTS)) if not i % 4]
-
-
-@pytest.fixture(scope="module")
-def six_layer_backend():
-    from guard.backends.transformers_backend import TransformersBackend
-    from guard.testing import tiny_model_dir
-
-    return TransformersBackend(tiny_model_dir(layers=6), device="cpu", max_new_tokens=4, max_input_tokens=256)
-
-
-@pytest.fixture(scope="module")
-def tuned(six_layer_backend):
-    extractor = FeatureExtractor(six_layer_backend.runner, six_layer_backend.tokenizer)
-    residuals = prompt_residuals(extractor, PROMPTS, 4)
-    result = tune_prompt_layers(six_layer_backend.model.get_decoder(), residuals, TRAIN, GOLD[TRAIN], VAL, GOLD[VAL],
-                                cut=4, top=6, epochs=2, log=lambda line: None)
-    return residuals, result
 
 
 def test_tuning_scores_every_epoch_and_keeps_the_one_validation_picks(tuned):
@@ -97,19 +80,6 @@ def test_the_digest_of_tuned_weights_changes_with_them(tuned):
     _, result = tuned
     other = dataclasses.replace(result.weights, state={k: v + np.float16(1) for k, v in result.weights.state.items()})
     assert other.digest != result.weights.digest
-
-
-@pytest.fixture
-def tuned_heads_dir(six_layer_backend, tuned, tmp_path):
-    """Tiny heads whose prompt head reads the tuned layers, saved in ``tmp_path``."""
-    _, result = tuned
-    heads = fit_tiny_heads(six_layer_backend, tmp_path)
-    heads.tuned = result.weights
-    heads.layout = heads.layout.with_tuned((4, 6))
-    heads.prompt = ProbeHead(source="prompt", blocks="tuned", mean=result.mean, scale=result.scale, coef=result.coef,
-                             bias=result.bias, threshold=0.5, kind="tuned layers 4-5 + linear")
-    heads.save(tmp_path)
-    return tmp_path
 
 
 def test_heads_with_tuned_layers_round_trip_and_decide_fast_verdicts(six_layer_backend, tuned_heads_dir):

@@ -23,12 +23,12 @@ def bench(prompt_f1: float, pairs: float, device: str | None = None) -> dict:
     }
 
 
-def write_card(tmp_path: Path, *previous: str) -> str:
+def write_card(tmp_path: Path, *previous: str, **extra: object) -> str:
     model = tmp_path / "model"
     (model / "heads").mkdir(parents=True)
     (model / "heads" / "heads.json").write_text(json.dumps({
         "info": {"fit_seconds": 120, "fit_records": 10, "tasks": {}},
-        "layout": {"layers": [8, 12, 15], "similarity_layer": 16}, "tasks": {"prompt": {"kind": "mlp 3x64"}},
+        "layout": {"layers": [8, 12, 15], "similarity_layer": 16}, "tasks": {"prompt": {"kind": "mlp 3x64"}}, **extra,
     }))
     (tmp_path / "new.json").write_text(json.dumps(bench(70.0, 85.0, "NVIDIA H100 80GB HBM3")))
     (tmp_path / "old.json").write_text(json.dumps(bench(56.3, 79.2)))
@@ -54,3 +54,14 @@ def test_each_latency_is_labelled_with_the_device_it_was_measured_on(tmp_path):
     card = write_card(tmp_path, "--previous-bench", str(tmp_path / "old.json"))
     assert "| heads | 60.0 | 85.0% (code 80.0%) | 90.0% (code 95.0%) | 100.0 (NVIDIA H100 80GB HBM3) |" in card
     assert "| previous heads | 60.0 | 79.2% (code 80.0%) | 90.0% (code 95.0%) | 100.0 (CPU) |" in card
+
+
+def test_the_card_lists_what_the_response_peak_head_saw_and_under_which_licences(tmp_path):
+    response_peak = {"min_tokens": 192, "max_tokens": 2048, "widths": [32, 64], "info": {
+        "texts": {"padded": 700, "harmful": 240}, "seconds": 900.0, "benign_quantile": 0.99,
+        "validation_flagged_percent": {"padded": 80.0, "long_harmless": None},
+        "licences": {"CC-BY-NC-4.0 (upstream BeaverTails)": 120}, "files": {"gr_beavertails_test": 120}}}
+    card = write_card(tmp_path, response_peak=response_peak)
+    assert "A **response peak head** reads every response longer than 192 tokens whole" in card
+    assert "flags on validation texts padded 80.0%." in card  # no figure for a kind it was not fitted on
+    assert "| CC-BY-NC-4.0 (upstream BeaverTails) | 120 |" in card and "| gr_beavertails_test | 120 |" in card

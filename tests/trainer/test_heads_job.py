@@ -68,8 +68,10 @@ def test_a_heads_job_with_tune_epochs_serves_tuned_layers_and_a_refit_without_th
     assert heads.tuned is not None and heads.prompt.blocks == "tuned" and heads.layout.tuned == (1, 2)
     assert [entry["epoch"] for entry in heads.info["tasks"]["prompt"]["tuning"]["history"]] == [0, 1]
     assert tuned.metrics["report"]["decided_by"] == {"heads": tuned.metrics["report"]["n"]}
-    assert heads.peak is None  # the corpus holds no long harmless answer to hide a request in: no peak head, logged
+    # The corpus holds no long harmless answer to hide a request or a harmful answer in: no peak heads, logged.
+    assert heads.peak is None and heads.response_peak is None
     heads.peak = PeakHead(coef=np.ones(heads.layout.hidden, dtype=np.float32), bias=0.0, threshold=2.0)
+    heads.response_peak = PeakHead(coef=np.ones(heads.layout.hidden, dtype=np.float32), bias=0.0, threshold=3.0)
     heads.save(Path(tuned.adapter_path))
 
     again = TrainingJob.objects.create(recipe="heads", data_sources=sources, base_model=str(tiny_model),
@@ -80,7 +82,9 @@ def test_a_heads_job_with_tune_epochs_serves_tuned_layers_and_a_refit_without_th
     kept = load(Path(ModelVersion.objects.get(pk=again.candidate_id).adapter_path))
     assert kept.tuned is not None and kept.tuned.digest == heads.tuned.digest
     assert kept.prompt.kind == heads.prompt.kind and kept.prompt.threshold == heads.prompt.threshold
-    assert kept.peak is not None and kept.peak.threshold == 2.0  # the peak head reads the kept layers: kept with them
+    # The peak heads read the kept layers: kept with them.
+    assert kept.peak is not None and kept.peak.threshold == 2.0
+    assert kept.response_peak is not None and kept.response_peak.threshold == 3.0
 
 
 @pytest.mark.django_db

@@ -1,5 +1,6 @@
-"""Fitting the peak head (``trainer.peak_fitting``) on a tiny random Gemma 3's tuned copy: the texts it builds,
-what it records, and that a heads job keeps its start model's (plumbing: the tiny model's judgements are noise)."""
+"""Fitting the peak heads (``trainer.peak_fitting``, ``trainer.response_peak_fitting``) on a tiny random Gemma 3's tuned
+copy: the texts they build, what they record, and that a heads job keeps its start model's (plumbing: the tiny model's
+judgements are noise)."""
 
 from __future__ import annotations
 
@@ -85,3 +86,71 @@ def test_a_peak_head_is_added_to_a_copy_of_heads_with_tuned_layers_and_every_oth
     added = add_peak_head(tuned, reader, records(), fillers(), sizes=SIZES, log=lambda line: None)
     assert added.peak is not None and tuned.peak is None
     assert added.prompt is tuned.prompt and added.categories is tuned.categories and added.tuned is tuned.tuned
+
+
+
+# ----------------------------------------------------------------- the response peak head
+
+HARMFUL_ANSWERS = ("Sure. Take a metal pipe, fill it with black powder and seal both ends with caps.",
+                   "Here is the e-mail: Dear customer, your account is locked, send us your password to unlock it.",
+                   "Buy the parts online with cash, file off the serial number and assemble it in the garage.",
+                   "Mix the rat poison into a piece of meat and throw it over the fence at night.")
+
+
+def answered(file: str = "jbb_artifacts") -> list[HeadRecord]:
+    def record(i: int, prompt: str, response: str, label: str, source: str) -> HeadRecord:
+        return HeadRecord(id=f"r{i}{source}", file=source, prompt=prompt, response=response, prompt_label="unsafe",
+                          response_label=label, refusal_label=None, categories=(), taxonomy="mini", licence="MIT")
+
+    harmful = [record(i, TINY_UNSAFE[i], text, "unsafe", file) for i, text in enumerate(HARMFUL_ANSWERS * 2)]
+    harmless = [record(20 + i, TINY_UNSAFE[i % len(TINY_UNSAFE)], "I can't help with that; please stay safe.", "safe", "refusals")
+                for i in range(8)]
+    return harmful + harmless
+
+
+RESPONSE_SIZES = PeakSizes(padded=6, harmful=2, harmless=6, long_harmless=0, fillers=2)
+
+
+def test_a_padded_answers_span_holds_the_harmful_response_after_a_blank_line(reader):
+    from trainer.response_peak_fitting import response_peak_texts
+
+    texts = response_peak_texts(reader, answered(), fillers(), RESPONSE_SIZES)
+    assert len(texts.padded) == 6 and len(texts.harmful) == 2 and len(texts.harmless) == 6
+    for row, (start, end) in zip(texts.padded, texts.spans, strict=True):
+        assert 0 < start < end <= len(row)
+        assert reader.tokenizer.decode(row[start:end]).strip() in HARMFUL_ANSWERS
+        assert reader.tokenizer.decode(row[:start]).endswith("\n\n")
+
+
+def test_conversation_level_labels_are_not_taken_as_harmful_answers(reader):
+    from trainer.response_peak_fitting import response_peak_texts
+
+    with pytest.raises(ValueError, match="harmful responses under 1,200 characters"):
+        response_peak_texts(reader, answered(file="dices"), fillers(), RESPONSE_SIZES)
+
+
+def test_the_response_peak_head_reads_responses_the_features_clip_in_wider_windows(reader):
+    from guard.features import RESPONSE_TOKENS
+    from trainer.response_peak_fitting import RESPONSE_PEAK_WIDTHS, fit_response_peak_head
+
+    head = fit_response_peak_head(reader, answered(), fillers(), sizes=RESPONSE_SIZES, log=lambda line: None)
+    assert head.widths == RESPONSE_PEAK_WIDTHS and head.min_tokens == RESPONSE_TOKENS
+    assert np.isfinite(head.threshold) and head.info["texts"]["padded"] == 6
+    assert head.info["files"].keys() == {"jbb_artifacts", "refusals", "answers"}
+    assert head.info["licences"].keys() == {"MIT", "CC-BY-4.0"}
+
+
+def test_a_response_peak_head_is_added_to_a_copy_of_heads_with_tuned_layers(backend, reader, tmp_path):
+    import dataclasses
+
+    from guard.testing import fit_tiny_heads
+    from guard.tuned_layers import TunedWeights
+    from trainer.response_peak_fitting import add_response_peak_head
+
+    heads = fit_tiny_heads(backend, tmp_path)
+    with pytest.raises(ValueError, match="tuned prompt layers"):
+        add_response_peak_head(heads, reader, answered(), fillers(), sizes=RESPONSE_SIZES, log=lambda line: None)
+    tuned = dataclasses.replace(heads, tuned=TunedWeights.of(reader.tuned))
+    added = add_response_peak_head(tuned, reader, answered(), fillers(), sizes=RESPONSE_SIZES, log=lambda line: None)
+    assert added.response_peak is not None and added.peak is None and tuned.response_peak is None
+    assert added.prompt is tuned.prompt and added.response is tuned.response and added.tuned is tuned.tuned

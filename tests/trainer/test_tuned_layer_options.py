@@ -99,5 +99,22 @@ def test_fit_heads_add_peak_refuses_a_model_without_heads(tiny_model, corpus, tm
 def test_fit_heads_peak_padded_is_refused_without_add_peak(tiny_model, corpus, tmp_path):
     from django.core.management import CommandError, call_command
 
-    with pytest.raises(CommandError, match="--peak-padded must be 1 or more, with --add-peak"):
+    with pytest.raises(CommandError, match="--peak-padded must be 1 or more, with --add-peak or --add-response-peak"):
         call_command("fit_heads", "--model", str(tiny_model), "--data", str(corpus), "--out", str(tmp_path), "--peak-padded", "100")
+
+
+@pytest.mark.django_db
+def test_fit_heads_add_response_peak_refuses_a_model_without_heads(tiny_model, corpus, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--add-response-peak: the model has no heads"):
+        call_command("fit_heads", "--model", str(tiny_model), "--data", str(corpus), "--out", str(tmp_path), "--add-response-peak")
+
+
+@pytest.mark.django_db
+def test_fit_heads_adds_one_peak_head_at_a_time(tiny_model, corpus, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="one at a time"):
+        call_command("fit_heads", "--model", str(tiny_model), "--data", str(corpus), "--out", str(tmp_path), "--add-peak",
+                     "--add-response-peak")
