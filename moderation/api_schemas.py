@@ -74,12 +74,16 @@ class VerdictOut(Schema):
     )
     truncated: bool = Field(
         description="The guard read only part of the text: the latent heads read a prompt's or response's first and "
-        "last 96 tokens (their peak head also reads a prompt of up to 2,048 tokens whole, for a harmful request hidden "
-        "in it: see evidence); a label-logit or generated verdict reads up to GUARD_MAX_INPUT_TOKENS (head and tail kept)."
+        "last 96 tokens (their peak heads also read a prompt or response of up to 2,048 tokens whole, for harm hidden "
+        "in it: see evidence, response_evidence); a label-logit or generated verdict reads up to GUARD_MAX_INPUT_TOKENS (head and tail kept)."
     )
     evidence: str = Field(
         description="Where one stretch of the text decided, that stretch: the part of a long prompt (read whole, up to "
         "2,048 tokens, by the latent heads' peak head) in which a harmful request was found. Empty otherwise."
+    )
+    response_evidence: str = Field(
+        description="The same for the response: the part of a response longer than the features read (over 192 "
+        "tokens; read whole, up to 2,048, by the response peak head) in which harmful content was found. Empty otherwise."
     )
     parse_error: str | None
     action: Literal["block", "flag", "allow"]

@@ -162,6 +162,8 @@ class Verdict(models.Model):
     truncated = models.BooleanField(default=False)
     # The stretch of a long prompt in which the latent heads' peak head found a harmful request (empty otherwise).
     evidence = models.TextField(blank=True, default="")
+    # The stretch of a long response in which the response peak head found harmful content (empty otherwise).
+    response_evidence = models.TextField(blank=True, default="")
     parse_error = models.TextField(null=True, blank=True)
     raw_output = models.TextField(blank=True, default="")
     action = models.CharField(max_length=8, choices=Action.choices)

@@ -33,6 +33,7 @@ def verdict_json(item: Item, verdict: Verdict) -> dict[str, Any]:
         "decided_by": verdict.decided_by,
         "truncated": verdict.truncated,
         "evidence": verdict.evidence,
+        "response_evidence": verdict.response_evidence,
         "parse_error": verdict.parse_error,
         "action": verdict.action,
     }

@@ -82,6 +82,7 @@ def verdict_fields(
         "batch_ms": max(0, int(timing.latency_ms if timing.batch_ms is None else timing.batch_ms)),
         "truncated": bool(result.truncated),
         "evidence": result.evidence,
+        "response_evidence": result.response_evidence,
         "parse_error": result.parse_error,
         "raw_output": result.raw_output or "",
         "action": decided_action(result.is_unsafe, result.categories, actions),

@@ -106,7 +106,8 @@ def highlighted(text: str, codes: list[str], names: list[str]) -> list[tuple[str
 
 
 def evidence_parts(text: str, evidence: str) -> list[tuple[str, bool]]:
-    """Split ``text`` into (segment, is_evidence): the stretch of a long prompt that decided its verdict is marked."""
+    """Split ``text`` into (segment, is_evidence): the stretch of a long prompt or response that decided its verdict
+    is marked."""
     at = text.find(evidence) if evidence else -1
     if at < 0:
         return [(text, False)]
@@ -130,6 +131,7 @@ def item_context(item: Item) -> dict[str, Any]:
         ),
         "label_decisions": label_decisions(verdict),
         "prompt_parts": evidence_parts(item.prompt, verdict.evidence if verdict else ""),
+        "response_parts": evidence_parts(item.response or "", verdict.response_evidence if verdict else ""),
     }
 
 

@@ -1,5 +1,6 @@
 """The stretch of a long prompt that decided its verdict (``Verdict.evidence``: where the guard's peak head found a
-harmful request hidden in ordinary text) is stored, served by the API and marked where a reviewer reads the prompt."""
+harmful request hidden in ordinary text) is stored, served by the API and marked where a reviewer reads the prompt;
+so is the stretch of a long response (``Verdict.response_evidence``: the response peak head's)."""
 
 from __future__ import annotations
 
@@ -59,3 +60,47 @@ def test_the_review_queue_list_shows_the_evidence_of_a_long_prompt_beside_its_op
     stored_with_evidence(house_policy, REQUEST)
     page = client_as("reviewer").get("/review/queue/").content.decode()
     assert f'found inside: <mark class="evidence">{REQUEST}</mark>' in page
+
+
+ANSWER = "Start with a soil test and plant beans where the tomatoes grew last year. " * 6
+CONTENT = "Then mix the two household chemicals in a closed room to make the gas."
+
+
+def stored_with_response_evidence(version, evidence: str, client=None) -> Item:  # noqa: ANN001
+    verdict = guard_verdict(prompt_label="safe", response_label="unsafe", categories=("S2",), confidence=0.9)
+    verdict.response_evidence = evidence
+    item = Item.objects.create(policy_version=version, prompt="How do I plan my garden?",
+                               response=ANSWER + CONTENT + " " + ANSWER, status=Item.Status.RUNNING, client=client)
+    store_verdict(item, verdict, category_actions(version), "guard-v2", 5)
+    return item
+
+
+RESPONSE_MARK = f'<mark class="evidence" title="the guard read this long response whole and found harmful content here">{CONTENT}</mark>'
+
+
+def test_the_item_page_marks_the_stretch_of_a_long_response_that_decided_it(client_as, house_policy, quiet_review):
+    item = stored_with_response_evidence(house_policy, CONTENT)
+    page = client_as("viewer").get(f"/items/{item.pk}/").content.decode()
+    assert RESPONSE_MARK in page and "Harmful content was found inside this long response" in page
+    assert 'class="prompt"><mark' not in page  # the prompt is not marked
+
+
+def test_the_review_page_marks_the_evidence_in_the_response_the_reviewer_reads(client_as, house_policy, quiet_review):
+    item = stored_with_response_evidence(house_policy, CONTENT)
+    assert ReviewTask.objects.filter(item=item).exists()
+    reviewer = client_as("reviewer")
+    reviewer.post("/review/next/")
+    assert RESPONSE_MARK in reviewer.get("/review/").content.decode()
+
+
+def test_the_api_returns_the_response_evidence_with_the_verdict(make_key, house_policy, quiet_review):
+    key, secret = make_key("response-evidence-client")
+    item = stored_with_response_evidence(house_policy, CONTENT, client=key)
+    verdict = ApiClient(secret).get(f"/api/v1/items/{item.pk}").json()["verdict"]
+    assert verdict["response_evidence"] == CONTENT and verdict["evidence"] == ""
+
+
+def test_the_review_queue_list_shows_the_evidence_of_a_long_response(client_as, house_policy, quiet_review):
+    stored_with_response_evidence(house_policy, CONTENT)
+    page = client_as("reviewer").get("/review/queue/").content.decode()
+    assert f'found inside the response: <mark class="evidence">{CONTENT}</mark>' in page
