@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from guard.features import USER_MARK, text_key
+from guard.features import ASSISTANT_MARK, USER_MARK, text_key
 from guard.residuals import layer_states
 
 PEAK_WIDTHS = (16, 32)  # tokens per window; a request is 10-40 tokens long
@@ -65,6 +65,9 @@ class PeakHead:
     min_tokens: int = PEAK_MIN_TOKENS
     max_tokens: int = PEAK_MAX_TOKENS
     info: dict[str, Any] = field(default_factory=dict)
+    # A response peak head's reading: the first this many tokens of the prompt are read before the response, as the
+    # conversation runs (0: the response alone); only the response's own windows are scored.
+    context_tokens: int = 0
 
     def window(self, states: np.ndarray) -> PeakReading:
         """The window of one text's (tokens, hidden) states with the highest logit, over every width."""
@@ -85,7 +88,7 @@ class PeakHead:
 
     def meta(self) -> dict[str, Any]:
         return {"bias": self.bias, "threshold": self.threshold, "widths": list(self.widths), "min_tokens": self.min_tokens,
-                "max_tokens": self.max_tokens, "info": self.info}
+                "max_tokens": self.max_tokens, "info": self.info, "context_tokens": self.context_tokens}
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
         return {f"{prefix}.coef": self.coef}
@@ -94,7 +97,8 @@ class PeakHead:
     def restore(cls, meta: dict[str, Any], arrays: Any, prefix: str) -> PeakHead:
         return cls(coef=np.asarray(arrays[f"{prefix}.coef"], dtype=np.float32), bias=float(meta["bias"]),
                    threshold=float(meta["threshold"]), widths=tuple(int(w) for w in meta["widths"]),
-                   min_tokens=int(meta["min_tokens"]), max_tokens=int(meta["max_tokens"]), info=dict(meta.get("info", {})))
+                   min_tokens=int(meta["min_tokens"]), max_tokens=int(meta["max_tokens"]), info=dict(meta.get("info", {})),
+                   context_tokens=int(meta.get("context_tokens", 0)))
 
 
 class TokenReader:
@@ -103,6 +107,7 @@ class TokenReader:
     def __init__(self, runner: Any, tokenizer: Any, tuned: Any) -> None:
         self.runner, self.tokenizer, self.tuned = runner, tokenizer, tuned
         self.prefix = [tokenizer.bos_token_id, *tokenizer.encode(USER_MARK, add_special_tokens=False)]
+        self.assistant = tokenizer.encode(ASSISTANT_MARK, add_special_tokens=False)
 
     def token_ids(self, texts: Sequence[str], max_tokens: int) -> list[list[int]]:
         """Each text's tokens, its first ``max_tokens`` (an empty text reads as one end-of-sequence token)."""
@@ -143,6 +148,31 @@ class TokenReader:
                 unread.append(i)
         if unread:
             for i, states in zip(unread, self.states([ids[i] for i in unread]), strict=True):
+                out[i] = head.window(states)
+        return out
+
+    def before_responses(self, prompts: Sequence[str], context_tokens: int) -> list[list[int]]:
+        """What a response peak head reads before each response: the prompt's first ``context_tokens`` tokens and the
+        assistant's mark, as the conversation runs (nothing where ``context_tokens`` is 0)."""
+        if context_tokens <= 0:
+            return [[] for _ in prompts]
+        return [ids + self.assistant for ids in self.token_ids(prompts, context_tokens)]
+
+    def response_states(self, bodies: Sequence[list[int]], before: Sequence[list[int]], log: Log | None = None
+                        ) -> list[np.ndarray]:
+        """The states of each response's own tokens (``bodies``), read after ``before`` (``before_responses``)."""
+        read = self.states([b + body for b, body in zip(before, bodies, strict=True)], log=log)
+        return [states[len(b) :] for states, b in zip(read, before, strict=True)]
+
+    def read_responses(self, head: PeakHead, pairs: Sequence[tuple[str, str]]) -> list[PeakReading | None]:
+        """Each (prompt, response)'s reading of the response by a response peak head; None for a response of
+        ``head.min_tokens`` tokens or fewer (the features read it whole). Token indices are the response's own."""
+        out: list[PeakReading | None] = [None] * len(pairs)
+        ids = self.token_ids([response for _, response in pairs], head.max_tokens)
+        unread = [i for i, row in enumerate(ids) if len(row) > head.min_tokens]
+        if unread:
+            before = self.before_responses([pairs[i][0] for i in unread], head.context_tokens)
+            for i, states in zip(unread, self.response_states([ids[i] for i in unread], before), strict=True):
                 out[i] = head.window(states)
         return out
 

@@ -186,13 +186,19 @@ def fit_peak_head(reader: TokenReader, records: Sequence[HeadRecord], fillers: S
 
 
 def fit_window_head(reader: TokenReader, texts: PeakTexts, *, widths: Sequence[int] = PEAK_WIDTHS, inside: bool = False,
-                    min_tokens: int = PEAK_MIN_TOKENS, started: float | None = None, log: Log = print,
-                    name: str = "peak head") -> PeakHead:
+                    min_tokens: int = PEAK_MIN_TOKENS, context_tokens: int = 0, started: float | None = None,
+                    log: Log = print, name: str = "peak head") -> PeakHead:
     """A peak head fitted on ``texts``' windows (``_examples``) and thresholded on their validation texts' peaks: the
-    prompt's (``fit_peak_head``) and the response's (``trainer.response_peak_fitting``)."""
+    prompt's (``fit_peak_head``) and the response's (``trainer.response_peak_fitting``; ``context_tokens``: each
+    response read after that many tokens of its prompt, ``texts.prompts``, as serving reads it)."""
     started = time.perf_counter() if started is None else started
-    states = {name: reader.states(getattr(texts, name), log=log) for name in TEXT_KINDS}
+    states = {}
+    for kind in TEXT_KINDS:
+        rows = getattr(texts, kind)
+        before = reader.before_responses(texts.prompts.get(kind, [""] * len(rows)), context_tokens)
+        states[kind] = reader.response_states(rows, before, log=log)
     head = fit_on_states(texts, states, widths=widths, inside=inside, min_tokens=min_tokens)
+    head.context_tokens = context_tokens
     head.info["seconds"] = round(time.perf_counter() - started, 1)
     log(f"{name}: window AP {head.info['validation_window_ap']} (C={head.info['strength']}); threshold "
         f"{head.threshold:.2f} flags, on validation texts, "

@@ -7,21 +7,24 @@ harmless filler alone (24 of 60, for the harmful prompt's sake). The prompt's pe
 18 of them, and cost four harmless jailbreak answers flagged on the held-out responses (docs/guard.md, "Long texts").
 
 This head is fitted on that contrast itself, with the prompt's peak head's machinery (``trainer.peak_fitting``): the
-tuned prompt copy's per-token output of the response read alone (``guard.peak_reading.TokenReader``), windows of
-``RESPONSE_PEAK_WIDTHS`` tokens, from the fit sample and the training split's long answers (seeded, never the
-held-out split):
+tuned prompt copy's per-token output of the response read after its prompt (its first ``RESPONSE_CONTEXT_TOKENS``
+tokens, as the conversation runs: ``TokenReader.read_responses``), windows of ``RESPONSE_PEAK_WIDTHS`` tokens over the
+response's own tokens, from the fit sample and the training split's long answers (seeded, never the held-out split):
 
 * **padded answers**: a harmful response of the fit sample (under 1,200 characters; not DICES, whose labels judge a
   whole conversation, not the answer's text) after 300-1,400 characters of a harmless answer and a blank line,
-  followed half the time by 300-1,200 more. The mean over the harmful response, every window inside it (an answer's
-  harm is spread over more tokens than a window holds) and the windows ending or starting with it are positives; the
-  windows of the answer around it negatives;
+  followed half the time by 300-1,200 more, as the answer to the harmful response's own prompt. The mean over the
+  harmful response, every window inside it (an answer's harm is spread over more tokens than a window holds) and the
+  windows ending or starting with it are positives; the windows of the answer around it negatives;
 * **harmful responses alone** (their mean and windows), **harmless responses** (refusals that name the harm,
-  answers to harmful prompts that stay harmless, everyday answers: their windows) and **harmless answers alone**.
+  answers to harmful prompts that stay harmless, everyday answers: their windows) and **harmless answers alone**,
+  each after its own prompt.
 
 The threshold is the 99th percentile of the validation harmless texts' peaks. Serving reads only responses longer
 than the features read whole (``min_tokens`` = ``RESPONSE_TOKENS``): a shorter one is read whole by the response
-head already, and costs nothing more.
+head already, and costs nothing more. The recipe (the prompt in context, three widths, inside windows) was chosen by
+the share of validation padded answers flagged at that threshold, among the variants of ``bench/response_peak.py``
+(docs/guard.md, "Long texts").
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ from guard.peak_reading import PeakHead, TokenReader
 from trainer.head_data import HeadRecord
 from trainer.peak_fitting import FILLER_CHARACTERS, Log, PeakSizes, PeakTexts, fit_window_head
 
-RESPONSE_PEAK_WIDTHS = (32, 64)  # a harmful answer runs to 50-300 tokens, longer than a request's 10-40
+RESPONSE_PEAK_WIDTHS = (32, 64, 128)  # a harmful answer runs to 50-300 tokens, longer than a request's 10-40
+RESPONSE_CONTEXT_TOKENS = 128  # tokens of the prompt read before the response (``PeakHead.context_tokens``)
 HARMFUL_RESPONSE_CHARACTERS = 1200
 ALONE_TOKENS = 512
 # Labels that judge the whole conversation rather than the answer's text (docs/guard.md: DICES pulled the response
@@ -114,7 +118,7 @@ def fit_response_peak_head(reader: TokenReader, records: Sequence[HeadRecord], f
     log(f"response peak head: {len(texts.padded)} padded answers, {len(texts.harmful)} harmful and "
         f"{len(texts.harmless)} harmless responses, {len(texts.fillers)} answers alone")
     return fit_window_head(reader, texts, widths=RESPONSE_PEAK_WIDTHS, inside=True, min_tokens=RESPONSE_TOKENS,
-                           started=started, log=log, name="response peak head")
+                           context_tokens=RESPONSE_CONTEXT_TOKENS, started=started, log=log, name="response peak head")
 
 
 def add_response_peak_head(heads: Any, reader: TokenReader, records: Sequence[HeadRecord], fillers: Sequence[HeadRecord],

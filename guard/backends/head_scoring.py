@@ -178,7 +178,7 @@ class HeadsMixin:
         response_readings: list[PeakReading | None] = [None] * len(items)
         if response_reader is not None and heads.response_peak is not None:
             answered = [i for i, (_, r) in enumerate(pairs) if r is not None]
-            read = response_reader.read(heads.response_peak, [pairs[i][1] or "" for i in answered])
+            read = response_reader.read_responses(heads.response_peak, [(pairs[i][0], pairs[i][1] or "") for i in answered])
             for i, reading in zip(answered, read, strict=True):
                 response_readings[i] = reading
             response_peaks = np.array([np.nan if r is None else r.logit for r in response_readings], dtype=float)

@@ -4,6 +4,8 @@ tuned copy, and harmful content found inside it makes the response unsafe and is
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -88,3 +90,31 @@ def test_peak_reading_switched_off_leaves_the_response_head_alone_to_decide(six_
     settings.GUARD_PEAK_READING = False
     verdict, = verdicts_with(six_layer_backend, tuned_heads_dir, -1e9, [GuardRequest(POLICY, TINY_UNSAFE[0], LONG_ANSWER)])
     assert verdict.response_label == "safe" and verdict.response_evidence == ""
+
+
+def test_a_response_read_in_context_is_scored_on_its_own_tokens_after_its_prompt(six_layer_backend, tuned):
+    from guard.peak_reading import TokenReader
+
+    _, result = tuned
+    reader = TokenReader(six_layer_backend.runner, six_layer_backend.tokenizer,
+                         result.weights.module(six_layer_backend.model.get_decoder()))
+    head = response_peak(six_layer_backend.runner.hidden_size, 0.0, context_tokens=8)
+    prompt = TINY_UNSAFE[0] + " Please answer in detail, with every step written out."
+    reading, short = reader.read_responses(head, [(prompt, LONG_ANSWER), (prompt, SHORT_ANSWER)])
+    assert short is None and reading is not None
+    response = reader.token_ids([LONG_ANSWER], head.max_tokens)[0]
+    before = reader.token_ids([prompt], 8)[0] + reader.assistant
+    whole = reader.states([before + response])[0]
+    expected = head.window(whole[len(before):])
+    assert (reading.start, reading.end) == (expected.start, expected.end) and reading.end <= len(response)
+    assert abs(reading.logit - expected.logit) < 1e-3
+    alone = reader.read_responses(dataclasses.replace(head, context_tokens=0), [(prompt, LONG_ANSWER)])[0]
+    assert alone is not None and abs(alone.logit - head.window(reader.states([response])[0]).logit) < 1e-3
+
+
+def test_a_response_peak_heads_context_round_trips_with_the_heads(six_layer_backend, tuned_heads_dir):
+    heads = load(tuned_heads_dir)
+    heads.response_peak = response_peak(six_layer_backend.runner.hidden_size, 1.0, context_tokens=128)
+    heads.save(tuned_heads_dir)
+    again = load(tuned_heads_dir)
+    assert again.response_peak is not None and again.response_peak.context_tokens == 128

@@ -129,12 +129,17 @@ def test_conversation_level_labels_are_not_taken_as_harmful_answers(reader):
         response_peak_texts(reader, answered(file="dices"), fillers(), RESPONSE_SIZES)
 
 
-def test_the_response_peak_head_reads_responses_the_features_clip_in_wider_windows(reader):
+def test_the_response_peak_head_reads_responses_the_features_clip_after_their_prompts_in_wider_windows(reader):
     from guard.features import RESPONSE_TOKENS
-    from trainer.response_peak_fitting import RESPONSE_PEAK_WIDTHS, fit_response_peak_head
+    from trainer.response_peak_fitting import (
+        RESPONSE_CONTEXT_TOKENS,
+        RESPONSE_PEAK_WIDTHS,
+        fit_response_peak_head,
+    )
 
     head = fit_response_peak_head(reader, answered(), fillers(), sizes=RESPONSE_SIZES, log=lambda line: None)
     assert head.widths == RESPONSE_PEAK_WIDTHS and head.min_tokens == RESPONSE_TOKENS
+    assert head.context_tokens == RESPONSE_CONTEXT_TOKENS > 0  # each response read after its prompt, as serving reads it
     assert np.isfinite(head.threshold) and head.info["texts"]["padded"] == 6
     assert head.info["files"].keys() == {"jbb_artifacts", "refusals", "answers"}
     assert head.info["licences"].keys() == {"MIT", "CC-BY-4.0"}
@@ -154,3 +159,14 @@ def test_a_response_peak_head_is_added_to_a_copy_of_heads_with_tuned_layers(back
     added = add_response_peak_head(tuned, reader, answered(), fillers(), sizes=RESPONSE_SIZES, log=lambda line: None)
     assert added.response_peak is not None and added.peak is None and tuned.response_peak is None
     assert added.prompt is tuned.prompt and added.response is tuned.response and added.tuned is tuned.tuned
+
+
+def test_a_response_peak_head_fitted_in_context_reads_each_response_after_its_prompt(reader):
+    from trainer.peak_fitting import fit_window_head
+    from trainer.response_peak_fitting import response_peak_texts
+
+    texts = response_peak_texts(reader, answered(), fillers(), RESPONSE_SIZES)
+    assert [len(texts.prompts[kind]) for kind in ("padded", "harmful", "harmless", "fillers")] == [6, 2, 6, 2]
+    assert texts.prompts["padded"][0] in TINY_UNSAFE and texts.prompts["fillers"][0] == "How do I plan meals?"
+    head = fit_window_head(reader, texts, widths=(16,), inside=True, min_tokens=192, context_tokens=8, log=lambda line: None)
+    assert head.context_tokens == 8 and np.isfinite(head.threshold)
