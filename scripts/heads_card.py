@@ -26,10 +26,11 @@ def _peak_lines(peak: dict[str, Any] | None, name: str, text: str, flag: str, fi
     seen = peak.get("info", {})
     flagged = seen.get("validation_flagged_percent", {})
     lines = [
-        f"\nA **{name}** reads every {text} longer than {peak['min_tokens']} tokens whole (up to {peak['max_tokens']}) on "
-        f"the tuned copy's per-token output and flags it when any window of {' or '.join(map(str, peak['widths']))} tokens "
+        f"\nA **{name}** reads every {text} longer than {peak['min_tokens']} tokens whole (up to {peak['max_tokens']}"
+        + (f", after the first {peak['context_tokens']} tokens of its prompt" if peak.get("context_tokens") else "")
+        + f") on the tuned copy's per-token output and flags it when any window of {' or '.join(map(str, peak['widths']))} tokens "
         f"scores past its threshold (`guard/peak_reading.py`, `manage.py fit_heads {flag}`): {finds}. Fitted on "
-        + ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in seen.get("texts", {}).items())
+        + ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in seen.get("texts", {}).items() if n)
         + f" texts in {seen.get('seconds')} s; its threshold, the {100 * seen.get('benign_quantile', 0.99):.0f}th "
         "percentile of validation harmless texts' peaks, flags on validation texts "
         + ", ".join(f"{kind.replace('_', ' ')} {pct}%" for kind, pct in flagged.items() if pct is not None)
@@ -86,8 +87,7 @@ def section(heads: dict, bench: dict | None, previous: dict | None = None) -> st
     lines += _peak_lines(heads.get("peak"), "peak head", "prompt", "--add-peak",
                          "it finds a harmful request hidden inside ordinary text, which the mean dilutes")
     lines += _peak_lines(heads.get("response_peak"), "response peak head", "response", "--add-response-peak",
-                         "it finds harmful content inside a long ordinary answer, whose middle the features never read "
-                         "(the response read alone)")
+                         "it finds harmful content inside a long ordinary answer, whose middle the features never read")
     lines += ["", f"**Data**: {info.get('fit_records')} records of the training split (`{info.get('data')}`), 80% fitted, "
               f"{info.get('validation_percent')}% to choose and threshold each head (never the held-out split):", ""]
     lines += _table(["licence", "records"], [[k, v] for k, v in info.get("licences", {}).items()])

@@ -79,6 +79,11 @@ def filler_records(directory: Path) -> list[HeadRecord]:
     ]
 
 
+def filler_cut(rng: random.Random, answer: str) -> int:
+    """Where in a harmless answer the hidden text goes: after 300-1,400 of its characters, 100 at least left after."""
+    return rng.randint(300, max(300, min(1400, len(answer) - 100)))
+
+
 def in_validation(text: str) -> bool:
     return int(hashlib.sha256(f"peak-validation:{text}".encode()).hexdigest(), 16) % 100 < VALIDATION_PERCENT
 
@@ -104,7 +109,7 @@ def peak_texts(reader: TokenReader, records: Sequence[HeadRecord], fillers: Sequ
     for k in range(sizes.padded):
         answer, request = answers[k % len(answers)], harmful[k % len(harmful)]
         assert answer.response is not None
-        cut = rng.randint(300, max(300, min(1400, len(answer.response) - 100)))
+        cut = filler_cut(rng, answer.response)
         before = answer.response[:cut].rsplit(" ", 1)[0] + " "
         after = (" " + answer.response[cut : cut + rng.randint(300, 1200)]) if rng.random() < 0.5 else ""
         start = len(ids(before.rstrip()))

@@ -39,7 +39,14 @@ from typing import Any
 from guard.features import RESPONSE_TOKENS
 from guard.peak_reading import PeakHead, TokenReader
 from trainer.head_data import HeadRecord
-from trainer.peak_fitting import FILLER_CHARACTERS, Log, PeakSizes, PeakTexts, fit_window_head
+from trainer.peak_fitting import (
+    FILLER_CHARACTERS,
+    Log,
+    PeakSizes,
+    PeakTexts,
+    filler_cut,
+    fit_window_head,
+)
 
 RESPONSE_PEAK_WIDTHS = (32, 64, 128)  # a harmful answer runs to 50-300 tokens, longer than a request's 10-40
 RESPONSE_CONTEXT_TOKENS = 128  # tokens of the prompt read before the response (``PeakHead.context_tokens``)
@@ -72,21 +79,17 @@ def response_peak_texts(reader: TokenReader, records: Sequence[HeadRecord], fill
         rng.shuffle(group)
     texts = PeakTexts()
     used: list[HeadRecord] = []
-
-    def ids(text: str) -> list[int]:
-        return reader.token_ids([text], 10**6)[0]
-
     for k in range(sizes.padded):
         answer, content = answers[k % len(answers)], harmful[k % len(harmful)]
         assert answer.response is not None and content.response is not None
-        cut = rng.randint(300, max(300, min(1400, len(answer.response) - 100)))
+        cut = filler_cut(rng, answer.response)
         before = answer.response[:cut].rsplit(" ", 1)[0].rstrip() + PARAGRAPH
         after = ""
         if rng.random() < 0.5:
             after = PARAGRAPH + answer.response[cut : cut + rng.randint(300, 1200)].lstrip()
-        start = len(ids(before))
-        end = len(ids(before + content.response.rstrip()))
-        texts.padded.append(ids(before + content.response.rstrip() + after))
+        start = len(reader.token_ids([before], 10**6)[0])
+        end = len(reader.token_ids([before + content.response.rstrip()], 10**6)[0])
+        texts.padded.append(reader.token_ids([before + content.response.rstrip() + after], 10**6)[0])
         texts.spans.append((start, end))
         used += [answer, content]
     texts.harmful = reader.token_ids([r.response or "" for r in harmful[sizes.padded : sizes.padded + sizes.harmful]],

@@ -57,11 +57,12 @@ def test_each_latency_is_labelled_with_the_device_it_was_measured_on(tmp_path):
 
 
 def test_the_card_lists_what_the_response_peak_head_saw_and_under_which_licences(tmp_path):
-    response_peak = {"min_tokens": 192, "max_tokens": 2048, "widths": [32, 64], "info": {
+    response_peak = {"min_tokens": 192, "max_tokens": 2048, "widths": [32, 64], "context_tokens": 128, "info": {
         "texts": {"padded": 700, "harmful": 240}, "seconds": 900.0, "benign_quantile": 0.99,
         "validation_flagged_percent": {"padded": 80.0, "long_harmless": None},
         "licences": {"CC-BY-NC-4.0 (upstream BeaverTails)": 120}, "files": {"gr_beavertails_test": 120}}}
     card = write_card(tmp_path, response_peak=response_peak)
-    assert "A **response peak head** reads every response longer than 192 tokens whole" in card
+    assert ("A **response peak head** reads every response longer than 192 tokens whole (up to 2048, after the first "
+            "128 tokens of its prompt)") in card
     assert "flags on validation texts padded 80.0%." in card  # no figure for a kind it was not fitted on
     assert "| CC-BY-NC-4.0 (upstream BeaverTails) | 120 |" in card and "| gr_beavertails_test | 120 |" in card
