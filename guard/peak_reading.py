@@ -101,6 +101,11 @@ class PeakHead:
                    context_tokens=int(meta.get("context_tokens", 0)))
 
 
+def reading_logits(readings: Sequence[PeakReading | None]) -> np.ndarray:
+    """Each reading's peak logit; NaN where a text was not read."""
+    return np.array([np.nan if r is None else r.logit for r in readings], dtype=float)
+
+
 class TokenReader:
     """The tuned copy's output at every token of whole prompts, as the features' rows begin (``<bos>User: ``)."""
 
@@ -178,7 +183,7 @@ class TokenReader:
 
     def peaks(self, head: PeakHead, texts: Sequence[str], known: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         """Each text's peak logit; NaN for a text not read (see ``read``)."""
-        return np.array([np.nan if r is None else r.logit for r in self.read(head, texts, known)], dtype=float)
+        return reading_logits(self.read(head, texts, known))
 
     def evidence(self, text: str, reading: PeakReading) -> str:
         """The stretch of ``text`` under the reading's window (the characters of its tokens), for a reviewer."""

@@ -180,6 +180,9 @@ def _examples(texts: PeakTexts, states: dict[str, list[np.ndarray]], held: dict[
     return examples
 
 
+TEXT_KINDS = ("padded", "harmful", "harmless", "long_harmless", "fillers")
+
+
 def fit_peak_head(reader: TokenReader, records: Sequence[HeadRecord], fillers: Sequence[HeadRecord], *,
                   sizes: PeakSizes | None = None, seed: int = 0, log: Log = print) -> PeakHead:
     """The peak head on ``reader``'s tuned copy, from the fit sample ``records`` and harmless answers ``fillers``."""
@@ -207,11 +210,8 @@ def fit_window_head(reader: TokenReader, texts: PeakTexts, *, widths: Sequence[i
     head.info["seconds"] = round(time.perf_counter() - started, 1)
     log(f"{name}: window AP {head.info['validation_window_ap']} (C={head.info['strength']}); threshold "
         f"{head.threshold:.2f} flags, on validation texts, "
-        + ", ".join(f"{name} {pct}%" for name, pct in head.info["validation_flagged_percent"].items() if pct is not None))
+        + ", ".join(f"{kind} {pct}%" for kind, pct in head.info["validation_flagged_percent"].items() if pct is not None))
     return head
-
-
-TEXT_KINDS = ("padded", "harmful", "harmless", "long_harmless", "fillers")
 
 
 def fit_on_states(texts: PeakTexts, states: dict[str, list[np.ndarray]], *, widths: Sequence[int] = PEAK_WIDTHS,

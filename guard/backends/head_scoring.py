@@ -23,7 +23,7 @@ from guard.backends.inputs import PreparedItem
 from guard.contract import NONE, PolicySpec, Verdict
 from guard.features import FeatureExtractor, extractor_for
 from guard.heads import GuardHeads, HeadDecision, PolicyView, category_key, load
-from guard.peak_reading import PeakReading, TokenReader
+from guard.peak_reading import PeakReading, TokenReader, reading_logits
 from guard.tuned_layers import TunedLayers
 from guard.zero_shot import ExampleHead, category_text, example_head
 
@@ -171,8 +171,8 @@ class HeadsMixin:
         readings: list[PeakReading | None] = [None] * len(items)
         if reader is not None and heads.peak is not None:
             readings = reader.read(heads.peak, [p for p, _ in pairs], known=read_whole)
-            peaks = np.array([np.nan if r is None else r.logit for r in readings], dtype=float)
-        # Responses longer than the features read (their middle left out) are read whole the same way, alone.
+            peaks = reading_logits(readings)
+        # Responses longer than the features read (their middle left out) are read whole the same way, after their prompt.
         response_reader = self.token_reader() if heads.response_peak is not None and reading_on else None
         response_peaks = None
         response_readings: list[PeakReading | None] = [None] * len(items)
@@ -181,7 +181,7 @@ class HeadsMixin:
             read = response_reader.read_responses(heads.response_peak, [(pairs[i][0], pairs[i][1] or "") for i in answered])
             for i, reading in zip(answered, read, strict=True):
                 response_readings[i] = reading
-            response_peaks = np.array([np.nan if r is None else r.logit for r in response_readings], dtype=float)
+            response_peaks = reading_logits(response_readings)
         decisions: list[HeadDecision | None] = [None] * len(items)
         groups: dict[PolicySpec, list[int]] = {}
         for index, item in enumerate(items):
